@@ -1,5 +1,5 @@
 """Model and tokenizer building and loading."""
-from ponder.models.load import ALIASES, format_prompt, load_model, resolve_model_path
+from ponder.models.load import ALIASES, format_prompt, load_model, model_from_spec, resolve_model_path
 from ponder.models.tiny import PRESETS, build_tiny_model, count_params
 from ponder.models.tokenizer import build_char_tokenizer
 
@@ -11,5 +11,6 @@ __all__ = [
     "count_params",
     "format_prompt",
     "load_model",
+    "model_from_spec",
     "resolve_model_path",
 ]

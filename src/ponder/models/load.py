@@ -70,3 +70,15 @@ def format_prompt(tokenizer, text: str, system: str | None = None) -> str:
     if system:
         messages.insert(0, {"role": "system", "content": system})
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def model_from_spec(spec: str, seed: int = 0, max_len: int = 512):
+    """(model, tokenizer) from a spec: `tiny:<preset>` builds a fresh character-level Llama
+    (presets in ponder.models.tiny.PRESETS); anything else is loaded by `load_model`."""
+    if spec.startswith("tiny:"):
+        from ponder.models.tiny import build_tiny_model
+        from ponder.models.tokenizer import build_char_tokenizer
+
+        tokenizer = build_char_tokenizer()
+        return build_tiny_model(tokenizer, spec.split(":", 1)[1], max_len=max_len, seed=seed), tokenizer
+    return load_model(spec)

@@ -1,0 +1,75 @@
+"""`ponder eval`: greedy accuracy, unbiased pass@k, maj@k and mean tokens per solution.
+
+Greedy decoding gives accuracy; k samples at the given temperature give pass@k (unbiased,
+from the k samples) and maj@k (majority vote over the extracted answers, compared with the
+task's own equivalence check through `is_correct`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ponder.eval.metrics import majority_vote, mean, pass_at_k
+from ponder.generation.base import Generator, SamplingParams
+from ponder.tasks.base import Problem, Task
+
+
+@dataclass
+class EvalConfig:
+    n: int = 200
+    """number of held-out problems"""
+    k: int = 8
+    """samples per problem for pass@k and maj@k (0 = greedy only)"""
+    temperature: float = 0.8
+    """sampling temperature for the k samples"""
+    top_p: float = 1.0
+    """nucleus sampling mass for the k samples"""
+    max_tokens: int = 256
+    """generated tokens per solution, at most"""
+    seed: int = 1234
+    """seed for problem selection and sampling"""
+    split: str = "test"
+    """task split to evaluate on"""
+
+
+def answer_key(task: Task, problem: Problem, text: str) -> str | None:
+    """The answer a sample votes for; correct answers collapse onto the gold string so that
+    equivalent forms (e.g. '0.5' and '1/2') vote together."""
+    if task.is_correct(problem, text):
+        return f"gold:{problem.answer}"
+    return task.extract_answer(text)
+
+
+def evaluate(generator: Generator, task: Task, problems: list[Problem], cfg: EvalConfig) -> dict:
+    """Score `problems`; returns summary metrics and per-problem records."""
+    prompts = [task.prompt(p) for p in problems]
+    start = generator.usage.copy()
+    greedy = generator.generate(prompts, SamplingParams(n=1, temperature=0.0, max_tokens=cfg.max_tokens))
+    records = []
+    for p, [s] in zip(problems, greedy):
+        records.append({"id": p.id, "answer": p.answer, "greedy": s.text, "greedy_correct": task.is_correct(p, s.text),
+                        "greedy_tokens": s.num_tokens, "finish_reason": s.finish_reason})
+    out = {
+        "problems": len(problems),
+        "greedy_accuracy": mean(r["greedy_correct"] for r in records),
+        "mean_tokens": mean(r["greedy_tokens"] for r in records),
+        "truncated": mean(r["finish_reason"] == "length" for r in records),
+    }
+    if cfg.k > 0:
+        sp = SamplingParams(n=cfg.k, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens,
+                            seed=cfg.seed)
+        sampled = generator.generate(prompts, sp)
+        for p, rec, samples in zip(problems, records, sampled):
+            correct = [task.is_correct(p, s.text) for s in samples]
+            keys = [answer_key(task, p, s.text) for s in samples]
+            rec["num_correct"] = sum(correct)
+            rec["majority"] = majority_vote(keys)
+            rec["majority_correct"] = rec["majority"] == f"gold:{p.answer}"
+            rec["sample_tokens"] = mean(s.num_tokens for s in samples)
+        for k in sorted({1, cfg.k} | ({cfg.k // 2} if cfg.k >= 4 else set())):
+            out[f"pass@{k}"] = mean(pass_at_k(cfg.k, r["num_correct"], k) for r in records)
+        out[f"maj@{cfg.k}"] = mean(r["majority_correct"] for r in records)
+        out["mean_sample_tokens"] = mean(r["sample_tokens"] for r in records)
+    used = generator.usage - start
+    out["generated_tokens"] = used.generated_tokens
+    out["prefill_tokens"] = used.prefill_tokens
+    return {"summary": out, "records": records}

@@ -1,0 +1,220 @@
+"""The shared training loop: AdamW, warm-up + cosine, gradient accumulation, clipping,
+periodic eval, atomic checkpoints with exact resume, and `metrics.jsonl`.
+
+Trainers (SFT here; reward models and RL later) supply two things: `batch_at(step)`, which
+returns the list of micro-batches for an optimiser step (a pure function of the step, so a
+resumed run sees exactly the data an uninterrupted run would), and `loss_fn(model, micro)`,
+which returns (loss, stats). Everything else — optimiser, schedule, accumulation, logging,
+checkpoints — lives here, once. Built on `accelerate`, so `accelerate launch` scales it out.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+
+@dataclass
+class TrainConfig:
+    lr: float = 1e-3
+    """peak learning rate"""
+    min_lr_ratio: float = 0.1
+    """cosine decays to lr * min_lr_ratio"""
+    weight_decay: float = 0.01
+    """AdamW weight decay (not applied to norms and biases)"""
+    betas: tuple[float, float] = (0.9, 0.95)
+    """AdamW betas"""
+    warmup_steps: int = 50
+    """linear warm-up steps"""
+    max_steps: int = 1000
+    """optimiser steps"""
+    grad_accum: int = 1
+    """micro-batches per optimiser step"""
+    max_grad_norm: float = 1.0
+    """gradient clipping (0 = off)"""
+    eval_every: int = 200
+    """steps between evaluations (0 = only at the end)"""
+    save_every: int = 200
+    """steps between checkpoints (0 = only at the end)"""
+    log_every: int = 10
+    """steps between metrics.jsonl records"""
+    seed: int = 0
+    """seed for initialisation-independent randomness (dropout, data order)"""
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning rate at optimiser step `step` (0-based): linear warm-up to `lr` over
+    `warmup_steps`, then cosine decay to `lr * min_lr_ratio` at `max_steps`."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    span = max(1, cfg.max_steps - cfg.warmup_steps)
+    progress = min(1.0, (step - cfg.warmup_steps) / span)
+    cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
+    return cfg.lr * (cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * cosine)
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Decay matrices only; norms, biases and 1-d parameters are not decayed."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.dim() >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class MetricsLog:
+    """Append-only JSONL of training records. On resume, records past the checkpoint step
+    are dropped so a resumed run never duplicates a step."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def truncate_after(self, step: int) -> None:
+        if not self.path.exists():
+            return
+        keep = []
+        for line in self.path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a torn last line from a killed run
+            if rec.get("step", 0) <= step:
+                keep.append(line)
+        atomic_write_text(self.path, "".join(l + "\n" for l in keep))
+
+    def write(self, record: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = Path(str(path) + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class TrainLoop:
+    """Runs `cfg.max_steps` optimiser steps of `loss_fn` over `batch_at(step)`.
+
+    run_dir/checkpoint/ holds the latest full state (model, optimiser, scheduler, RNG, step);
+    it is written to a temporary folder and renamed, so a kill never leaves a torn checkpoint.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        cfg: TrainConfig,
+        run_dir: str | Path,
+        batch_at: Callable[[int], list[Any]],
+        loss_fn: Callable[[torch.nn.Module, Any], tuple[torch.Tensor, dict]],
+        eval_fn: Callable[[torch.nn.Module], dict] | None = None,
+        save_fn: Callable[[torch.nn.Module, Path], None] | None = None,
+        progress: bool = True,
+    ):
+        from accelerate import Accelerator
+        from accelerate.utils import set_seed
+
+        self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.batch_at, self.loss_fn, self.eval_fn, self.save_fn = batch_at, loss_fn, eval_fn, save_fn
+        self.progress = progress
+        set_seed(cfg.seed)
+        self.accelerator = Accelerator()
+        optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, cfg) / cfg.lr)
+        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
+        self.metrics = MetricsLog(self.run_dir / "metrics.jsonl")
+        self.ckpt_dir = self.run_dir / "checkpoint"
+        self.step = 0
+
+    # ----------------------------------------------------------------- checkpoints
+    def save_checkpoint(self) -> None:
+        tmp = self.run_dir / "checkpoint.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.accelerator.save_state(str(tmp))
+        (tmp / "trainer_state.json").write_text(json.dumps({"step": self.step, "config": asdict(self.cfg)}))
+        old = self.run_dir / "checkpoint.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if self.ckpt_dir.exists():
+            os.replace(self.ckpt_dir, old)
+        os.replace(tmp, self.ckpt_dir)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def maybe_resume(self) -> bool:
+        # A kill between the two renames above leaves only checkpoint.old: use it.
+        old = self.run_dir / "checkpoint.old"
+        if not self.ckpt_dir.exists() and old.exists():
+            os.replace(old, self.ckpt_dir)
+        state_file = self.ckpt_dir / "trainer_state.json"
+        if not state_file.exists():
+            return False
+        self.accelerator.load_state(str(self.ckpt_dir))
+        self.step = json.loads(state_file.read_text())["step"]
+        self.metrics.truncate_after(self.step)
+        return True
+
+    # ----------------------------------------------------------------- the loop
+    def run(self) -> dict:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        cfg = self.cfg
+        resumed = self.maybe_resume()
+        self.model.train()
+        last: dict = {}
+        t0, tokens_since = time.time(), 0
+        columns = [TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                   TextColumn("{task.fields[info]}"), TimeRemainingColumn()]
+        with Progress(*columns, disable=not self.progress, transient=False) as bar:
+            task = bar.add_task("train", total=cfg.max_steps, completed=self.step, info="resumed" if resumed else "")
+            while self.step < cfg.max_steps:
+                micro_batches = self.batch_at(self.step)
+                stats_sum: dict[str, float] = {}
+                for micro in micro_batches:
+                    loss, stats = self.loss_fn(self.model, micro)
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(
+                            f"non-finite loss ({loss.item()}) at step {self.step}; "
+                            f"the last good checkpoint in {self.ckpt_dir} is kept unchanged"
+                        )
+                    self.accelerator.backward(loss / len(micro_batches))
+                    for k, v in stats.items():
+                        stats_sum[k] = stats_sum.get(k, 0.0) + float(v)
+                grad_norm = None
+                if cfg.max_grad_norm > 0:
+                    grad_norm = float(self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm))
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.step += 1
+                tokens_since += int(stats_sum.get("tokens", 0))
+                last = {k: v / len(micro_batches) if k != "tokens" else v for k, v in stats_sum.items()}
+                bar.update(task, completed=self.step, info=f"loss {last.get('loss', float('nan')):.4f}")
+                if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                    dt = time.time() - t0
+                    rec = {"step": self.step, "lr": self.scheduler.get_last_lr()[0], **last,
+                           "tokens_per_s": tokens_since / max(dt, 1e-9)}
+                    if grad_norm is not None:
+                        rec["grad_norm"] = grad_norm
+                    self.metrics.write(rec)
+                    t0, tokens_since = time.time(), 0
+                do_eval = self.eval_fn is not None and (
+                    (cfg.eval_every and self.step % cfg.eval_every == 0) or self.step == cfg.max_steps)
+                if do_eval:
+                    self.model.eval()
+                    result = self.eval_fn(self.accelerator.unwrap_model(self.model))
+                    self.model.train()
+                    self.metrics.write({"step": self.step, **{f"eval/{k}": v for k, v in result.items()}})
+                    last.update({f"eval/{k}": v for k, v in result.items()})
+                if (cfg.save_every and self.step % cfg.save_every == 0) or self.step == cfg.max_steps:
+                    self.save_checkpoint()
+        self.model.eval()
+        if self.save_fn is not None:
+            self.save_fn(self.accelerator.unwrap_model(self.model), self.run_dir / "model")
+        return {"step": self.step, **last}

@@ -1,0 +1,140 @@
+"""Supervised fine-tuning (and rejection-sampling fine-tuning) on prompt-completion pairs.
+
+Data is TRL's prompt-completion format: rows `{"prompt": str, "completion": str}`. Prompts
+are formatted with the model's chat template when it has one. The loss is the mean
+cross-entropy over completion tokens only (prompt and padding are masked), with an EOS token
+appended to every completion so the model learns to stop.
+"""
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ponder.models.load import format_prompt
+from ponder.train.loop import TrainConfig, TrainLoop
+
+IGNORE = -100
+
+
+@dataclass
+class SFTExample:
+    input_ids: list[int]
+    labels: list[int]
+
+
+def tokenize_pairs(tokenizer, rows: list[dict], max_len: int, source: str = "data") -> list[SFTExample]:
+    """Token ids with labels masked (-100) on the prompt; completion gets EOS appended.
+    Rows longer than `max_len` tokens are dropped from the end of the completion side."""
+    out = []
+    for i, row in enumerate(rows):
+        for key in ("prompt", "completion"):
+            if not isinstance(row.get(key), str):
+                raise ValueError(f"{source}: row {i + 1}: field {key!r}: expected a string, got {row.get(key)!r}")
+        p = tokenizer(format_prompt(tokenizer, row["prompt"]), add_special_tokens=False)["input_ids"]
+        c = tokenizer(row["completion"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        ids = (p + c)[:max_len]
+        labels = ([IGNORE] * len(p) + c)[:max_len]
+        if any(l != IGNORE for l in labels):
+            out.append(SFTExample(ids, labels))
+    return out
+
+
+def collate(examples: list[SFTExample], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad a list of examples into input_ids / attention_mask / labels of shape (B, T)."""
+    T = max(len(e.input_ids) for e in examples)
+    ids = torch.full((len(examples), T), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), T), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(examples), T), dtype=torch.long)
+    for i, e in enumerate(examples):
+        n = len(e.input_ids)
+        ids[i, :n] = torch.tensor(e.input_ids)
+        labels[i, :n] = torch.tensor(e.labels)
+        mask[i, :n] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def completion_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+    """Mean next-token cross-entropy over completion tokens. logits (B, T, V), labels (B, T)."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    targets = batch["labels"][:, 1:]
+    logits = logits[:, :-1]
+    loss = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=IGNORE
+    )
+    with torch.no_grad():
+        valid = targets != IGNORE
+        acc = ((logits.argmax(-1) == targets) & valid).sum() / valid.sum().clamp(min=1)
+    return loss, {"loss": loss.item(), "token_acc": acc.item(), "tokens": int(valid.sum())}
+
+
+def make_batch_at(examples: list[SFTExample], batch_size: int, grad_accum: int, pad_id: int, seed: int):
+    """batch_at(step) -> micro-batches: a fixed, seeded shuffle per epoch, so a resumed run
+    sees the same data at the same step as an uninterrupted one."""
+    per_step = batch_size * grad_accum
+    n = len(examples)
+    perms: dict[int, list[int]] = {}
+
+    def order(epoch: int) -> list[int]:
+        if epoch not in perms:
+            idx = list(range(n))
+            random.Random(seed * 1_000_003 + epoch).shuffle(idx)
+            perms[epoch] = idx
+        return perms[epoch]
+
+    def batch_at(step: int):
+        start = step * per_step
+        picks = [order((start + j) // n)[(start + j) % n] for j in range(per_step)]
+        return [collate([examples[i] for i in picks[k:k + batch_size]], pad_id)
+                for k in range(0, per_step, batch_size)]
+
+    return batch_at
+
+
+def read_prompt_completion(path: str | Path) -> list[dict]:
+    """Rows of a prompt-completion JSONL file, with file:line errors for bad rows."""
+    rows = []
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"SFT data file {path} does not exist")
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
+        for key in ("prompt", "completion"):
+            if not isinstance(row.get(key), str):
+                raise ValueError(f"{path}:{lineno}: field {key!r}: expected a string, got {row.get(key)!r}")
+        rows.append(row)
+    return rows
+
+
+def train_sft(
+    model,
+    tokenizer,
+    rows: list[dict],
+    run_dir: str | Path,
+    cfg: TrainConfig,
+    batch_size: int = 32,
+    max_len: int = 512,
+    eval_fn=None,
+    progress: bool = True,
+) -> dict:
+    """Fine-tune `model` on prompt-completion `rows`; the final model and tokenizer are saved
+    under run_dir/model in Hugging Face format. Resumes from run_dir/checkpoint if present."""
+    examples = tokenize_pairs(tokenizer, rows, max_len)
+    if not examples:
+        raise ValueError("no SFT examples left after tokenisation (empty data or max_len too small)")
+    batch_at = make_batch_at(examples, batch_size, cfg.grad_accum, tokenizer.pad_token_id, cfg.seed)
+
+    def save(m, out: Path):
+        m.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+
+    loop = TrainLoop(model, cfg, run_dir, batch_at, completion_loss, eval_fn=eval_fn, save_fn=save, progress=progress)
+    return loop.run()
