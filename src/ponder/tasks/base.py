@@ -6,6 +6,8 @@ checked exactly (e.g. `arith`) implement `check_steps`, the ground truth for pro
 """
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -84,14 +86,32 @@ def register_task(name: str):
 
 
 def get_task(name: str, **kwargs) -> Task:
-    """Build a registered task by name, or a file task from a path (`*.jsonl`, `*.parquet`)."""
+    """Build a task by name: a registered task (`arith`), a reasoning-gym dataset
+    (`gym:<dataset>`), or a file task from a path (`*.jsonl`, `*.parquet`, or a directory
+    holding `train.jsonl` / `test.jsonl`)."""
     import ponder.tasks  # noqa: F401  (populates the registry)
 
     if name in TASKS:
         return TASKS[name](**kwargs)
-    if name.endswith((".jsonl", ".json", ".parquet")):
+    if name.startswith("gym:"):
+        from ponder.tasks.gym import GymTask
+
+        return GymTask(name.removeprefix("gym:"), **kwargs)
+    if name.endswith((".jsonl", ".json", ".parquet")) or os.path.isdir(name):
         from ponder.tasks.files import file_task
 
         return file_task(name, **kwargs)
     known = ", ".join(sorted(TASKS))
-    raise ValueError(f"unknown task {name!r}: expected one of {known} or a .jsonl/.parquet path")
+    raise ValueError(
+        f"unknown task {name!r}: expected one of {known}, 'gym:<dataset>', "
+        "or a .jsonl/.parquet path or directory"
+    )
+
+
+def stable_split(key: str, test_every: int = 10) -> str:
+    """Which split a procedurally generated item belongs to: "test" for one key in
+    `test_every` (by a SHA-256 of the key, stable across processes and Python versions,
+    unlike `hash`), "train" otherwise. Generators emit only their own split's keys, so train
+    and test are disjoint by construction, whatever seeds and sizes are asked for."""
+    digest = hashlib.sha256(key.encode()).digest()
+    return "test" if int.from_bytes(digest[:8], "big") % test_every == 0 else "train"
