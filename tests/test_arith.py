@@ -311,3 +311,13 @@ def test_difficulty_knobs():
 def test_bad_knobs_name_the_field(kwargs, message):
     with pytest.raises(ValueError, match=message):
         Arith(**kwargs)
+
+
+def test_instruction_knob_only_changes_the_prompt():
+    from ponder.tasks import get_task
+
+    with_inst, bare = get_task("arith"), get_task("arith", instruction=False)
+    p, q = with_inst.problems("test", n=3, seed=1), bare.problems("test", n=3, seed=1)
+    assert [x.question for x in p] == [x.question for x in q]
+    assert bare.prompt(q[0]) == q[0].question + "\n"
+    assert with_inst.prompt(p[0]).startswith(f"Compute {p[0].question}.")

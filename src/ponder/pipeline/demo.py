@@ -21,13 +21,14 @@ from ponder.pipeline.stages import Stage, console, run_stages
 class DemoConfig:
     task: str = "arith"
     """built-in task to learn"""
-    task_args: dict = field(default_factory=dict)
-    """difficulty knobs passed to the task (e.g. num_ops, digits)"""
-    model: str = "tiny:4m"
+    task_args: dict = field(default_factory=lambda: {"instruction": False})
+    """knobs passed to the task (e.g. num_ops, digits); the bare-expression prompt keeps the
+    character-level model's sequences short"""
+    model: str = "tiny:1m"
     """model to start from: tiny:<preset> builds one from scratch, or a local path"""
     n_train: int = 20000
     """training problems (reference solutions) for SFT"""
-    sft_steps: int = 600
+    sft_steps: int = 1500
     """SFT optimiser steps"""
     batch_size: int = 32
     """SFT batch size"""
@@ -41,7 +42,7 @@ class DemoConfig:
     """samples per problem for pass@k / maj@k"""
     temperature: float = 0.7
     """sampling temperature for pass@k / maj@k"""
-    max_tokens: int = 96
+    max_tokens: int = 80
     """generated tokens per solution"""
     dev_n: int = 64
     """held-out problems for the periodic greedy eval during SFT"""
@@ -49,7 +50,7 @@ class DemoConfig:
     """seed for data, initialisation and sampling"""
 
 
-QUICK = dict(model="tiny:1m", n_train=3000, sft_steps=120, batch_size=16, eval_n=40, eval_k=4, dev_n=16)
+QUICK = dict(n_train=3000, sft_steps=150, batch_size=16, eval_n=40, eval_k=4, dev_n=16)
 
 
 def demo(run_dir: Path, cfg: DemoConfig, force: bool = False) -> dict:

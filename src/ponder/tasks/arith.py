@@ -112,6 +112,8 @@ class Arith(Task):
         which is deliberate: the model must learn when parentheses matter).
     max_value: bound on every intermediate value (default: 10**(max digits + 1) - 1, i.e.
         99 for single digits); problems exceeding it, or going negative, are redrawn.
+    instruction: prompt with a one-line instruction (for pretrained models); off, the prompt
+        is the bare expression, which saves a character-level model most of its sequence.
     """
 
     def __init__(
@@ -121,7 +123,9 @@ class Arith(Task):
         operators: str = "+-*",
         parens: bool = True,
         max_value: int | None = None,
+        instruction: bool = True,
     ):
+        self.instruction = bool(instruction)
         self.num_ops = _as_range("num_ops", num_ops, 1)
         self.digits = _as_range("digits", digits, 1)
         if not operators or set(operators) - set("+-*/"):
@@ -216,6 +220,8 @@ class Arith(Task):
 
     def prompt(self, problem: Problem) -> str:
         # Short on purpose: the tiny model reads it one character at a time.
+        if not self.instruction:  # tiny models: the instruction is constant, so it costs compute only
+            return f"{problem.question}\n"
         return f"Compute {problem.question}. One operation per line, then 'Answer: N'.\n"
 
     def is_correct(self, problem: Problem, text: str) -> bool:
