@@ -10,6 +10,7 @@ checkpoints — lives here, once. Built on `accelerate`, so `accelerate launch` 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -126,6 +127,9 @@ class TrainLoop:
         self.batch_at, self.loss_fn, self.eval_fn, self.save_fn = batch_at, loss_fn, eval_fn, save_fn
         self.progress = progress
         set_seed(cfg.seed)
+        # Tied embeddings (tiny models) make accelerate warn on every checkpoint that it
+        # dropped the duplicate lm_head tensor; reload re-ties it, so the warning is noise.
+        logging.getLogger("accelerate.utils.other").setLevel(logging.ERROR)
         self.accelerator = Accelerator()
         optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, cfg) / cfg.lr)
