@@ -123,7 +123,7 @@ def eval_cmd(
         m, tok = load_model(model_path)
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e))
-    out = evaluate(TorchGenerator(m, tok), t, problems, cfg)
+    out = evaluate(TorchGenerator(m, tok, progress=True), t, problems, cfg)
     table = Table(title=f"eval: {task} ({len(problems)} problems)")
     table.add_column("metric")
     table.add_column("value", justify="right")

