@@ -73,6 +73,7 @@ def test_demo_pipeline_writes_run_and_caches_stages(tmp_path):
     assert len(records) == 6
     assert summary["eval"]["greedy_accuracy"] == sum(r["greedy_correct"] for r in records) / 6
     assert "greedy accuracy" in (run / "report.md").read_text()
+    assert (run / "sft_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     res = runner.invoke(app, args)  # a rerun skips every finished stage
     assert res.exit_code == 0
     assert res.output.count("cached") == 3
