@@ -170,6 +170,10 @@ class TrainLoop:
 
         cfg = self.cfg
         resumed = self.maybe_resume()
+        if resumed and self.progress:
+            from rich.console import Console
+
+            Console(stderr=True).print(f"resuming from {self.ckpt_dir} at step {self.step}/{cfg.max_steps}")
         self.model.train()
         last: dict = {}
         t0, tokens_since = time.time(), 0
