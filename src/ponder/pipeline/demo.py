@@ -62,6 +62,11 @@ def demo(run_dir: Path, cfg: DemoConfig, force: bool = False) -> dict:
     task = get_task(cfg.task, **cfg.task_args)
     t_start = time.time()
 
+    def held_out():
+        """Test-split problems: the first eval_n are the held-out set, the next dev_n the
+        dev set watched during training (disjoint, and never in the train split)."""
+        return task.problems("test", n=cfg.eval_n + cfg.dev_n, seed=cfg.seed)
+
     def build(_):
         from ponder.models import count_params, model_from_spec
 
@@ -80,7 +85,7 @@ def demo(run_dir: Path, cfg: DemoConfig, force: bool = False) -> dict:
         model, tokenizer = load_model(results["build"]["model_dir"])
         train = task.problems("train", n=cfg.n_train, seed=cfg.seed)
         rows = [{"prompt": task.prompt(p), "completion": task.reference(p)} for p in train]
-        dev = task.problems("test", n=cfg.dev_n, seed=cfg.seed + 1)
+        dev = held_out()[cfg.eval_n:]
 
         def dev_accuracy(m):
             from ponder.generation.base import SamplingParams
@@ -103,7 +108,7 @@ def demo(run_dir: Path, cfg: DemoConfig, force: bool = False) -> dict:
         model, tokenizer = load_model(results["sft"]["model_dir"])
         ec = EvalConfig(n=cfg.eval_n, k=cfg.eval_k, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
                         seed=cfg.seed + 7)
-        problems = task.problems("test", n=ec.n, seed=ec.seed)
+        problems = held_out()[: cfg.eval_n]
         t0 = time.time()
         out = evaluate(TorchGenerator(model, tokenizer), task, problems, ec)
         out["summary"]["eval_s"] = round(time.time() - t0, 2)
