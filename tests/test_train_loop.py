@@ -81,3 +81,14 @@ def test_nonfinite_loss_stops_without_touching_checkpoint(tmp_path):
     with pytest.raises(FloatingPointError, match="non-finite loss"):
         loop.run()
     assert not (tmp_path / "checkpoint").exists()
+
+
+def test_prompt_completion_file_errors_name_file_line_and_field(tmp_path):
+    from ponder.train.sft import read_prompt_completion
+
+    p = tmp_path / "pairs.jsonl"
+    p.write_text('{"prompt": "a", "completion": "b"}\n\n{"prompt": "c", "completion": 3}\n')
+    with pytest.raises(ValueError, match=r"pairs.jsonl:3: field 'completion': expected a string, got 3"):
+        read_prompt_completion(p)
+    p.write_text('{"prompt": "a", "completion": "b"}\n')
+    assert read_prompt_completion(p) == [{"prompt": "a", "completion": "b"}]

@@ -31,12 +31,10 @@ class EvalConfig:
     """task split to evaluate on"""
 
 
-def answer_key(task: Task, problem: Problem, text: str) -> str | None:
+def answer_key(task: Task, problem: Problem, text: str, correct: bool) -> str | None:
     """The answer a sample votes for; correct answers collapse onto the gold string so that
     equivalent forms (e.g. '0.5' and '1/2') vote together."""
-    if task.is_correct(problem, text):
-        return f"gold:{problem.answer}"
-    return task.extract_answer(text)
+    return f"gold:{problem.answer}" if correct else task.extract_answer(text)
 
 
 def evaluate(generator: Generator, task: Task, problems: list[Problem], cfg: EvalConfig) -> dict:
@@ -60,7 +58,7 @@ def evaluate(generator: Generator, task: Task, problems: list[Problem], cfg: Eva
         sampled = generator.generate(prompts, sp)
         for p, rec, samples in zip(problems, records, sampled):
             correct = [task.is_correct(p, s.text) for s in samples]
-            keys = [answer_key(task, p, s.text) for s in samples]
+            keys = [answer_key(task, p, s.text, ok) for s, ok in zip(samples, correct)]
             rec["num_correct"] = sum(correct)
             rec["majority"] = majority_vote(keys)
             rec["majority_correct"] = rec["majority"] == f"gold:{p.answer}"

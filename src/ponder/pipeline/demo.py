@@ -11,10 +11,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rich.table import Table
-
 from ponder.config import to_dict, write_yaml
-from ponder.pipeline.stages import Stage, console, run_stages
+from ponder.pipeline.report import write_report
+from ponder.pipeline.stages import Stage, run_stages
 
 
 @dataclass
@@ -80,11 +79,10 @@ def demo(run_dir: Path, cfg: DemoConfig, force: bool = False) -> dict:
         from ponder.generation import TorchGenerator
         from ponder.models import load_model
         from ponder.train.loop import TrainConfig
-        from ponder.train.sft import train_sft
+        from ponder.train.sft import reference_rows, train_sft
 
         model, tokenizer = load_model(results["build"]["model_dir"])
-        train = task.problems("train", n=cfg.n_train, seed=cfg.seed)
-        rows = [{"prompt": task.prompt(p), "completion": task.reference(p)} for p in train]
+        rows = reference_rows(task, cfg.n_train, cfg.seed)
         dev = held_out()[cfg.eval_n:]
 
         def dev_accuracy(m):
@@ -136,54 +134,3 @@ def demo(run_dir: Path, cfg: DemoConfig, force: bool = False) -> dict:
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     write_report(run_dir, summary, results)
     return summary
-
-
-def write_report(run_dir: Path, summary: dict, results: dict) -> None:
-    ev = summary["eval"]
-    rows = [("held-out problems", f"{ev['problems']}"), ("greedy accuracy", f"{ev['greedy_accuracy']:.3f}")]
-    rows += [(k, f"{v:.3f}") for k, v in ev.items() if k.startswith(("pass@", "maj@"))]
-    rows += [("mean tokens / solution (greedy)", f"{ev['mean_tokens']:.1f}"),
-             ("model parameters", f"{summary['params']:,}")]
-    rows += [(f"wall time: {k}", f"{v:.1f} s") for k, v in summary["wall_s"].items() if v is not None]
-    table = Table(title=f"ponder demo — {summary['task']} ({summary['model']})")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for k, v in rows:
-        table.add_row(k, v)
-    console.print(table)
-    md = [f"# ponder demo: {summary['task']}", "", f"Model `{summary['model']}`, task args {summary['task_args']}.", "",
-          "| metric | value |", "|---|---:|"] + [f"| {k} | {v} |" for k, v in rows]
-    curve = plot_sft_curve(Path(results["sft"]["metrics"]), run_dir / "sft_curve.png")
-    if curve is not None:
-        md += ["", f"![SFT loss and held-out greedy accuracy]({curve.name})"]
-    (run_dir / "report.md").write_text("\n".join(md) + "\n")
-
-
-def plot_sft_curve(metrics: Path, out: Path) -> Path | None:
-    """SFT loss and periodic held-out greedy accuracy against step, as a PNG."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        console.print("[yellow]matplotlib not installed (pip install 'ponder[plot]'): no curve plot[/yellow]")
-        return None
-    records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-    train = [r for r in records if "loss" in r]
-    evals = [r for r in records if "eval/greedy_accuracy" in r]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot([r["step"] for r in train], [r["loss"] for r in train], color="tab:blue", label="train loss")
-    ax.set_xlabel("optimiser step")
-    ax.set_ylabel("completion loss (nats/token)", color="tab:blue")
-    ax.set_yscale("log")
-    ax2 = ax.twinx()
-    ax2.plot([r["step"] for r in evals], [r["eval/greedy_accuracy"] for r in evals], "o-", color="tab:orange",
-             label="held-out greedy accuracy")
-    ax2.set_ylabel("held-out greedy accuracy", color="tab:orange")
-    ax2.set_ylim(0, 1)
-    ax.set_title("SFT of the tiny model")
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out

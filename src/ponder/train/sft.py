@@ -7,7 +7,6 @@ appended to every completion so the model learns to stop.
 """
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,22 +93,29 @@ def make_batch_at(examples: list[SFTExample], batch_size: int, grad_accum: int, 
     return batch_at
 
 
-def read_prompt_completion(path: str | Path) -> list[dict]:
-    """Rows of a prompt-completion JSONL file, with file:line errors for bad rows."""
+def reference_rows(task, n: int, seed: int) -> list[dict]:
+    """Prompt-completion rows from the reference solutions of `n` training problems."""
     rows = []
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"SFT data file {path} does not exist")
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
+    for p in task.problems("train", n=n, seed=seed):
+        completion = task.reference(p)
+        if completion:
+            rows.append({"prompt": task.prompt(p), "completion": completion})
+    if not rows:
+        raise ValueError(f"task {task.name!r} has no reference solutions to train on; pass a prompt-completion file")
+    return rows
+
+
+def read_prompt_completion(path: str | Path) -> list[dict]:
+    """Rows of a prompt-completion file (JSONL, JSON array or Parquet); a bad row fails with
+    its file:line and field."""
+    from ponder.tasks.files import read_rows
+
+    rows = []
+    for where, row in read_rows(path):
         for key in ("prompt", "completion"):
-            if not isinstance(row.get(key), str):
-                raise ValueError(f"{path}:{lineno}: field {key!r}: expected a string, got {row.get(key)!r}")
+            value = row.get(key)  # read_rows has checked every row is an object
+            if not isinstance(value, str):
+                raise ValueError(f"{where}: field {key!r}: expected a string, got {value!r}")
         rows.append(row)
     return rows
 

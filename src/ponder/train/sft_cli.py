@@ -42,7 +42,7 @@ class SFTArgs:
 def run_sft(args: SFTArgs) -> dict:
     from ponder.models import model_from_spec
     from ponder.train.loop import TrainConfig
-    from ponder.train.sft import read_prompt_completion, train_sft
+    from ponder.train.sft import read_prompt_completion, reference_rows, train_sft
 
     run_dir = Path(args.runs_dir) / args.run
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -53,11 +53,7 @@ def run_sft(args: SFTArgs) -> dict:
         from ponder.tasks import get_task
 
         task = get_task(args.task, **args.task_args)
-        problems = task.problems("train", n=args.n_train, seed=args.seed)
-        rows = [{"prompt": task.prompt(p), "completion": task.reference(p)} for p in problems]
-        rows = [r for r in rows if r["completion"]]
-        if not rows:
-            raise ValueError(f"task {args.task!r} has no reference solutions to train on; pass --data")
+        rows = reference_rows(task, args.n_train, args.seed)
     model, tokenizer = model_from_spec(args.model, seed=args.seed)
     cfg = TrainConfig(lr=args.lr, max_steps=args.steps, warmup_steps=args.warmup_steps, grad_accum=args.grad_accum,
                       seed=args.seed, eval_every=0, save_every=max(args.steps // 5, 1))
