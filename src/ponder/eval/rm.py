@@ -1,0 +1,166 @@
+"""`ponder eval-rm`: how good is a reward model, on solutions sampled from a policy.
+
+- ProcessBench-style F1 (Zheng et al. 2024, "ProcessBench", §3): predict a solution's first
+  error as the first step scored below `threshold` (None if none is); accuracy on the
+  erroneous solutions (predicted step == true first error) and on the fully correct ones
+  (predicted None); F1 is their harmonic mean. Ground truth comes from the task's exact step
+  checker.
+- Best-of-N: per problem, pick the sample with the highest aggregated score among the first
+  N, for N = 1, 2, 4, ...; beside majority vote (self-consistency) and the oracle (pass@N:
+  any of the N right).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ponder.eval.evaluate import answer_key
+from ponder.eval.metrics import majority_vote
+from ponder.generation.base import Generator, SamplingParams
+from ponder.rewards.base import Scorer, aggregate
+from ponder.tasks.base import Problem, Task
+
+
+def first_below(scores: list[float], threshold: float) -> int | None:
+    """Index of the first step scored below `threshold`, or None."""
+    return next((i for i, s in enumerate(scores) if s < threshold), None)
+
+
+def processbench_f1(predicted: list[int | None], truth: list[int | None]) -> dict:
+    """F1 = 2 * acc_err * acc_correct / (acc_err + acc_correct), where acc_err is exact
+    first-error accuracy over solutions with an error and acc_correct the fraction of fully
+    correct solutions predicted error-free."""
+    err = [(p, t) for p, t in zip(predicted, truth, strict=True) if t is not None]
+    ok = [p for p, t in zip(predicted, truth) if t is None]
+    acc_err = sum(p == t for p, t in err) / len(err) if err else 0.0
+    acc_ok = sum(p is None for p in ok) / len(ok) if ok else 0.0
+    f1 = 2 * acc_err * acc_ok / (acc_err + acc_ok) if acc_err + acc_ok > 0 else 0.0
+    return {"f1": f1, "acc_erroneous": acc_err, "acc_correct": acc_ok, "erroneous": len(err), "correct": len(ok)}
+
+
+@dataclass
+class SampleSet:
+    """N sampled solutions per problem with their ground truth."""
+
+    problems: list[Problem]
+    prompts: list[str]
+    texts: list[list[str]]
+    steps: list[list[list[str]]]
+    correct: list[list[bool]]
+    first_error: list[list[int | None]] | None
+    keys: list[list[str | None]]
+
+
+def sample_solutions(generator: Generator, task: Task, problems: list[Problem], n: int, temperature: float,
+                     max_tokens: int, seed: int) -> SampleSet:
+    prompts = [task.prompt(p) for p in problems]
+    outs = generator.generate(prompts, SamplingParams(n=n, temperature=temperature, max_tokens=max_tokens,
+                                                      seed=seed, logprobs=False))
+    texts = [[s.text for s in o] for o in outs]
+    steps = [[task.split_steps(t) for t in ts] for ts in texts]
+    correct = [[task.is_correct(p, t) for t in ts] for p, ts in zip(problems, texts)]
+    keys = [[answer_key(task, p, t, c) for t, c in zip(ts, cs)] for p, ts, cs in zip(problems, texts, correct)]
+    first_error = None
+    if task.has_step_checker:
+        first_error = [[task.check_steps(p, st).first_error if st else 0 for st in sts]
+                       for p, sts in zip(problems, steps)]
+    return SampleSet(problems, prompts, texts, steps, correct, first_error, keys)
+
+
+def solution_scores(scorer: Scorer, data: SampleSet, aggregation: str) -> tuple[list[list[float]], list | None]:
+    """(aggregated score per sample, per-step scores per sample or None for outcome-only
+    scorers)."""
+    flat_prompts = [p for p, ts in zip(data.prompts, data.texts) for _ in ts]
+    flat_steps = [st or [""] for sts in data.steps for st in sts]
+    n = len(data.texts[0]) if data.texts else 0
+    try:
+        step_scores = scorer.score_steps(flat_prompts, flat_steps)
+        agg = [aggregate(s, aggregation) for s in step_scores]
+    except NotImplementedError:
+        step_scores = None
+        agg = scorer.score_outcomes(flat_prompts, [t for ts in data.texts for t in ts])
+    reshape = lambda flat: [flat[i * n:(i + 1) * n] for i in range(len(data.texts))]  # noqa: E731
+    return reshape(agg), (reshape(step_scores) if step_scores is not None else None)
+
+
+def best_of_n(data: SampleSet, scores: list[list[float]], ns: list[int]) -> dict[int, float]:
+    """Accuracy of picking the top-scored sample among the first N, for each N."""
+    out = {}
+    for n in ns:
+        hits = [cs[max(range(n), key=lambda j: sc[j])] for cs, sc in zip(data.correct, scores)]
+        out[n] = sum(hits) / len(hits) if hits else 0.0
+    return out
+
+
+def vote_and_oracle(data: SampleSet, ns: list[int]) -> tuple[dict[int, float], dict[int, float]]:
+    maj, oracle = {}, {}
+    for n in ns:
+        m = [majority_vote(keys[:n]) for keys in data.keys]
+        maj[n] = sum(isinstance(k, str) and k.startswith("gold:") for k in m) / max(len(m), 1)
+        oracle[n] = sum(any(cs[:n]) for cs in data.correct) / max(len(data.correct), 1)
+    return maj, oracle
+
+
+def evaluate_reward_model(scorer: Scorer, data: SampleSet, aggregation: str = "last",
+                          threshold: float = 0.5, ns: list[int] | None = None) -> dict:
+    n = len(data.texts[0]) if data.texts else 0
+    ns = ns or [k for k in (1, 2, 4, 8, 16, 32, 64) if k <= n]
+    agg, steps = solution_scores(scorer, data, aggregation)
+    out = {"best_of_n": best_of_n(data, agg, ns)}
+    if steps is not None and data.first_error is not None:
+        pred = [first_below(s, threshold) for sols in steps for s in sols]
+        truth = [fe for sols in data.first_error for fe in sols]
+        out["processbench"] = processbench_f1(pred, truth)
+    return out
+
+
+@dataclass
+class EvalRMConfig:
+    policy: str = "runs/demo/sft/model"
+    """policy that samples the solutions to judge"""
+    task: str = "arith"
+    """task name or dataset path"""
+    task_args: dict | None = None
+    """task knobs"""
+    split: str = "test"
+    """split the problems come from (held out from annotation)"""
+    n: int = 100
+    """problems"""
+    samples: int = 16
+    """solutions per problem (best-of-N goes up to this N)"""
+    temperature: float = 1.0
+    """sampling temperature"""
+    max_tokens: int = 256
+    """tokens per solution, at most"""
+    aggregation: str | None = None
+    """step-score aggregation (default: the one saved with the PRM)"""
+    threshold: float = 0.5
+    """a step scored below this is predicted wrong (ProcessBench F1)"""
+    seed: int = 1234
+    """seed for problem choice and sampling"""
+
+
+def run_eval_rm(rm_paths: list[str], cfg: EvalRMConfig) -> dict:
+    """Evaluate each reward model (PRM or ORM dir, or `verifier`) on one shared sample set."""
+    from ponder.generation import TorchGenerator
+    from ponder.models import load_model
+    from ponder.rewards.base import VerifierScorer
+    from ponder.rewards.model import load_reward_model
+    from ponder.tasks import get_task
+
+    task = get_task(cfg.task, **(cfg.task_args or {}))
+    problems = task.problems(cfg.split, n=cfg.n, seed=cfg.seed)
+    scorers = {}
+    for path in rm_paths:
+        scorers[path] = VerifierScorer(task, problems) if path == "verifier" else load_reward_model(path)
+    generator = TorchGenerator(*load_model(cfg.policy), progress=True)
+    data = sample_solutions(generator, task, problems, cfg.samples, cfg.temperature, cfg.max_tokens, cfg.seed)
+    ns = [k for k in (1, 2, 4, 8, 16, 32, 64) if k <= cfg.samples]
+    maj, oracle = vote_and_oracle(data, ns)
+    out = {"problems": len(problems), "samples": cfg.samples, "sample_accuracy":
+           sum(map(sum, data.correct)) / max(1, sum(map(len, data.correct))),
+           "majority": maj, "oracle": oracle, "models": {}}
+    for name, scorer in scorers.items():
+        agg = cfg.aggregation or getattr(scorer, "aggregation", "last")
+        out["models"][name] = {"kind": getattr(scorer, "kind", "verifier"), "aggregation": agg,
+                               **evaluate_reward_model(scorer, data, agg, cfg.threshold, ns)}
+    return out

@@ -1,0 +1,195 @@
+"""Reward-model training: PRM on stepwise labels, ORM on outcome labels, one BCE loss.
+
+Data (TRL's formats, JSONL / JSON / Parquet through `read_rows`):
+  PRM  stepwise supervision: {"prompt": str, "completions": [step, ...], "labels": [float|bool, ...]}
+  ORM  unpaired outcome:     {"prompt": str, "completion": str, "label": bool|float}
+
+Loss: binary cross-entropy between sigmoid(head) at each scored <sep> position and the
+label — hard labels (0/1) or Math-Shepherd/OmegaPRM soft labels (MC fractions) used as
+targets directly (Wang et al. 2023, eq. 6 uses hard labels; soft targets are the natural
+generalisation of the same loss). The loop, checkpoints and resume are the shared TrainLoop.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ponder.train.loop import TrainConfig, TrainLoop
+
+
+@dataclass
+class RMExample:
+    input_ids: list[int]
+    positions: list[int]
+    targets: list[float]
+
+
+def _label(value, where: str, field: str) -> float:
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)) and 0.0 <= float(value) <= 1.0:
+        return float(value)
+    raise ValueError(f"{where}: field {field!r}: expected a label in [0, 1] (bool or float), got {value!r}")
+
+
+def read_stepwise(path: str | Path) -> list[dict]:
+    """Rows of a stepwise-supervision file, validated: each row needs a string `prompt`, a
+    non-empty list of string `completions` and as many `labels` as completions."""
+    from ponder.tasks.files import read_rows
+
+    rows = []
+    for where, row in read_rows(path):
+        if not isinstance(row.get("prompt"), str):
+            raise ValueError(f"{where}: field 'prompt': expected a string, got {row.get('prompt')!r}")
+        steps, labels = row.get("completions"), row.get("labels")
+        if not isinstance(steps, list) or not steps or not all(isinstance(s, str) for s in steps):
+            raise ValueError(f"{where}: field 'completions': expected a non-empty list of step strings, got {steps!r}")
+        if not isinstance(labels, list):
+            raise ValueError(f"{where}: field 'labels': expected a list of floats, got {labels!r}")
+        if len(labels) != len(steps):
+            raise ValueError(f"{where}: field 'labels': expected {len(steps)} labels (one per step in "
+                             f"'completions'), got {len(labels)}")
+        rows.append({"prompt": row["prompt"], "completions": steps,
+                     "labels": [_label(l, where, "labels") for l in labels]})
+    return rows
+
+
+def read_outcomes(path: str | Path) -> list[dict]:
+    """Rows of an outcome file: string `prompt` and `completion`, a bool/float `label`."""
+    from ponder.tasks.files import read_rows
+
+    rows = []
+    for where, row in read_rows(path):
+        for key in ("prompt", "completion"):
+            if not isinstance(row.get(key), str):
+                raise ValueError(f"{where}: field {key!r}: expected a string, got {row.get(key)!r}")
+        rows.append({"prompt": row["prompt"], "completion": row["completion"],
+                     "label": _label(row.get("label"), where, "label")})
+    return rows
+
+
+def rm_examples(rm, rows: list[dict], kind: str, hard: bool, max_len: int) -> list[RMExample]:
+    """Tokenised examples; a PRM scores every step, an ORM the final one. Examples longer
+    than max_len keep the steps that fit."""
+    out = []
+    for row in rows:
+        if kind == "prm":
+            steps, labels = row["completions"], row["labels"]
+        else:
+            steps = [s for s in row["completion"].split(rm.separator) if s.strip()] or [row["completion"]]
+            labels = [row["label"]]
+        ids, pos = rm.encode(row["prompt"], steps)
+        if kind == "orm":
+            pos = pos[-1:]
+        keep = [(p, l) for p, l in zip(pos, labels) if p < max_len]
+        if not keep:
+            continue
+        targets = [float(l > 0) if hard else float(l) for _, l in keep]
+        out.append(RMExample(ids[:max_len], [p for p, _ in keep], targets))
+    return out
+
+
+def collate_rm(examples: list[RMExample], pad_id: int) -> dict[str, torch.Tensor]:
+    """input_ids / attention_mask (B, T); targets (B, T) with -1 where nothing is scored."""
+    T = max(len(e.input_ids) for e in examples)
+    ids = torch.full((len(examples), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(examples), T), dtype=torch.long)
+    targets = torch.full((len(examples), T), -1.0)
+    for i, e in enumerate(examples):
+        ids[i, :len(e.input_ids)] = torch.tensor(e.input_ids)
+        mask[i, :len(e.input_ids)] = 1
+        targets[i, e.positions] = torch.tensor(e.targets)
+    return {"input_ids": ids, "attention_mask": mask, "targets": targets}
+
+
+def bce_loss(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """Mean BCE over scored positions. logits, targets: (B, T); targets < 0 are ignored."""
+    scored = targets >= 0
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits[scored].float(), targets[scored])
+    with torch.no_grad():
+        acc = ((logits[scored] > 0).float() == (targets[scored] > 0.5).float()).float().mean()
+    return loss, {"loss": loss.item(), "label_acc": acc.item(), "tokens": int(scored.sum())}
+
+
+def train_reward_model(rm, rows: list[dict], run_dir: str | Path, cfg: TrainConfig, kind: str,
+                       batch_size: int = 32, hard: bool = False, max_len: int = 512, progress: bool = True,
+                       eval_fn=None) -> dict:
+    """Train `rm` on stepwise (PRM) or outcome (ORM) rows; saves run_dir/model."""
+    examples = rm_examples(rm, rows, kind, hard, max_len)
+    if not examples:
+        raise ValueError("no reward-model examples left after tokenisation (empty data or max_len too small)")
+    pad = rm.tokenizer.pad_token_id or 0
+    per_step = batch_size * cfg.grad_accum
+
+    orders: dict[int, list[int]] = {}
+
+    def order(epoch: int) -> list[int]:
+        if epoch not in orders:
+            orders[epoch] = list(range(len(examples)))
+            random.Random(cfg.seed * 1_000_003 + epoch).shuffle(orders[epoch])
+        return orders[epoch]
+
+    def batch_at(step: int):
+        """A fixed seeded shuffle per epoch: a pure function of the step, for exact resume."""
+        start, n = step * per_step, len(examples)
+        picks = [order((start + j) // n)[(start + j) % n] for j in range(per_step)]
+        return [collate_rm([examples[i] for i in picks[k:k + batch_size]], pad)
+                for k in range(0, per_step, batch_size)]
+
+    def loss_fn(model, batch):
+        return bce_loss(model(batch["input_ids"], batch["attention_mask"]), batch["targets"])
+
+    loop = TrainLoop(rm, cfg, run_dir, batch_at, loss_fn, eval_fn=eval_fn,
+                     save_fn=lambda m, out: m.save(out), progress=progress)
+    return loop.run()
+
+
+@dataclass
+class RMArgs:
+    run: str = "rm"
+    """run name: outputs go to runs/<run>/ (resumes if a checkpoint is there)"""
+    kind: str = "prm"
+    """prm (stepwise labels, a score per step) or orm (outcome labels, one score)"""
+    data: str = "runs/annotate/stepwise_omega_prm.jsonl"
+    """stepwise-supervision file (prm) or prompt/completion/label file (orm)"""
+    model: str = "runs/demo/sft/model"
+    """causal LM whose body initialises the reward model (usually the policy)"""
+    hard: bool = False
+    """train on hard labels (label > 0) instead of soft MC fractions"""
+    aggregation: str = "last"
+    """how a PRM's step scores combine into a solution score: last, min, prod, mean"""
+    steps: int = 400
+    """optimiser steps"""
+    batch_size: int = 32
+    """batch size"""
+    lr: float = 1e-3
+    """peak learning rate"""
+    warmup_steps: int = 20
+    """linear warm-up steps"""
+    max_len: int = 512
+    """tokens per example, at most"""
+    seed: int = 0
+    """seed"""
+    runs_dir: str = "runs"
+    """parent folder of run directories"""
+
+
+def run_train_rm(args: RMArgs, progress: bool = True) -> dict:
+    from ponder.config import to_dict, write_yaml
+    from ponder.rewards.model import new_reward_model
+
+    if args.kind not in ("prm", "orm"):
+        raise ValueError(f"kind must be 'prm' or 'orm', got {args.kind!r}")
+    run_dir = Path(args.runs_dir) / args.run
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_yaml(run_dir / "config.yaml", to_dict(args))
+    rows = read_stepwise(args.data) if args.kind == "prm" else read_outcomes(args.data)
+    rm = new_reward_model(args.model, args.kind, aggregation=args.aggregation)
+    cfg = TrainConfig(lr=args.lr, max_steps=args.steps, warmup_steps=args.warmup_steps, seed=args.seed,
+                      eval_every=0, save_every=max(args.steps // 4, 1), log_every=10)
+    final = train_reward_model(rm, rows, run_dir, cfg, args.kind, batch_size=args.batch_size, hard=args.hard,
+                               max_len=args.max_len, progress=progress)
+    return {"run_dir": str(run_dir), "model_dir": str(run_dir / "model"), "examples": len(rows), **final}
