@@ -9,7 +9,7 @@ runner = CliRunner()
 
 
 def test_help_everywhere():
-    for cmd in ([], ["tasks"], ["sft"], ["eval"], ["generate"], ["demo"]):
+    for cmd in ([], ["tasks"], ["sft"], ["eval"], ["generate"], ["demo"], ["annotate"], ["train-rm"], ["eval-rm"]):
         res = runner.invoke(app, cmd + ["--help"])
         assert res.exit_code == 0, res.output
         assert "Usage" in res.output
