@@ -77,3 +77,41 @@ def test_demo_pipeline_writes_run_and_caches_stages(tmp_path):
     res = runner.invoke(app, args)  # a rerun skips every finished stage
     assert res.exit_code == 0
     assert res.output.count("cached") == 3
+
+
+def test_train_rm_and_eval_rm(tmp_path):
+    from ponder.models import model_from_spec
+    from ponder.tasks import get_task
+
+    policy = tmp_path / "policy"
+    model, tok = model_from_spec("tiny:1m", seed=0)
+    model.save_pretrained(policy)
+    tok.save_pretrained(policy)
+    task = get_task("arith", instruction=False)
+    rows = []
+    for p in task.problems("train", n=16, seed=0):
+        steps = task.split_steps(task.reference(p))
+        rows.append({"prompt": task.prompt(p), "completions": steps, "labels": [1.0] * len(steps)})
+        rows.append({"prompt": task.prompt(p), "completions": ["0"] + steps[1:], "labels": [0.0] * len(steps)})
+    data = tmp_path / "steps.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    runs = tmp_path / "runs"
+    res = runner.invoke(app, ["train-rm", "--kind", "prm", "--data", str(data), "--model", str(policy), "--steps", "3",
+                              "--batch-size", "4", "--run", "prm", "--runs-dir", str(runs)])
+    assert res.exit_code == 0, res.output
+    prm = runs / "prm" / "model"
+    assert json.loads((prm / "reward_config.json").read_text())["kind"] == "prm"
+    out = tmp_path / "eval-rm.json"
+    res = runner.invoke(app, ["eval-rm", "--rm", str(prm), "--rm", "verifier", "--policy", str(policy), "--n", "3",
+                              "--samples", "2", "--max-tokens", "8", "--task-arg", "instruction=false",
+                              "--output", str(out)])
+    assert res.exit_code == 0, res.output
+    result = json.loads(out.read_text())
+    assert set(result["models"]) == {str(prm), "verifier"}
+    # the exact checker picks a correct sample whenever one exists: best-of-N equals the oracle
+    assert result["models"]["verifier"]["best_of_n"] == result["oracle"]
+    assert 0.0 <= result["models"][str(prm)]["processbench"]["f1"] <= 1.0
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"prompt": "1\n", "completions": ["1", "2"], "labels": [1.0]}) + "\n")
+    res = runner.invoke(app, ["train-rm", "--data", str(bad), "--model", str(policy), "--runs-dir", str(runs)])
+    assert res.exit_code == 2 and "bad.jsonl:1" in res.output and "expected 2 labels" in res.output
