@@ -235,8 +235,8 @@ def annotate(
     table = Table(title=f"annotation: {summary['samples']} samples of {summary['problems']} problems "
                         f"(accuracy {summary['sample_accuracy']:.3f})")
     cols = ["method", "labelled", "first_error_acc", "step_agreement", "rollouts_per_solution", "tokens_per_solution"]
-    for c in cols:
-        table.add_column(c, justify="left" if c == "method" else "right")
+    for c in ("method", "labelled", "first-error acc", "step agreement", "rollouts/sol", "tokens/sol"):
+        table.add_column(c, justify="left" if c == "method" else "right", no_wrap=True)
     for name, row in summary["methods"].items():
         table.add_row(name, *[f"{row[c]:.3f}" if isinstance(row.get(c), float) else str(row.get(c, "-"))
                               for c in cols[1:]])
