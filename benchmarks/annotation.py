@@ -39,7 +39,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--policy", default="runs/demo/sft/model", help="SFT policy (run `make demo` first)")
     parser.add_argument("--out", default="runs/bench-annotation", help="folder for every stage's output")
-    parser.add_argument("--n-train", type=int, default=256, help="problems to annotate")
+    parser.add_argument("--n-train", type=int, default=512, help="problems to annotate")
     parser.add_argument("--samples", type=int, default=4, help="solutions sampled per annotated problem")
     parser.add_argument("--k", type=int, default=8, help="rollouts per prefix (MC N, OmegaPRM k)")
     parser.add_argument("--judge", default=None, help="judge model (e.g. smollm2); off by default")
