@@ -10,7 +10,8 @@
 2. Train PRMs on each method's automatic labels (none sees the checker), and an ORM on the
    outcome labels, all initialised from the policy.
 3. On `--n-test` held-out test problems x `--test-samples` fresh samples: ProcessBench F1
-   and best-of-N accuracy of each reward model, beside majority vote and the oracle.
+   and best-of-N accuracy (naive argmax, and weighted: scores summed per answer) of each
+   reward model, beside majority vote and the oracle.
 
 Every stage lives in --out and is reused on a rerun (annotation and training resume).
 """
@@ -110,6 +111,7 @@ def main() -> None:
         pb = r.get("processbench", {})
         rows.append([name, pb.get("f1", "-"), pb.get("acc_erroneous", "-"), pb.get("acc_correct", "-"),
                      *[r["best_of_n"][n] for n in ns]])
+        rows.append([f"  {name}, weighted", "", "", "", *[r["weighted_best_of_n"][n] for n in ns]])
     rows.append(["majority vote", "-", "-", "-", *[res["majority"][n] for n in ns]])
     rows.append(["oracle (pass@N)", "-", "-", "-", *[res["oracle"][n] for n in ns]])
     print(table(f"\nreward models on {res['problems']} held-out problems x {res['samples']} samples "

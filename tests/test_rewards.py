@@ -125,3 +125,15 @@ def test_orm_is_not_a_prm_and_bad_dirs_fail(tmp_path):
     (tmp_path / "plain").mkdir()
     with pytest.raises(ValueError, match="is not a ponder reward model"):
         load_prm(tmp_path / "plain")
+
+
+def test_best_of_n_naive_and_weighted_by_hand():
+    from ponder.eval.rm import SampleSet, best_of_n, weighted_best_of_n
+
+    # one problem, 4 samples: answers gold, gold, 7, 8 with scores 0.6, 0.6, 0.9, 0.1
+    data = SampleSet(problems=[None], prompts=["p"], texts=[["a", "b", "c", "d"]], steps=[[["a"]] * 4],
+                     correct=[[True, True, False, False]], first_error=None,
+                     keys=[["gold:5", "gold:5", "7", "8"]])
+    scores = [[0.6, 0.6, 0.9, 0.1]]
+    assert best_of_n(data, scores, [1, 4]) == {1: 1.0, 4: 0.0}  # argmax picks the lone 0.9
+    assert weighted_best_of_n(data, scores, [1, 4]) == {1: 1.0, 4: 1.0}  # 1.2 for gold beats 0.9

@@ -306,6 +306,8 @@ def eval_rm(
         f1 = res.get("processbench", {}).get("f1")
         table.add_row(f"{name} ({res['kind']}, {res['aggregation']})", f"{f1:.3f}" if f1 is not None else "-",
                       *[f"{res['best_of_n'][n]:.3f}" for n in ns])
+        table.add_row("  weighted (scores summed per answer)", "",
+                      *[f"{res['weighted_best_of_n'][n]:.3f}" for n in ns])
     table.add_row("majority vote", "-", *[f"{out['majority'][n]:.3f}" for n in ns])
     table.add_row("oracle (pass@N)", "-", *[f"{out['oracle'][n]:.3f}" for n in ns])
     console.print(table)

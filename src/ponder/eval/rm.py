@@ -6,8 +6,8 @@
   (predicted None); F1 is their harmonic mean. Ground truth comes from the task's exact step
   checker.
 - Best-of-N: per problem, pick the sample with the highest aggregated score among the first
-  N, for N = 1, 2, 4, ...; beside majority vote (self-consistency) and the oracle (pass@N:
-  any of the N right).
+  N, for N = 1, 2, 4, ...; weighted best-of-N sums the scores per distinct answer; beside
+  majority vote (self-consistency) and the oracle (pass@N: any of the N right).
 """
 from __future__ import annotations
 
@@ -91,6 +91,25 @@ def best_of_n(data: SampleSet, scores: list[list[float]], ns: list[int]) -> dict
     return out
 
 
+def weighted_best_of_n(data: SampleSet, scores: list[list[float]], ns: list[int]) -> dict[int, float]:
+    """Weighted best-of-N (Li et al. 2023; search-and-learn): sum the scores of the samples
+    giving each distinct answer among the first N and pick the answer with the largest sum.
+    It keeps a verifier's signal while resisting its noise: one lucky high score on a wrong
+    answer no longer beats many good scores on the right one."""
+    out = {}
+    for n in ns:
+        hits = 0
+        for keys, sc in zip(data.keys, scores):
+            totals: dict[str, float] = {}
+            for k, s in zip(keys[:n], sc[:n]):
+                if k is not None:
+                    totals[k] = totals.get(k, 0.0) + s
+            best = max(totals, key=totals.get) if totals else None
+            hits += best is not None and best.startswith("gold:")
+        out[n] = hits / len(data.keys) if data.keys else 0.0
+    return out
+
+
 def vote_and_oracle(data: SampleSet, ns: list[int]) -> tuple[dict[int, float], dict[int, float]]:
     maj, oracle = {}, {}
     for n in ns:
@@ -105,7 +124,7 @@ def evaluate_reward_model(scorer: Scorer, data: SampleSet, aggregation: str = "l
     n = len(data.texts[0]) if data.texts else 0
     ns = ns or [k for k in (1, 2, 4, 8, 16, 32, 64) if k <= n]
     agg, steps = solution_scores(scorer, data, aggregation)
-    out = {"best_of_n": best_of_n(data, agg, ns)}
+    out = {"best_of_n": best_of_n(data, agg, ns), "weighted_best_of_n": weighted_best_of_n(data, agg, ns)}
     if steps is not None and data.first_error is not None:
         pred = [first_below(s, threshold) for sols in steps for s in sols]
         truth = [fe for sols in data.first_error for fe in sols]
