@@ -15,7 +15,7 @@ during the call is in `result.compute`.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Callable
 
 from ponder.generation.base import Generator
@@ -164,6 +164,11 @@ def search(strategy: str, ctx: SearchContext, problem: Problem, cfg: SearchConfi
         compute.scorer_calls = ctx.scorer.usage.calls - sc0.calls
     best = candidates[chosen] if chosen is not None else None
     return SearchResult(strategy, best.answer if best else None, best.text if best else None, candidates, compute)
+
+
+def search_config(cfg: SearchConfig) -> SearchConfig:
+    """The plain SearchConfig inside a command's config that extends it."""
+    return SearchConfig(**{f.name: getattr(cfg, f.name) for f in fields(SearchConfig)})
 
 
 def check_width(cfg: SearchConfig, strategy: str) -> int:
