@@ -94,7 +94,10 @@ class StepPolicy:
         """M children of each node (one step each), sampled in one engine call."""
         if not nodes:
             return []
-        params = self.params(m, temperature)
+        # A step may not run past the solution's token budget (the call's largest remaining
+        # budget, so a solution may end up to one step over it when nodes differ).
+        room = max(self.cfg.max_tokens - node.tokens for node in nodes)
+        params = self.params(m, temperature, max_tokens=max(1, min(self.cfg.max_step_tokens, room)))
         texts = [self.root + node.text for node in nodes]
         if self.cfg.share_prefix or m == 1:
             out = generate(self.ctx, texts, params)
