@@ -55,7 +55,7 @@ class AddWords(Task):
         return out
 
     def prompt(self, problem: Problem) -> str:
-        return f"{problem.question}\nEnd with 'Answer: N'."
+        return problem.question
 
     def is_correct(self, problem: Problem, text: str) -> bool:
         return answers_equal(self.extract_answer(text), problem.answer)
