@@ -14,6 +14,7 @@ during the call is in `result.compute`.
 """
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import asdict, dataclass, field, fields
 from typing import Callable
@@ -164,6 +165,15 @@ def search(strategy: str, ctx: SearchContext, problem: Problem, cfg: SearchConfi
         compute.scorer_calls = ctx.scorer.usage.calls - sc0.calls
     best = candidates[chosen] if chosen is not None else None
     return SearchResult(strategy, best.answer if best else None, best.text if best else None, candidates, compute)
+
+
+def seed_for(seed: int, problem: Problem, call: int = 0) -> int:
+    """The sampling seed of one engine call of a search: distinct per problem and per call,
+    so problems do not share noise streams, and the same for every strategy, so strategies
+    that draw whole solutions (majority, best_of_n) see the same samples - a paired
+    comparison."""
+    digest = hashlib.sha256(f"{seed}:{problem.id}:{call}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 2
 
 
 def search_config(cfg: SearchConfig) -> SearchConfig:

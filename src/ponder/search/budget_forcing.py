@@ -15,7 +15,7 @@ N = 0 and no cap this is plain sampling.
 from __future__ import annotations
 
 from ponder.generation.base import SamplingParams
-from ponder.search.base import Candidate, SearchConfig, SearchContext, register_strategy
+from ponder.search.base import Candidate, SearchConfig, SearchContext, register_strategy, seed_for
 from ponder.search.steps import generate, root_text
 from ponder.tasks.base import Problem
 
@@ -29,12 +29,12 @@ def budget_forcing(ctx: SearchContext, problem: Problem, cfg: SearchConfig):
         raise ValueError("budget_forcing: think_end must be the string that closes the thinking block, e.g. '</think>'")
     root = root_text(ctx, problem)
     cap = cfg.think_tokens or cfg.max_tokens
-    text, used, waits, seed = "", 0, 0, cfg.seed
+    text, used, waits, call = "", 0, 0, 0
     while True:
         params = SamplingParams(n=1, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=max(cap - used, 1),
-                                stop=[cfg.think_end], seed=seed, logprobs=False)
+                                stop=[cfg.think_end], seed=seed_for(cfg.seed, problem, call), logprobs=False)
         [[s]] = generate(ctx, [root + text], params)
-        text, used, seed = text + s.text, used + s.num_tokens, seed + 1
+        text, used, call = text + s.text, used + s.num_tokens, call + 1
         if s.stop_reason == cfg.think_end and waits < cfg.n and used < cap:
             text += cfg.wait  # suppress the end of thinking: think on
             waits += 1
@@ -45,7 +45,7 @@ def budget_forcing(ctx: SearchContext, problem: Problem, cfg: SearchConfig):
     text += cfg.think_end
     answer_budget = max(cfg.max_tokens - used, 1)
     params = SamplingParams(n=1, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=answer_budget,
-                            seed=seed, logprobs=False)
+                            seed=seed_for(cfg.seed, problem, call), logprobs=False)
     [[s]] = generate(ctx, [root + text], params)
     text += s.text
     return [Candidate(text, ctx.task.extract_answer(text.split(cfg.think_end)[-1]))], 0

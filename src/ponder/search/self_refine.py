@@ -28,9 +28,9 @@ def self_refine(ctx: SearchContext, problem: Problem, cfg: SearchConfig):
         raise ValueError(f"self_refine: n (attempts) must be >= 1, got {cfg.n}")
     prompt = ctx.task.prompt(problem)
     attempts = sample(ctx, problem, cfg, n=1, temperature=cfg.temperature)
-    for _ in range(cfg.n - 1):
+    for round_ in range(1, cfg.n):
         request = REVISE.format(prompt=prompt.strip(), attempt=attempts[-1].text.strip())
-        attempts += sample(ctx, problem, cfg, n=1, temperature=cfg.temperature, prompt=request)
+        attempts += sample(ctx, problem, cfg, n=1, temperature=cfg.temperature, prompt=request, call=round_)
     if ctx.scorer is None:
         return attempts, len(attempts) - 1
     score(ctx, problem, attempts, cfg, "self_refine")

@@ -7,18 +7,19 @@ from __future__ import annotations
 
 from ponder.generation.base import SamplingParams
 from ponder.rewards.base import aggregate
-from ponder.search.base import Candidate, SearchConfig, SearchContext
+from ponder.search.base import Candidate, SearchConfig, SearchContext, seed_for
 from ponder.search.steps import generate, root_text
 from ponder.tasks.base import Problem
 
 
 def sample(ctx: SearchContext, problem: Problem, cfg: SearchConfig, n: int, temperature: float,
-           prompt: str | None = None) -> list[Candidate]:
+           prompt: str | None = None, call: int = 0) -> list[Candidate]:
     """`n` complete solutions of `problem` (one prompt, so its prefill is shared), or of a
-    user-text `prompt` given instead (e.g. a revision request)."""
+    user-text `prompt` given instead (e.g. a revision request); `call` numbers the calls of
+    one search, so each draws fresh noise."""
     text = root_text(ctx, problem) if prompt is None else _format(ctx, prompt)
     params = SamplingParams(n=n, temperature=temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens,
-                            seed=cfg.seed, logprobs=False)
+                            seed=seed_for(cfg.seed, problem, call), logprobs=False)
     [samples] = generate(ctx, [text], params)
     return [Candidate(s.text, ctx.task.extract_answer(s.text)) for s in samples]
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from ponder.generation.base import Sample, SamplingParams
 from ponder.rewards.base import aggregate
-from ponder.search.base import Candidate, SearchConfig, SearchContext
+from ponder.search.base import Candidate, SearchConfig, SearchContext, seed_for
 from ponder.tasks.base import Problem
 
 FINAL_MARKER = re.compile(r"answer\s*\**\s*:|\\boxed|</answer>|####", re.IGNORECASE)
@@ -87,7 +87,7 @@ class StepPolicy:
         return SamplingParams(
             n=n, temperature=self.cfg.temperature if temperature is None else temperature, top_p=self.cfg.top_p,
             max_tokens=max_tokens or self.cfg.max_step_tokens, stop=[delim], include_stop_str_in_output=True,
-            seed=self.cfg.seed * 1_000_003 + self.calls, logprobs=False,
+            seed=seed_for(self.cfg.seed, self.problem, self.calls), logprobs=False,
         )
 
     def expand(self, nodes: list[Node], m: int, temperature: float | None = None) -> list[list[Node]]:
