@@ -129,3 +129,9 @@ def test_cli_scale_writes_table_json_plot_and_compute_optimal(tiny_model, tmp_pa
     assert (run / "scale.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| compute-optimal | 2 |" in (run / "scale.md").read_text()
     assert (run / "config.yaml").exists()
+
+
+def test_help_lists_the_search_options():
+    for cmd, flag in ((["search"], "--beam-width"), (["scale"], "--budgets")):
+        res = runner.invoke(app, cmd + ["--help"])
+        assert res.exit_code == 0 and flag in res.output, res.output

@@ -241,6 +241,8 @@ def search_cmd(
     scorer: Optional[str] = typer.Option(None, help="'verifier', a PRM directory, or 'none'"),
     aggregation: Optional[str] = typer.Option(None, help="PRM step-score aggregation: last, min, prod, mean"),
     weighted: Optional[bool] = typer.Option(None, "--weighted/--naive", help="weighted vote or best single score"),
+    share_prefix: Optional[bool] = typer.Option(None, "--share-prefix/--no-share-prefix",
+                                                help="tree search: prefill a node once for its M children"),
     n_problems: Optional[int] = typer.Option(None, help="number of problems"),
     temperature: Optional[float] = typer.Option(None, help="sampling temperature"),
     max_tokens: Optional[int] = typer.Option(None, help="generated tokens per solution, at most"),
@@ -251,7 +253,8 @@ def search_cmd(
     from ponder.search.run import SearchArgs, run_search, setup
 
     args = _config(SearchArgs, config, model=model, task=task, strategy=strategy, n=n, beam_width=beam_width,
-                   scorer=scorer, aggregation=aggregation, weighted=weighted, n_problems=n_problems,
+                   scorer=scorer, aggregation=aggregation, weighted=weighted, share_prefix=share_prefix,
+                   n_problems=n_problems,
                    temperature=temperature, max_tokens=max_tokens, seed=seed, task_args=_task_args(task_arg) or None)
     try:
         ctx, problems = setup(args.model, args.task, args.task_args, args.scorer, args.n_problems, args.split,
