@@ -56,8 +56,8 @@ def mcts(ctx: SearchContext, problem: Problem, cfg: SearchConfig):
             path.append(node)
         if all(node is not f for f in finished):
             finished.append(node)
-        for n in path:  # 3. back up
-            n.visits += 1
-            n.value_sum += node.score
+        for visited in path:  # 3. back up
+            visited.visits += 1
+            visited.value_sum += node.score
     candidates = [policy.candidate(leaf) for leaf in finished]
     return candidates, choose(candidates, cfg.weighted)

@@ -1,7 +1,8 @@
 """`add_words`: two-number addition phrased as a one-sentence word problem.
 
-    Mia has 23 stickers. Then she gets 48 more stickers. How many stickers does Mia have now?
-    -> 71
+    Mia has 2 stickers. Then she gets 4 more stickers. How many stickers does Mia have now?
+    Answer with a single number.
+    -> 6
 
 A small real-language task for pretrained instruction models (SmolLM2-135M-Instruct solves
 some of these and not others, which is what test-time scaling needs: room to improve by
@@ -27,9 +28,11 @@ PRONOUN = {"Mia": "she", "Ava": "she", "Lily": "she", "Zoe": "she", "Tom": "he",
 
 @register_task("add_words")
 class AddWords(Task):
-    """Difficulty knob: `digits`, the number of digits of each addend (1 to 4)."""
+    """Difficulty knob: `digits`, the number of digits of each addend (1 to 4). The default,
+    1, is where SmolLM2-135M-Instruct is right about 40% of the time greedily (5 of 12
+    test problems; 1 of 12 with two digits)."""
 
-    def __init__(self, digits: int = 2):
+    def __init__(self, digits: int = 1):
         if not isinstance(digits, int) or not 1 <= digits <= 4:
             raise ValueError(f"add_words: digits must be an int from 1 to 4, got {digits!r}")
         self.digits = digits
@@ -55,7 +58,8 @@ class AddWords(Task):
         return out
 
     def prompt(self, problem: Problem) -> str:
-        return problem.question
+        # Asking for "Answer: N" makes SmolLM2-135M write a literal "N"; this it follows.
+        return f"{problem.question}\nAnswer with a single number."
 
     def is_correct(self, problem: Problem, text: str) -> bool:
         return answers_equal(self.extract_answer(text), problem.answer)
