@@ -259,3 +259,14 @@ def test_step_by_step_continuation_reproduces_whole_generation():
     [node] = policy.rollout([Node()], 30)
     assert node.text == whole.text and node.tokens == whole.num_tokens == 24
     assert node.steps == whole.text.count(":") + (not whole.text.endswith(":"))
+
+
+def test_votes_group_equal_numbers_and_break_ties_by_first_seen():
+    from ponder.search import Candidate
+    from ponder.search.vote import answer_key, choose, weighted_vote
+
+    assert answer_key("12.0") == answer_key("12") and answer_key(" ") is None
+    cands = [Candidate("a", "7", 0.9), Candidate("b", "12", 0.6), Candidate("c", "12.0", 0.5), Candidate("d", None, 1.0)]
+    assert choose(cands, weighted=False) == 3  # the best single score, even without an answer
+    assert choose(cands, weighted=True) == 1  # 12 collects 1.1 > 0.9; its best-scored candidate
+    assert weighted_vote(cands[:2], [0.5, 0.5]) == 0  # a tie goes to the answer seen first
