@@ -153,13 +153,17 @@ def table_markdown(rows: list[dict]) -> str:
     def f(v, fmt):
         return "" if v is None else format(v, fmt)
 
+    # Below majority's cheapest point, the tokens it needs are at most that point's.
+    majority = sorted((r["generated_tokens"], r["accuracy"]) for r in rows if r["strategy"] == "majority")
+    floor = majority[0][1] if majority else 0.0
     for r in sorted(rows, key=lambda r: (r["strategy"], r["budget"])):
         lines.append("| " + " | ".join([
             r["strategy"], str(r["budget"]), f(r["accuracy"], ".3f"), f(r.get("generated_tokens"), ".0f"),
             f(r.get("prefill_tokens"), ".0f"), f(r.get("prefill_per_generated"), ".2f"),
             f(r.get("scorer_tokens"), ".0f"), f(r.get("wall_s"), ".2f"),
             ("" if r.get("majority_tokens_to_match") is None else
-             f"{r['majority_tokens_to_match']:.0f} ({r['token_ratio_vs_majority']:.1f}x)"),
+             f"{'<=' if r['accuracy'] < floor else ''}{r['majority_tokens_to_match']:.0f} "
+             f"({r['token_ratio_vs_majority']:.1f}x)"),
         ]) + " |")
     return "\n".join(lines)
 
