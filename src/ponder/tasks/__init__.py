@@ -5,6 +5,6 @@ Importing this package registers every built-in task, so `get_task("arith")` wor
 from ponder.tasks.base import TASKS, Problem, StepCheck, Task, get_task, register_task
 
 # Imported for their side effect: each module registers its tasks.
-from ponder.tasks import arith, countdown, files, gym  # noqa: E402,F401  isort: skip
+from ponder.tasks import add_words, arith, countdown, files, gym  # noqa: E402,F401  isort: skip
 
 __all__ = ["TASKS", "Problem", "StepCheck", "Task", "get_task", "register_task"]

@@ -1,0 +1,272 @@
+"""Search strategies on scripted worlds where the right choice is known.
+
+`Scripted` is a Generator whose continuations are fixed: a tree maps the solution so far to
+its possible next steps, drawn in turn (the k-th sample ever drawn after a partial solution
+is option k mod len, however the samples are spread over prompts), and whole-solution
+calls cycle through a list. It counts tokens as TorchGenerator does (one character = one
+token; a prompt's prefill is shared by its n samples), so compute can be checked exactly.
+`StepTable` is a scorer that scores a step by its text and counts the characters it reads.
+"""
+from __future__ import annotations
+
+import pytest
+
+from ponder.generation.base import Generator, Sample, SamplingParams, Usage
+from ponder.rewards.base import Scorer, ScorerUsage
+from ponder.search import SearchConfig, SearchContext, search
+from ponder.search.steps import Node, StepPolicy
+from ponder.tasks.base import Problem, Task
+
+ROOT = "Q: 2+3*4?\n"
+
+
+class Toy(Task):
+    name = "toy"
+
+    def prompt(self, problem):
+        return ROOT
+
+    def is_correct(self, problem, text):
+        return self.extract_answer(text) == problem.answer
+
+
+PROBLEM = Problem("p0", "2+3*4", "14")
+
+
+class Scripted(Generator):
+    def __init__(self, tree: dict[str, list[str]] | None = None, solutions: list[str] | None = None,
+                 think: list[str] | None = None):
+        self.tree, self.solutions, self.think = tree or {}, solutions or [], think or []
+        self.usage = Usage()
+        self.prompts: list[str] = []
+        self.drawn: dict[str, int] = {}  # samples drawn so far per partial solution
+
+    def generate(self, prompts, params: SamplingParams):
+        out = []
+        for i, prompt in enumerate(prompts):
+            assert prompt.startswith(ROOT) or "previous attempt" in prompt, prompt
+            self.prompts.append(prompt)
+            self.usage.prefill_tokens += len(prompt)
+            out.append([self._one(prompt, j, params) for j in range(params.n)])
+        self.usage.calls += 1
+        self.usage.generated_tokens += sum(s.num_tokens for row in out for s in row)
+        return out
+
+    def _one(self, prompt: str, j: int, params: SamplingParams) -> Sample:
+        if params.stop == ["</think>"]:
+            text = self.think[min(prompt.count("Wait"), len(self.think) - 1)]
+            cut = text[: params.max_tokens]
+            done = "</think>" in cut
+            text = cut.split("</think>")[0] if done else cut
+            return Sample(text, [0] * len(cut), None, "stop" if done else "length", len(cut), "</think>" if done else None)
+        if params.stop:
+            prefix = prompt[len(ROOT):]
+            options, k = self.tree[prefix], self.drawn.get(prefix, 0)
+            self.drawn[prefix] = k + 1
+            text = options[k % len(options) if params.temperature > 0 else 0]
+            stop = "\n" if text.endswith("\n") else None
+            return Sample(text, [0] * len(text), None, "stop", len(text), stop)
+        if "previous attempt" in prompt:
+            text = "revised\nAnswer: 14"
+        else:
+            text = self.solutions[j % len(self.solutions) if params.temperature > 0 else 0]
+        return Sample(text, [0] * len(text), None, "stop", len(text))
+
+
+class StepTable(Scorer):
+    """Scores a step by its text (default 0.5); outcome = last step's score."""
+
+    def __init__(self, table: dict[str, float]):
+        self.table, self.usage = table, ScorerUsage()
+
+    def score_steps(self, prompts, steps):
+        self.usage.calls += 1
+        self.usage.tokens += sum(len(p) + sum(len(s) for s in st) for p, st in zip(prompts, steps))
+        return [[self.table.get(s.strip(), 0.5) for s in st] for st in steps]
+
+
+def run(strategy, gen, scorer=None, **cfg):
+    ctx = SearchContext(gen, Toy(), scorer)
+    return search(strategy, ctx, PROBLEM, SearchConfig(**cfg))
+
+
+# ----- whole-solution strategies -----
+
+SOLUTIONS = ["2+12\nAnswer: 14", "5*4\nAnswer: 20", "5*4\nAnswer: 20", "2+3*4=14\nAnswer: 14", "9\nAnswer: 9"]
+
+
+def test_greedy_takes_the_temperature_zero_sample_and_counts_it():
+    gen = Scripted(solutions=SOLUTIONS)
+    r = run("greedy", gen)
+    assert r.answer == "14" and len(r.candidates) == 1
+    assert (r.compute.generated_tokens, r.compute.prefill_tokens) == (len(SOLUTIONS[0]), len(ROOT))
+
+
+def test_majority_votes_and_scores_vote_shares():
+    r = run("majority", Scripted(solutions=SOLUTIONS), n=3)  # 14, 20, 20
+    assert r.answer == "20"
+    assert [c.score for c in r.candidates] == pytest.approx([1 / 3, 2 / 3, 2 / 3])
+    r = run("majority", Scripted(solutions=SOLUTIONS), n=5)  # 14, 20, 20, 14, 9: tie goes to the first seen
+    assert r.answer == "14"
+    assert r.compute.prefill_tokens == len(ROOT)  # five samples, one prefill
+
+
+def test_best_of_n_naive_weighted_and_aggregation():
+    # Step scores: "2+12" 0.9 then answer 0.2; "5*4" 0.6 then 0.7; "2+3*4=14" 0.3 then 0.8.
+    scorer = StepTable({"2+12": 0.9, "Answer: 14": 0.2, "5*4": 0.6, "Answer: 20": 0.7, "2+3*4=14": 0.3})
+    gen = Scripted(solutions=SOLUTIONS[:4])
+    last = run("best_of_n", gen, StepTable(scorer.table), n=4, aggregation="last")
+    assert last.answer == "20"  # last-step scores 0.2, 0.7, 0.7, 0.2
+    mean = run("best_of_n", gen, StepTable(scorer.table), n=4, aggregation="mean")
+    assert mean.answer == "20"  # means 0.55, 0.65, 0.65, 0.25
+    min_ = run("best_of_n", gen, StepTable(scorer.table), n=4, aggregation="min")
+    assert min_.answer == "20" and min_.candidates[0].score == pytest.approx(0.2)
+    # Weighted: answer 14 gets 0.9*0.2 + 0.3*0.2 = 0.24 under prod, 20 gets 2*0.42 = 0.84.
+    prod = run("best_of_n", gen, StepTable(scorer.table), n=4, aggregation="prod", weighted=True)
+    assert prod.answer == "20"
+    # Naive picks the single best; the weighted vote can overrule it with many good ones.
+    table = {"2+12": 1.0, "Answer: 14": 1.0, "5*4": 0.8, "Answer: 20": 0.8}
+    assert run("best_of_n", gen, StepTable(table), n=3, aggregation="min").answer == "14"
+    assert run("best_of_n", gen, StepTable(table), n=3, aggregation="min", weighted=True).answer == "20"
+
+
+def test_best_of_n_needs_a_scorer():
+    with pytest.raises(ValueError, match="needs a scorer"):
+        run("best_of_n", Scripted(solutions=SOLUTIONS), n=2)
+
+
+# ----- step-level strategies -----
+
+# Two first steps; the well-scored one leads to the right answer. The sampled order puts
+# the wrong step first, so greedy (option 0) and a vote over the first samples are wrong.
+TREE = {
+    "": ["5*4\n", "2+12\n"],
+    "5*4\n": ["20\n"],
+    "5*4\n20\n": ["Answer: 20"],
+    "2+12\n": ["14\n", "15\n"],
+    "2+12\n14\n": ["Answer: 14"],
+    "2+12\n15\n": ["Answer: 15"],
+}
+SCORES = {"5*4": 0.1, "20": 0.1, "Answer: 20": 0.1, "2+12": 0.9, "14": 0.9, "15": 0.2, "Answer: 14": 0.95,
+          "Answer: 15": 0.1}
+
+
+@pytest.mark.parametrize("strategy", ["beam", "dvts", "mcts", "lookahead"])
+def test_tree_strategies_follow_the_scorer_to_the_right_answer(strategy):
+    r = run(strategy, Scripted(tree=TREE), StepTable(SCORES), n=4, beam_width=2)
+    assert r.answer == "14"
+    chosen = next(c for c in r.candidates if c.text == r.text)
+    assert chosen.text == "2+12\n14\nAnswer: 14" and chosen.step_scores == [0.9, 0.9, 0.95]
+
+
+def test_beam_keeps_n_over_m_and_counts_prefill_once_per_node():
+    gen, scorer = Scripted(tree=TREE), StepTable(SCORES)
+    r = run("beam", gen, scorer, n=4, beam_width=2)
+    # depth 0: the prompt, n=4; depth 1: the 2 best of 4 ("2+12" twice) with n=2 each;
+    # depth 2: the 2 best open beams ("14" twice; "15" dropped) with n=2 each -> all finished.
+    assert gen.prompts == [ROOT, ROOT + "2+12\n", ROOT + "2+12\n", ROOT + "2+12\n14\n", ROOT + "2+12\n14\n"]
+    assert r.compute.prefill_tokens == sum(len(p) for p in gen.prompts) == gen.usage.prefill_tokens
+    assert r.compute.generated_tokens == gen.usage.generated_tokens == (2 * 4 + 2 * 5) + 4 * 3 + 4 * 10
+    assert r.compute.scorer_tokens == scorer.usage.tokens > 0 and r.compute.generate_calls == 3
+
+    gen2 = Scripted(tree=TREE)
+    r2 = run("beam", gen2, StepTable(SCORES), n=4, beam_width=2, share_prefix=False)
+    assert r2.answer == r.answer and r2.compute.generated_tokens == r.compute.generated_tokens
+    # Without sharing every sample prefills its own prompt.
+    assert r2.compute.prefill_tokens == 4 * len(ROOT) + 4 * len(ROOT + "2+12\n") + 4 * len(ROOT + "2+12\n14\n")
+    assert r2.compute.prefill_per_generated() > r.compute.prefill_per_generated()
+
+
+@pytest.mark.parametrize("strategy", ["beam", "dvts"])
+def test_beam_width_must_divide_n(strategy):
+    with pytest.raises(ValueError, match=r"beam_width=3 must divide n=4.*try beam_width in \[1, 2, 4\]"):
+        run(strategy, Scripted(tree=TREE), StepTable(SCORES), n=4, beam_width=3)
+
+
+def test_dvts_runs_n_over_m_independent_subtrees():
+    gen = Scripted(tree=TREE)
+    r = run("dvts", gen, StepTable(SCORES), n=4, beam_width=2)
+    assert len(r.candidates) == 2
+    assert gen.prompts[0] == ROOT  # the first steps of both subtrees share one prefill
+
+
+def test_lookahead_sees_past_a_tempting_step():
+    tree = {"": ["a\n", "b\n"], "a\n": ["x\n"], "a\nx\n": ["Answer: 1"], "b\n": ["y\n"], "b\ny\n": ["Answer: 14"]}
+    scores = {"a": 0.9, "x": 0.1, "Answer: 1": 0.1, "b": 0.6, "y": 0.9, "Answer: 14": 0.9}
+    # Beam with one beam kept takes "a" (0.9 > 0.6) and is stuck with answer 1; candidates
+    # that finished are compared at the end, so keep the budget small: n=2, M=2.
+    assert run("beam", Scripted(tree=tree), StepTable(scores), n=2, beam_width=2).answer == "1"
+    r = run("lookahead", Scripted(tree=tree), StepTable(scores), n=2, beam_width=2, lookahead=1)
+    assert r.answer == "14"
+    # The greedy rollouts are generated tokens too.
+    plain = run("beam", Scripted(tree=tree), StepTable(scores), n=2, beam_width=2)
+    assert r.compute.generated_tokens > plain.compute.generated_tokens
+
+
+def test_mcts_backs_up_values_and_revisits_the_best_branch():
+    gen = Scripted(tree=TREE)
+    r = run("mcts", gen, StepTable(SCORES), n=3, beam_width=2)
+    answers = sorted(c.answer for c in r.candidates)
+    assert r.answer == "14" and "14" in answers
+    assert r.compute.generated_tokens == gen.usage.generated_tokens
+
+
+# ----- budget forcing and self-refine -----
+
+def test_budget_forcing_appends_wait_and_caps_thinking():
+    think = ["<think>3*4=12", "2+12=14", "so 14"]
+    gen = Scripted(think=[t + "</think>" for t in think], solutions=["Answer: 14"])
+    r = run("budget_forcing", gen, n=2, temperature=0.0)
+    assert r.text == "<think>3*4=12Wait2+12=14Waitso 14</think>Answer: 14" and r.answer == "14"
+    assert r.compute.generated_tokens == gen.usage.generated_tokens == sum(map(len, think)) + 3 * 8 + len("Answer: 14")
+    capped = run("budget_forcing", Scripted(think=[t + "</think>" for t in think], solutions=["Answer: 14"]),
+                 n=2, think_tokens=5, temperature=0.0)
+    assert capped.text == "<thin</think>Answer: 14"  # cut at 5 tokens, closed by force
+
+
+def test_self_refine_returns_the_last_revision():
+    gen = Scripted(solutions=["5*4\nAnswer: 20"])
+    r = run("self_refine", gen, n=2)
+    assert [c.answer for c in r.candidates] == ["20", "14"] and r.answer == "14"
+    assert any("previous attempt" in p and "Answer: 20" in p for p in gen.prompts)
+
+
+def test_unknown_strategy_lists_the_known_ones():
+    with pytest.raises(ValueError, match="unknown search strategy 'beems'.*beam"):
+        run("beems", Scripted())
+
+
+# ----- continuation on a real engine -----
+
+def test_step_by_step_continuation_reproduces_whole_generation():
+    """Greedy steps generated one at a time from `root + partial` (formatted once, then
+    passed verbatim) give the same text and token count as one greedy generation."""
+    from ponder.generation import TorchGenerator
+    from ponder.models import build_char_tokenizer, build_tiny_model
+
+    class Colon(Toy):
+        step_delimiter = ":"  # random weights write ':' over and over (seed 0), never a newline
+
+        def prompt(self, problem):
+            return "Q: 2+3*4? A:"
+
+    tok = build_char_tokenizer()
+    gen = TorchGenerator(build_tiny_model(tok, "1m", seed=0).eval(), tok, column_major=False)
+    task = Colon()
+    [[whole]] = gen.generate([task.prompt(PROBLEM)], SamplingParams(temperature=0, max_tokens=24))
+    assert whole.text.count(":") >= 4  # the premise: several steps
+    policy = StepPolicy(SearchContext(gen, task, None), PROBLEM, SearchConfig(max_steps=30, max_tokens=24, max_step_tokens=16))
+    [node] = policy.rollout([Node()], 30)
+    assert node.text == whole.text and node.tokens == whole.num_tokens == 24
+    assert node.steps == whole.text.count(":") + (not whole.text.endswith(":"))
+
+
+def test_votes_group_equal_numbers_and_break_ties_by_first_seen():
+    from ponder.search import Candidate
+    from ponder.search.vote import answer_key, choose, weighted_vote
+
+    assert answer_key("12.0") == answer_key("12") and answer_key(" ") is None
+    cands = [Candidate("a", "7", 0.9), Candidate("b", "12", 0.6), Candidate("c", "12.0", 0.5), Candidate("d", None, 1.0)]
+    assert choose(cands, weighted=False) == 3  # the best single score, even without an answer
+    assert choose(cands, weighted=True) == 1  # 12 collects 1.1 > 0.9; its best-scored candidate
+    assert weighted_vote(cands[:2], [0.5, 0.5]) == 0  # a tie goes to the answer seen first
