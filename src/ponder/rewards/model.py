@@ -149,7 +149,7 @@ def load_reward_model(path: str | Path, aggregation: str | None = None) -> Rewar
     path = Path(path)
     cfg_file = path / CONFIG_FILE
     if not path.is_dir() or not cfg_file.exists() or not (path / HEAD_FILE).exists():
-        raise ValueError(f"{path} is not a ponder reward model: expected a directory with {CONFIG_FILE} and "
+        raise ValueError(f"{path} is not a ponder reward model (PRM or ORM): expected a directory with {CONFIG_FILE} and "
                          f"{HEAD_FILE} (written by `ponder train-rm`)")
     cfg = json.loads(cfg_file.read_text())
     tokenizer = AutoTokenizer.from_pretrained(path)

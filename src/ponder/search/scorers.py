@@ -1,8 +1,7 @@
 """Which scorer a search runs with: `verifier` (the task's exact checks) or a PRM folder.
 
-The PRM loader (`ponder.rewards.prm.load_prm`) is imported only when a path is given, so
-search works without it; a missing module or a folder that is not a PRM is reported as
-such, not as a traceback.
+A folder is loaded with `ponder.rewards.model.load_prm` (imported only then, so plain
+search does not pay for it); a folder that is not a PRM is reported as such.
 """
 from __future__ import annotations
 
@@ -24,11 +23,6 @@ def load_scorer(spec: str | None, task: Task, problems: list[Problem]) -> Scorer
         raise FileNotFoundError(f"scorer {spec!r}: expected 'verifier' or a PRM directory, and {path} does not exist")
     if not path.is_dir():
         raise ValueError(f"scorer {spec!r}: a PRM is a directory (saved by `ponder` PRM training), got a file")
-    try:
-        from ponder.rewards.prm import load_prm
-    except ImportError as e:
-        raise ValueError(
-            f"scorer {spec!r}: loading a PRM needs the module ponder.rewards.prm, which this install lacks ({e}); "
-            "use --scorer verifier, or install a ponder version with PRM support"
-        ) from None
+    from ponder.rewards.model import load_prm
+
     return load_prm(str(path))
