@@ -215,6 +215,42 @@ def _resolve_run_model(name: str) -> str:
     return name
 
 
+@app.command()
+def rl(
+    config: Optional[Path] = ConfigOpt,
+    run: Optional[str] = RunOpt,
+    model: Optional[str] = typer.Option(None, help="policy to start from: a model dir, .gguf, smollm2 or tiny:<preset>"),
+    task: Optional[str] = typer.Option(None, help="task name or dataset path"),
+    estimator: Optional[str] = typer.Option(None, help="grpo, dr_grpo, rloo, reinforce_pp, gae, process_grpo"),
+    steps: Optional[int] = typer.Option(None, help="RL steps (rollouts)"),
+    prompts_per_step: Optional[int] = typer.Option(None, help="prompts per rollout"),
+    group_size: Optional[int] = typer.Option(None, help="samples per prompt"),
+    max_tokens: Optional[int] = typer.Option(None, help="generated tokens per sample, at most"),
+    lr: Optional[float] = typer.Option(None, help="learning rate"),
+    beta: Optional[float] = typer.Option(None, help="KL coefficient to the initial policy (0 = off)"),
+    reward: Optional[list[str]] = typer.Option(None, help="outcome, format, overlong or file.py:function (repeatable)"),
+    prm: Optional[str] = typer.Option(None, help="process reward model dir (process_grpo step scores, else a reward)"),
+    lora_r: Optional[int] = typer.Option(None, help="LoRA rank (0 = full fine-tuning; needs peft)"),
+    n_eval: Optional[int] = typer.Option(None, help="held-out problems for greedy evaluation"),
+    task_arg: Optional[list[str]] = typer.Option(None, help="task knob key=value (repeatable)"),
+    seed: Optional[int] = typer.Option(None, help="seed"),
+    runs_dir: Optional[str] = typer.Option(None, help="parent folder of run directories"),
+):
+    """Online RL (GRPO, Dr. GRPO, RLOO, REINFORCE++, PPO, process-supervised GRPO); resumable."""
+    from ponder.rewards.functions import RewardError
+    from ponder.train.rl_cli import RLArgs, run_rl
+
+    args = _config(RLArgs, config, run=run, model=model, task=task, estimator=estimator, steps=steps,
+                   prompts_per_step=prompts_per_step, group_size=group_size, max_tokens=max_tokens, lr=lr, beta=beta,
+                   rewards=list(reward) if reward else None, prm=prm, lora_r=lora_r, n_eval=n_eval, seed=seed,
+                   runs_dir=runs_dir, task_args=_task_args(task_arg) or None)
+    try:
+        out = run_rl(args)
+    except (FileNotFoundError, ValueError, ImportError, RewardError, FloatingPointError) as e:
+        _fail(str(e))
+    console.print_json(json.dumps(out))
+
+
 def main():
     app()
 
