@@ -140,3 +140,28 @@ def test_process_grpo_rollout_uses_step_scores(tmp_path):
         for t in range(1, n):
             if t - 1 not in ends:
                 assert adv[i, t] == pytest.approx(adv[i, t - 1].item())
+
+
+@pytest.mark.parametrize("agg", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"])
+def test_dropping_zero_advantage_rows_keeps_loss_and_gradient(tmp_path, agg):
+    from ponder.train.rl import _drop_zero_rows
+
+    def half_flat(prompts, completions, **_):
+        # groups of even-length prompts all get 0.5: zero advantage, nothing to learn
+        return [0.5 if len(p) % 2 == 0 else ones_share([p], [c])[0] for p, c in zip(prompts, completions)]
+
+    trainer = make_trainer(tmp_path, rewards=[RewardFunction("half", half_flat)], prompts_per_step=6, ppo_epochs=1,
+                           num_minibatches=1, loss_agg=agg)
+    trainer._can_skip_zero_rows = lambda: False
+    [full] = trainer.rollout(0)
+    small = _drop_zero_rows(full)
+    assert 0 < small["mask"].shape[0] < full["mask"].shape[0]
+    results = []
+    for mb in (full, small):
+        trainer.policy.zero_grad()
+        loss, _ = trainer.loss_fn(trainer.policy, mb)
+        loss.backward()
+        results.append((loss.item(), [p.grad.clone() for p in trainer.policy.parameters()]))
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-5)
+    for a, b in zip(results[0][1], results[1][1]):
+        assert torch.allclose(a, b, atol=1e-7, rtol=1e-4)

@@ -17,7 +17,8 @@ import torch
 AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 
 
-def aggregate(loss_mat: torch.Tensor, mask: torch.Tensor, mode: str = "token-mean", norm: float | None = None) -> torch.Tensor:
+def aggregate(loss_mat: torch.Tensor, mask: torch.Tensor, mode: str = "token-mean", norm: float | None = None,
+              num_tokens: float | None = None, num_seqs: float | None = None) -> torch.Tensor:
     """Scalar loss from a (B, T) per-token loss.
 
     token-mean: sum over all tokens / number of tokens (DAPO eq. 8: every token weighs the
@@ -25,15 +26,21 @@ def aggregate(loss_mat: torch.Tensor, mask: torch.Tensor, mode: str = "token-mea
     seq-mean-token-mean: the mean over tokens of each sequence, then over sequences (GRPO's
         original 1/|o_i| normalisation, DeepSeekMath eq. 3).
     seq-mean-token-sum-norm: each sequence's token sum divided by a constant `norm` (default
-        T), then the mean over sequences (Dr. GRPO: no length-dependent normaliser)."""
+        T), then the mean over sequences (Dr. GRPO: no length-dependent normaliser).
+
+    `num_tokens` / `num_seqs` override the denominators (the mask's token and row counts) when
+    rows whose loss is exactly zero were left out of the batch: the result is then the same
+    as over the full batch."""
     mask = mask.to(loss_mat.dtype)
+    seqs = num_seqs if num_seqs is not None else loss_mat.shape[0]
     if mode == "token-mean":
-        return (loss_mat * mask).sum() / mask.sum().clamp(min=1)
+        tokens = num_tokens if num_tokens is not None else mask.sum().clamp(min=1)
+        return (loss_mat * mask).sum() / tokens
     if mode == "seq-mean-token-mean":
         per_seq = (loss_mat * mask).sum(-1) / mask.sum(-1).clamp(min=1)
-        return per_seq.mean()
+        return per_seq.sum() / seqs
     if mode == "seq-mean-token-sum-norm":
-        return ((loss_mat * mask).sum(-1) / (norm or loss_mat.shape[-1])).mean()
+        return ((loss_mat * mask).sum(-1) / (norm or loss_mat.shape[-1])).sum() / seqs
     raise ValueError(f"unknown loss aggregation {mode!r}: expected one of {', '.join(AGGREGATIONS)}")
 
 

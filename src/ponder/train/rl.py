@@ -198,6 +198,29 @@ def step_token_ends(tokenizer, token_ids: list[int], text: str, delimiter: str) 
     return steps, ends
 
 
+def _drop_zero_rows(mb: dict) -> dict:
+    """The mini-batch without rows whose advantages are all zero (GRPO groups that were all
+    right or all wrong), trimmed to the columns the remaining rows use. Their loss and
+    gradient are exactly zero, so leaving them out changes nothing but the compute, as long as
+    the loss keeps the full batch's denominators (`num_tokens`, `num_seqs`). One row is kept
+    when all are zero, so the loss still has a graph."""
+    live = ((mb["advantages"] != 0) & (mb["mask"] > 0)).any(-1)
+    rows = live.nonzero().squeeze(-1)
+    if rows.numel() == 0:
+        rows = torch.zeros(1, dtype=torch.long)
+    P, T = mb["prompt_len"], mb["response"].shape[1]
+    out = {k: (v[rows] if torch.is_tensor(v) else v) for k, v in mb.items()}
+    t_keep = max(1, int(out["mask"].sum(-1).max()))
+    p_start = int((out["attention_mask"][:, :P].sum(0) == 0).sum())  # prompt columns that are padding in every row
+    for k in ("input_ids", "attention_mask", "position_ids"):
+        out[k] = out[k][:, p_start:P + t_keep]
+    for k in ("response", "mask", "advantages", "old_logp", "ref_logp", "returns", "old_values"):
+        if k in out:
+            out[k] = out[k][:, :t_keep]
+    out["prompt_len"] = P - p_start
+    return out
+
+
 class RLTrainer:
     """Owns the rollouts; the optimisation runs in a `TrainLoop`."""
 
@@ -388,9 +411,18 @@ class RLTrainer:
             perm = torch.randperm(B, generator=g) if cfg.num_minibatches > 1 else torch.arange(B)
             for chunk in torch.tensor_split(perm, cfg.num_minibatches):
                 mb = {k: (v[chunk] if torch.is_tensor(v) else v) for k, v in batch.items()}
+                mb["num_tokens"], mb["num_seqs"] = float(mb["mask"].sum().clamp(min=1)), len(chunk)
+                if self._can_skip_zero_rows():
+                    mb = _drop_zero_rows(mb)
                 mb["stats"] = dict(stats, tokens=generated if not out else 0)
                 out.append(mb)
         return out
+
+    def _can_skip_zero_rows(self) -> bool:
+        """Whether a row with all-zero advantages contributes exactly nothing to the loss:
+        true for the policy loss alone (no KL term in the loss, no entropy bonus, no critic)."""
+        cfg = self.cfg
+        return (cfg.beta == 0 or cfg.kl_in_reward) and cfg.entropy_coef == 0 and cfg.estimator != "gae"
 
     # ------------------------------------------------------------- loop hooks
     def batch_at(self, step: int) -> list[dict]:
@@ -412,7 +444,8 @@ class RLTrainer:
             stats["kl"] = masked_mean(kl.detach(), mask)
             if not cfg.kl_in_reward:
                 loss_mat = loss_mat + cfg.beta * kl
-        loss = aggregate(loss_mat, mask, cfg.loss_agg, norm=cfg.max_tokens)
+        loss = aggregate(loss_mat, mask, cfg.loss_agg, norm=cfg.max_tokens, num_tokens=mb.get("num_tokens"),
+                         num_seqs=mb.get("num_seqs"))
         if cfg.entropy_coef:
             loss = loss - cfg.entropy_coef * aggregate(entropy, mask, "token-mean")
         if gae:
