@@ -74,8 +74,10 @@ def main():
     opt = torch.optim.AdamW(p_model.parameters(), lr=args.lr, weight_decay=0.0)
     p_times, p_gen, p_train, p_flops = [], [], [], []
     p_model.train()
+    threads: set[int] = set()
 
     def ponder_step(i: int):
+        threads.add(torch.get_num_threads())
         t0 = time.perf_counter()
         gen_before = trainer.timing["generate_s"] + trainer.timing["score_s"]
         [mb] = trainer.batch_at(i)
@@ -103,6 +105,7 @@ def main():
         for i in range(total_steps):
             ponder_step(i)
     gflops = matmul_gflops()
+    print("torch threads seen:", sorted(threads))
 
     B = args.prompts * args.generations
     print(f"\nGRPO step, {args.prompts} prompts x {args.generations} generations, <= {args.max_tokens} new tokens, "

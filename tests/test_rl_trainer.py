@@ -165,3 +165,26 @@ def test_dropping_zero_advantage_rows_keeps_loss_and_gradient(tmp_path, agg):
     assert results[0][0] == pytest.approx(results[1][0], rel=1e-5)
     for a, b in zip(results[0][1], results[1][1]):
         assert torch.allclose(a, b, atol=1e-7, rtol=1e-4)
+
+
+def test_lora_trains_adapters_only_and_saves_merged_model(tmp_path):
+    pytest.importorskip("peft", reason="LoRA needs the optional peft package (pip install 'ponder[lora]')")
+    tok = build_char_tokenizer()
+    model = build_tiny_model(tok, "1m", seed=0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = RLConfig(steps=2, prompts_per_step=2, group_size=4, max_tokens=12, lr=1e-2, beta=0.1, save_every=0,
+                   eval_every=0, seed=3)
+    distinct = RewardFunction("distinct", lambda prompts, completions, **_: [len(set(c)) / 12 for c in completions])
+    trainer = RLTrainer(model, tok, TASK, PROBLEMS, [], [distinct], cfg, tmp_path, progress=False,
+                        lora={"r": 4, "alpha": 8})
+    trainable = [n for n, p in trainer.peft.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    trainer.train()
+    rec = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    assert rec["kl"] > 0  # the reference is the base model with the adapters switched off
+    from transformers import AutoModelForCausalLM
+
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "model")
+    assert set(merged.state_dict()) == set(before)
+    changed = [k for k, v in merged.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed and all(k.endswith("proj.weight") for k in changed)

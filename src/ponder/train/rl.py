@@ -277,7 +277,8 @@ class RLTrainer:
         problems = self._prompts(r, attempt)
         prompts = [self.task.prompt(p) for p in problems]
         params = SamplingParams(n=cfg.group_size, temperature=cfg.temperature, top_p=cfg.top_p,
-                                max_tokens=cfg.max_tokens, seed=_seed(cfg.seed, r, attempt))
+                                max_tokens=cfg.max_tokens, seed=_seed(cfg.seed, r, attempt),
+                                logprobs=False)  # recomputed by the trainer where the loss needs them
         t0 = time.perf_counter()
         samples = self.generator.generate(prompts, params)
         self.timing["generate_s"] += time.perf_counter() - t0
