@@ -144,7 +144,7 @@ def test_process_grpo_rollout_uses_step_scores(tmp_path):
 
 @pytest.mark.parametrize("agg", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"])
 def test_dropping_zero_advantage_rows_keeps_loss_and_gradient(tmp_path, agg):
-    from ponder.train.rl import _drop_zero_rows
+    from ponder.train.rl_batch import drop_zero_rows
 
     def half_flat(prompts, completions, **_):
         # groups of even-length prompts all get 0.5: zero advantage, nothing to learn
@@ -154,7 +154,7 @@ def test_dropping_zero_advantage_rows_keeps_loss_and_gradient(tmp_path, agg):
                            num_minibatches=1, loss_agg=agg)
     trainer._can_skip_zero_rows = lambda: False
     [full] = trainer.rollout(0)
-    small = _drop_zero_rows(full)
+    small = drop_zero_rows(full)
     assert 0 < small["mask"].shape[0] < full["mask"].shape[0]
     results = []
     for mb in (full, small):
