@@ -188,3 +188,17 @@ def test_lora_trains_adapters_only_and_saves_merged_model(tmp_path):
     assert set(merged.state_dict()) == set(before)
     changed = [k for k, v in merged.state_dict().items() if not torch.equal(v, before[k])]
     assert changed and all(k.endswith("proj.weight") for k in changed)
+
+
+def test_dynamic_sampling_keeps_only_groups_with_signal(tmp_path):
+    def flat_for_even(prompts, completions, **_):
+        return [0.5 if len(p) % 2 == 0 else len(set(c)) / 12 for p, c in zip(prompts, completions)]
+
+    trainer = make_trainer(tmp_path, rewards=[RewardFunction("f", flat_for_even)], dynamic_sampling=True,
+                           max_refills=4, ppo_epochs=1, num_minibatches=1)
+    trainer._can_skip_zero_rows = lambda: False
+    [mb] = trainer.rollout(0)
+    groups = mb["advantages"].abs().sum(-1).view(-1, 4)
+    assert groups.shape[0] == 2  # refilled up to prompts_per_step
+    assert (groups.sum(-1) > 0).all()  # no all-equal group left
+    assert 0 < mb["stats"]["groups_kept"] < 1
