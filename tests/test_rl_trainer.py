@@ -147,8 +147,8 @@ def test_dropping_zero_advantage_rows_keeps_loss_and_gradient(tmp_path, agg):
     from ponder.train.rl_batch import drop_zero_rows
 
     def half_flat(prompts, completions, **_):
-        # groups of even-length prompts all get 0.5: zero advantage, nothing to learn
-        return [0.5 if len(p) % 2 == 0 else ones_share([p], [c])[0] for p, c in zip(prompts, completions)]
+        # groups of prompts with a product all get 0.5: zero advantage, nothing to learn
+        return [0.5 if "*" in p else len(set(c)) / 12 for p, c in zip(prompts, completions)]
 
     trainer = make_trainer(tmp_path, rewards=[RewardFunction("half", half_flat)], prompts_per_step=6, ppo_epochs=1,
                            num_minibatches=1, loss_agg=agg)
@@ -162,7 +162,7 @@ def test_dropping_zero_advantage_rows_keeps_loss_and_gradient(tmp_path, agg):
         loss, _ = trainer.loss_fn(trainer.policy, mb)
         loss.backward()
         results.append((loss.item(), [p.grad.clone() for p in trainer.policy.parameters()]))
-    assert results[0][0] == pytest.approx(results[1][0], rel=1e-5)
+    assert results[0][0] != 0 and results[0][0] == pytest.approx(results[1][0], rel=1e-5)
     for a, b in zip(results[0][1], results[1][1]):
         assert torch.allclose(a, b, atol=1e-7, rtol=1e-4)
 
@@ -191,10 +191,10 @@ def test_lora_trains_adapters_only_and_saves_merged_model(tmp_path):
 
 
 def test_dynamic_sampling_keeps_only_groups_with_signal(tmp_path):
-    def flat_for_even(prompts, completions, **_):
-        return [0.5 if len(p) % 2 == 0 else len(set(c)) / 12 for p, c in zip(prompts, completions)]
+    def flat_for_products(prompts, completions, **_):
+        return [0.5 if "*" in p else len(set(c)) / 12 for p, c in zip(prompts, completions)]
 
-    trainer = make_trainer(tmp_path, rewards=[RewardFunction("f", flat_for_even)], dynamic_sampling=True,
+    trainer = make_trainer(tmp_path, rewards=[RewardFunction("f", flat_for_products)], dynamic_sampling=True,
                            max_refills=4, ppo_epochs=1, num_minibatches=1)
     trainer._can_skip_zero_rows = lambda: False
     [mb] = trainer.rollout(0)
