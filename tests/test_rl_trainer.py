@@ -162,7 +162,9 @@ def test_dropping_zero_advantage_rows_keeps_loss_and_gradient(tmp_path, agg):
         loss, _ = trainer.loss_fn(trainer.policy, mb)
         loss.backward()
         results.append((loss.item(), [p.grad.clone() for p in trainer.policy.parameters()]))
-    assert results[0][0] != 0 and results[0][0] == pytest.approx(results[1][0], rel=1e-5)
+    # on-policy the loss value is -mean(A) ~ 0; the gradient is what matters
+    assert results[0][0] == pytest.approx(results[1][0], abs=1e-6)
+    assert sum(g.abs().sum() for g in results[0][1]) > 0
     for a, b in zip(results[0][1], results[1][1]):
         assert torch.allclose(a, b, atol=1e-7, rtol=1e-4)
 
