@@ -12,7 +12,9 @@ is a warm-up and not timed.
 
 The ponder side runs the trainer's own `batch_at` (rollout: generation, rewards, advantages)
 and `loss_fn` with a plain AdamW step, i.e. the `TrainLoop` step without its metrics and
-progress bar. Reported: seconds per step, completions per second, and for ponder the split into
+progress bar. It is timed twice: as shipped, where rows whose advantages are all zero (GRPO
+groups all right or all wrong) are left out of the forward/backward - exact, their gradient is
+zero - and with that switched off, which is what TRL computes. Reported: seconds per step, completions per second, and for ponder the split into
 generation and training plus the training phase's FLOP rate (6 x parameters x tokens forwarded
 and back-propagated) against a measured single-thread sgemm rate.
 """
@@ -51,7 +53,8 @@ def matmul_gflops(n: int = 1024, reps: int = 10) -> float:
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default="runs/sft500/model")
+    ap.add_argument("--model", required=True, help="a trained tiny arith model, e.g. from "
+                    "`ponder sft --run sft500 --model tiny:1m --steps 500 --task-arg instruction=false`")
     ap.add_argument("--steps", type=int, default=6, help="timed steps per trainer (plus one warm-up)")
     ap.add_argument("--prompts", type=int, default=8)
     ap.add_argument("--generations", type=int, default=8)
@@ -63,70 +66,83 @@ def main():
     total_steps = args.steps + 1
     problems = TASK.problems("train", n=args.prompts * total_steps, seed=0)
 
-    # ---- ponder
-    p_model, tok = load_model(args.model)
-    n_params = sum(p.numel() for p in p_model.parameters())
-    cfg = RLConfig(estimator="grpo", steps=total_steps, prompts_per_step=args.prompts, group_size=args.generations,
-                   max_tokens=args.max_tokens, temperature=1.0, lr=args.lr, beta=0.0, loss_agg="token-mean",
-                   eval_every=0, save_every=0)
-    trainer = RLTrainer(p_model, tok, TASK, problems, [], [RewardFunction("correct", correct)], cfg,
-                        tempfile.mkdtemp(), progress=False)
-    opt = torch.optim.AdamW(p_model.parameters(), lr=args.lr, weight_decay=0.0)
-    p_times, p_gen, p_train, p_flops = [], [], [], []
-    p_model.train()
-    threads: set[int] = set()
+    # ---- ponder: as shipped, and with the zero-advantage row skipping switched off
+    variants = [PonderRun("ponder", args, problems, total_steps, skip_zero_rows=True),
+                PonderRun("ponder (no zero-row skip)", args, problems, total_steps, skip_zero_rows=False)]
 
-    def ponder_step(i: int):
-        threads.add(torch.get_num_threads())
-        t0 = time.perf_counter()
-        gen_before = trainer.timing["generate_s"] + trainer.timing["score_s"]
-        [mb] = trainer.batch_at(i)
-        t1 = time.perf_counter()
-        loss, _ = trainer.loss_fn(p_model, mb)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(p_model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        t2 = time.perf_counter()
-        if i > 0:
-            p_times.append(t2 - t0)
-            p_gen.append(trainer.timing["generate_s"] + trainer.timing["score_s"] - gen_before)
-            p_train.append(t2 - t1)
-            p_flops.append(6 * n_params * mb["input_ids"].numel() / (t2 - t1))
+    def ponder_steps(i: int):
+        for v in variants:
+            v.step(i)
 
     trl_times: list[float] = []
     trl_error = None
     if not args.no_trl:
         try:
-            trl_times = run_trl(args, problems, ponder_step, total_steps)
+            trl_times = run_trl(args, problems, ponder_steps, total_steps)
         except Exception as e:  # report precisely and still benchmark ponder
             trl_error = f"{type(e).__name__}: {e}"
     if args.no_trl or trl_error:
         for i in range(total_steps):
-            ponder_step(i)
+            ponder_steps(i)
     gflops = matmul_gflops()
-    print("torch threads seen:", sorted(threads))
 
     B = args.prompts * args.generations
+    med = statistics.median
     print(f"\nGRPO step, {args.prompts} prompts x {args.generations} generations, <= {args.max_tokens} new tokens, "
-          f"{n_params / 1e6:.2f}M-param model, CPU fp32, 1 thread, {args.steps} timed steps (median)")
-    rows = [("ponder", statistics.median(p_times))]
+          f"{variants[0].n_params / 1e6:.2f}M-param model, CPU fp32, 1 thread, {args.steps} timed steps (median)")
+    rows = [(v.name, med(v.times)) for v in variants]
     if trl_times:
-        rows.append(("TRL GRPOTrainer", statistics.median(trl_times)))
-    print(f"{'trainer':<18}{'s/step':>10}{'completions/s':>16}")
-    for name, s in rows:
-        print(f"{name:<18}{s:>10.3f}{B / s:>16.1f}")
-    if trl_times:
-        print(f"ponder speed-up: {statistics.median(trl_times) / statistics.median(p_times):.2f}x")
+        rows.append(("TRL GRPOTrainer", med(trl_times)))
+    print(f"{'trainer':<28}{'s/step':>10}{'completions/s':>16}{'vs TRL':>10}")
+    for name, sec in rows:
+        ratio = f"{med(trl_times) / sec:.2f}x" if trl_times else "-"
+        print(f"{name:<28}{sec:>10.3f}{B / sec:>16.1f}{ratio:>10}")
     if trl_error:
         print(f"TRL could not run: {trl_error}")
-    print(f"ponder split: rollout (generation + reward + advantages) {statistics.median(p_gen):.3f} s, "
-          f"training (forward + backward + AdamW) {statistics.median(p_train):.3f} s")
-    print(f"ponder training phase: {statistics.median(p_flops) / 1e9:.2f} GFLOP/s (6 x params x tokens) vs "
-          f"measured 1024^3 sgemm {gflops:.1f} GFLOP/s = {100 * statistics.median(p_flops) / 1e9 / gflops:.1f}%")
+    for v in variants:
+        print(f"{v.name}: rollout (generation + rewards) {med(v.gen):.3f} s, training (forward + backward + AdamW) "
+              f"{med(v.train):.3f} s, training phase {med(v.flops) / 1e9:.2f} GFLOP/s = "
+              f"{100 * med(v.flops) / 1e9 / gflops:.1f}% of a measured 1024^3 sgemm ({gflops:.1f} GFLOP/s)")
 
 
-def run_trl(args, problems, ponder_step, total_steps: int) -> list[float]:
+class PonderRun:
+    """One ponder GRPO trainer stepped by hand: `batch_at` (rollout) + `loss_fn` + AdamW."""
+
+    def __init__(self, name, args, problems, total_steps, skip_zero_rows: bool):
+        self.name = name
+        self.model, tok = load_model(args.model)
+        self.n_params = sum(p.numel() for p in self.model.parameters())
+        cfg = RLConfig(estimator="grpo", steps=total_steps, prompts_per_step=args.prompts,
+                       group_size=args.generations, max_tokens=args.max_tokens, temperature=1.0, lr=args.lr,
+                       beta=0.0, loss_agg="token-mean", eval_every=0, save_every=0)
+        self.trainer = RLTrainer(self.model, tok, TASK, problems, [], [RewardFunction("correct", correct)], cfg,
+                                 tempfile.mkdtemp(), progress=False)
+        if not skip_zero_rows:
+            self.trainer._can_skip_zero_rows = lambda: False
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=args.lr, weight_decay=0.0)
+        self.model.train()
+        self.times, self.gen, self.train, self.flops = [], [], [], []
+
+    def step(self, i: int) -> None:
+        t = self.trainer
+        t0 = time.perf_counter()
+        gen_before = t.timing["generate_s"] + t.timing["score_s"]
+        [mb] = t.batch_at(i)
+        t1 = time.perf_counter()
+        loss, _ = t.loss_fn(self.model, mb)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        t2 = time.perf_counter()
+        if i > 0:  # the first step is a warm-up
+            self.times.append(t2 - t0)
+            self.gen.append(t.timing["generate_s"] + t.timing["score_s"] - gen_before)
+            self.train.append(t2 - t1)
+            self.flops.append(6 * self.n_params * mb["input_ids"].numel() / (t2 - t1))
+
+
+def run_trl(args, problems, ponder_steps, total_steps: int) -> list[float]:
     from datasets import Dataset
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
@@ -144,7 +160,7 @@ def run_trl(args, problems, ponder_step, total_steps: int) -> list[float]:
         def on_step_end(self, a, state, control, **kw):
             if state.global_step > 1:
                 times.append(time.perf_counter() - self.t0)
-            ponder_step(state.global_step - 1)
+            ponder_steps(state.global_step - 1)
 
     cfg = GRPOConfig(
         output_dir=tempfile.mkdtemp(), per_device_train_batch_size=args.prompts * args.generations,
