@@ -20,6 +20,11 @@ The optimiser, schedule, clipping, checkpoints, NaN stop and `metrics.jsonl` are
 `TrainLoop`: one loop step is one optimiser step, and `batch_at(step)` builds (and caches)
 the rollout that step belongs to.
 
+Rows whose advantages are all zero (GRPO groups that were all right or all wrong) add nothing
+to the policy loss, so when the loss is the policy loss alone they are left out of the
+forward/backward (`rl_batch.drop_zero_rows`, keeping the full batch's denominators): same
+gradient, less compute.
+
 Deliberate simplifications: the whole rollout batch is one forward per mini-batch (no
 micro-batching), rewards are computed in this process, and the engine is the in-process
 torch engine sharing the policy's weights (no weight sync needed).
