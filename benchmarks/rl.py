@@ -12,7 +12,9 @@ is a warm-up and not timed.
 
 The ponder side runs the trainer's own `batch_at` (rollout: generation, rewards, advantages)
 and `loss_fn` with a plain AdamW step, i.e. the `TrainLoop` step without its metrics and
-progress bar. It is timed twice: as shipped, where rows whose advantages are all zero (GRPO
+progress bar. Its training forward runs each distinct prompt once per group (exact; see
+`rl_batch.shared_prompt_logits`), and the FLOP rate counts the positions really computed.
+It is timed twice: as shipped, where rows whose advantages are all zero (GRPO
 groups all right or all wrong) are left out of the forward/backward - exact, their gradient is
 zero - and with that switched off, which is what TRL computes. Reported: seconds per step, completions per second, and for ponder the split into
 generation and training plus the training phase's FLOP rate (6 x parameters x tokens forwarded
@@ -105,6 +107,16 @@ def main():
               f"{100 * med(v.flops) / 1e9 / gflops:.1f}% of a measured 1024^3 sgemm ({gflops:.1f} GFLOP/s)")
 
 
+def forwarded_tokens(mb: dict) -> int:
+    """Token positions the training forward computes: each distinct prompt once (see
+    `rl_batch.shared_prompt_logits`) plus every row's response but its last token."""
+    P, (B, T) = mb["prompt_len"], mb["response"].shape
+    distinct = torch.unique(mb["input_ids"][:, :P], dim=0).shape[0]
+    if distinct == B:
+        return B * (P + T)
+    return distinct * P + B * (T - 1)
+
+
 class PonderRun:
     """One ponder GRPO trainer stepped by hand: `batch_at` (rollout) + `loss_fn` + AdamW."""
 
@@ -139,7 +151,7 @@ class PonderRun:
             self.times.append(t2 - t0)
             self.gen.append(t.timing["generate_s"] + t.timing["score_s"] - gen_before)
             self.train.append(t2 - t1)
-            self.flops.append(6 * self.n_params * mb["input_ids"].numel() / (t2 - t1))
+            self.flops.append(6 * self.n_params * forwarded_tokens(mb) / (t2 - t1))
 
 
 def run_trl(args, problems, ponder_steps, total_steps: int) -> list[float]:

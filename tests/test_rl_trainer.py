@@ -204,3 +204,31 @@ def test_dynamic_sampling_keeps_only_groups_with_signal(tmp_path):
     assert groups.shape[0] == 2  # refilled up to prompts_per_step
     assert (groups.sum(-1) > 0).all()  # no all-equal group left
     assert 0 < mb["stats"]["groups_kept"] < 1
+
+
+def test_shared_prompt_forward_matches_full_rows(tmp_path):
+    from ponder.train.rl_batch import response_logprobs, shared_prompt_logits
+
+    trainer = make_trainer(tmp_path, rewards=[RewardFunction("distinct", lambda prompts, completions, **_: [
+        len(set(c)) / 12 for c in completions])], ppo_epochs=1, num_minibatches=1, prompts_per_step=3)
+    [mb] = trainer.rollout(0)
+    model = trainer.policy
+    assert shared_prompt_logits(model, mb) is not None  # 3 prompts x 4 samples share prompts
+    grads = []
+    for shared in (True, False):
+        model.zero_grad()
+        if shared:
+            logp, ent, _ = response_logprobs(model, mb, 1.0)
+        else:
+            import ponder.train.rl_batch as rb
+
+            saved, rb.shared_prompt_logits = rb.shared_prompt_logits, lambda policy, batch: None
+            try:
+                logp, ent, _ = response_logprobs(model, mb, 1.0)
+            finally:
+                rb.shared_prompt_logits = saved
+        (logp * mb["mask"]).sum().backward()
+        grads.append((logp.detach(), [p.grad.clone() for p in model.parameters()]))
+    assert torch.allclose(grads[0][0] * mb["mask"], grads[1][0] * mb["mask"], atol=1e-5)
+    for a, b in zip(grads[0][1], grads[1][1]):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)

@@ -13,6 +13,8 @@ quantity (log-probs, advantages, values) is a (B, T) tensor aligned with `respon
 """
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 
@@ -34,14 +36,17 @@ def response_logprobs(model, batch: dict, temperature: float, with_values: bool 
     critic = model if isinstance(model, ActorCritic) else None
     policy = critic.policy if critic is not None else model
     P, T = batch["prompt_len"], batch["response"].shape[1]
-    kwargs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
-              "position_ids": batch["position_ids"], "use_cache": False}
-    if with_values:
-        kwargs["output_hidden_states"] = True
-    else:
-        kwargs["logits_to_keep"] = T + 1
-    out = policy(**kwargs)
-    logits = out.logits[:, -(T + 1):-1].float() / temperature  # position P-1+t predicts response token t
+    logits = None if with_values else shared_prompt_logits(policy, batch)
+    if logits is None:
+        kwargs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
+                  "position_ids": batch["position_ids"], "use_cache": False}
+        if with_values:
+            kwargs["output_hidden_states"] = True
+        else:
+            kwargs["logits_to_keep"] = T + 1
+        out = policy(**kwargs)
+        logits = out.logits[:, -(T + 1):-1]  # position P-1+t predicts response token t
+    logits = logits.float() / temperature
     logp_all = torch.log_softmax(logits, dim=-1)
     logp = logp_all.gather(-1, batch["response"].unsqueeze(-1)).squeeze(-1)
     entropy = -(logp_all.exp() * logp_all).sum(-1)
@@ -50,6 +55,36 @@ def response_logprobs(model, batch: dict, temperature: float, with_values: bool 
         h = out.hidden_states[-1][:, P - 1:P - 1 + T]
         values = critic.value_head(h).squeeze(-1).float()
     return logp, entropy, values
+
+
+def shared_prompt_logits(policy, batch: dict) -> torch.Tensor | None:
+    """The (B, T, V) logits that score the response tokens, with each distinct prompt run
+    through the model once rather than once per sample: the prompt's keys and values (with
+    their autograd graph) are computed for the distinct prompts, repeated to the rows that share
+    them, and the responses are forwarded on top. The same numbers as one forward over the full
+    rows, with the G-fold prompt compute of a GRPO group paid once. None when no two rows share
+    a prompt (nothing to save)."""
+    from transformers import DynamicCache
+
+    P, T = batch["prompt_len"], batch["response"].shape[1]
+    prompts = batch["input_ids"][:, :P]
+    distinct, inverse = torch.unique(prompts, dim=0, return_inverse=True)
+    if distinct.shape[0] == prompts.shape[0]:
+        return None
+    first = torch.zeros(distinct.shape[0], dtype=torch.long)
+    first[inverse] = torch.arange(prompts.shape[0])  # any row holding the prompt: equal prompts, equal padding
+    cache_arg = "cache" if "cache" in inspect.signature(policy.forward).parameters else "past_key_values"
+    cache = DynamicCache(config=policy.config)
+    head = policy(input_ids=prompts[first], attention_mask=batch["attention_mask"][first, :P],
+                  position_ids=batch["position_ids"][first, :P], use_cache=True, logits_to_keep=1,
+                  **{cache_arg: cache})
+    first_logits = head.logits[:, -1][inverse].unsqueeze(1)  # predicts response token 0
+    if T == 1:
+        return first_logits
+    cache.reorder_cache(inverse)  # index_select along the batch: differentiable
+    tail = policy(input_ids=batch["input_ids"][:, P:P + T - 1], attention_mask=batch["attention_mask"][:, :P + T - 1],
+                  position_ids=batch["position_ids"][:, P:P + T - 1], use_cache=True, **{cache_arg: cache})
+    return torch.cat([first_logits, tail.logits], dim=1)
 
 
 def step_token_ends(tokenizer, token_ids: list[int], text: str, delimiter: str) -> tuple[list[str], list[int]]:
