@@ -1,0 +1,284 @@
+"""DPO (Rafailov et al. 2023) and Step-DPO (Lai et al. 2024) on preference pairs.
+
+Data is TRL's preference format: rows `{"prompt", "chosen", "rejected"}`. DPO compares whole
+completions (an EOS is appended so the model learns where to stop); Step-DPO compares single
+reasoning steps: the prompt is the question plus a correct prefix of steps, `chosen` a
+correct next step and `rejected` the first wrong one (Lai et al. 2024, §3), so the loss
+points at the exact step that went wrong. The loss is the same, eq. 7 of the DPO paper:
+
+    -log sigmoid(beta * ((log pi(y_w|x) - log ref(y_w|x)) - (log pi(y_l|x) - log ref(y_l|x))))
+
+The reference is the initial model; its log-probabilities are computed once before training
+(a pure function of the data), so no second model is kept in memory.
+"""
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ponder.models.load import format_prompt
+from ponder.train.loop import TrainConfig, TrainLoop
+
+
+def dpo_loss(pi_chosen: torch.Tensor, pi_rejected: torch.Tensor, ref_chosen: torch.Tensor,
+             ref_rejected: torch.Tensor, beta: float = 0.1) -> tuple[torch.Tensor, dict]:
+    """DPO eq. 7 averaged over pairs. All inputs are (B,) summed completion log-probs.
+    Stats: the implicit rewards beta * (log pi - log ref) of chosen and rejected, their
+    margin, and the share of pairs where chosen's implicit reward is higher."""
+    chosen = beta * (pi_chosen - ref_chosen)
+    rejected = beta * (pi_rejected - ref_rejected)
+    loss = -F.logsigmoid(chosen - rejected).mean()
+    with torch.no_grad():
+        stats = {"reward_chosen": chosen.mean().item(), "reward_rejected": rejected.mean().item(),
+                 "margin": (chosen - rejected).mean().item(), "pair_accuracy": (chosen > rejected).float().mean().item()}
+    return loss, stats
+
+
+def read_preferences(path: str | Path) -> list[dict]:
+    """Rows of a TRL preference file (JSONL, JSON array or Parquet); a bad row fails with its
+    file:line and field."""
+    from ponder.tasks.files import read_rows
+
+    rows = []
+    for where, row in read_rows(path):
+        for key in ("prompt", "chosen", "rejected"):
+            if not isinstance(row.get(key), str):
+                raise ValueError(f"{where}: field {key!r}: expected a string, got {row.get(key)!r}")
+        rows.append(row)
+    if not rows:
+        raise ValueError(f"{path}: no preference rows")
+    return rows
+
+
+@dataclass
+class PairExample:
+    prompt: list[int]
+    chosen: list[int]
+    rejected: list[int]
+
+
+def tokenize_preferences(tokenizer, rows: list[dict], max_len: int, append_eos: bool = True) -> list[PairExample]:
+    """Token ids per pair; completions are cut so prompt + completion fits in max_len, and
+    pairs left with an empty side are dropped."""
+    out = []
+    eos = [tokenizer.eos_token_id] if append_eos else []
+    for row in rows:
+        p = tokenizer(format_prompt(tokenizer, row["prompt"]), add_special_tokens=False)["input_ids"]
+        c = (tokenizer(row["chosen"], add_special_tokens=False)["input_ids"] + eos)[: max(0, max_len - len(p))]
+        r = (tokenizer(row["rejected"], add_special_tokens=False)["input_ids"] + eos)[: max(0, max_len - len(p))]
+        if c and r and c != r:
+            out.append(PairExample(p, c, r))
+    return out
+
+
+def collate_pairs(pairs: list[PairExample], pad_id: int) -> dict[str, torch.Tensor]:
+    """Chosen rows then rejected rows, right-padded: input_ids, attention_mask, and
+    completion_mask marking the completion tokens as targets, each (2B, L)."""
+    seqs = [(e.prompt, e.chosen) for e in pairs] + [(e.prompt, e.rejected) for e in pairs]
+    L = max(len(p) + len(c) for p, c in seqs)
+    ids = torch.full((len(seqs), L), pad_id, dtype=torch.long)
+    attn = torch.zeros(len(seqs), L, dtype=torch.long)
+    target = torch.zeros(len(seqs), L)
+    for i, (p, c) in enumerate(seqs):
+        ids[i, :len(p) + len(c)] = torch.tensor(p + c)
+        attn[i, :len(p) + len(c)] = 1
+        target[i, len(p):len(p) + len(c)] = 1.0
+    return {"input_ids": ids, "attention_mask": attn, "completion_mask": target}
+
+
+def sequence_logps(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Summed log-probability of each row's completion tokens: (2B, L) batch -> (2B,)."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
+    targets = batch["input_ids"][:, 1:]
+    logp = torch.log_softmax(logits, -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    return (logp * batch["completion_mask"][:, 1:]).sum(-1)
+
+
+def train_dpo(model, tokenizer, rows: list[dict], run_dir: str | Path, cfg: TrainConfig, beta: float = 0.1,
+              batch_size: int = 16, max_len: int = 512, append_eos: bool = True, eval_fn=None,
+              progress: bool = True) -> dict:
+    """DPO on preference `rows`; saves run_dir/model. Resumes from run_dir/checkpoint."""
+    pairs = tokenize_preferences(tokenizer, rows, max_len, append_eos)
+    if not pairs:
+        raise ValueError("no preference pairs left after tokenisation (empty data, identical sides, or max_len too small)")
+    pad = tokenizer.pad_token_id
+    ref = torch.zeros(len(pairs), 2)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for s in range(0, len(pairs), batch_size):
+            lp = sequence_logps(model, collate_pairs(pairs[s:s + batch_size], pad))
+            n = len(pairs[s:s + batch_size])
+            ref[s:s + n, 0], ref[s:s + n, 1] = lp[:n], lp[n:]
+    model.train(was_training)
+    orders: dict[int, list[int]] = {}
+
+    def batch_at(step: int):
+        picks = []
+        for j in range(step * batch_size, (step + 1) * batch_size):
+            epoch = j // len(pairs)
+            if epoch not in orders:
+                orders[epoch] = random.Random(cfg.seed * 1_000_003 + epoch).sample(range(len(pairs)), len(pairs))
+            picks.append(orders[epoch][j % len(pairs)])
+        batch = collate_pairs([pairs[i] for i in picks], pad)
+        batch["ref"] = ref[picks]
+        return [batch]
+
+    def loss_fn(m, batch):
+        lp = sequence_logps(m, batch)
+        n = batch["ref"].shape[0]
+        loss, stats = dpo_loss(lp[:n], lp[n:], batch["ref"][:, 0], batch["ref"][:, 1], beta)
+        return loss, {"loss": loss.item(), **stats, "tokens": int(batch["completion_mask"].sum())}
+
+    def save(m, out: Path):
+        m.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+
+    loop = TrainLoop(model, cfg, run_dir, batch_at, loss_fn, eval_fn=eval_fn, save_fn=save, progress=progress)
+    return {"pairs": len(pairs), **loop.run()}
+
+
+# ----------------------------------------------------------------- Step-DPO pairs from a task
+
+
+def arith_next_step(problem, prefix: list[str]) -> str | None:
+    """The canonical next step after a correct prefix of an arith solution (None when the
+    prefix already ends with the answer)."""
+    from ponder.tasks.arith import solve
+
+    state = prefix[-1].strip() if prefix else problem.meta.get("expr", problem.question)
+    if state.lower().startswith("answer"):
+        return None
+    return solve(state)[0]
+
+
+def step_dpo_pairs(task, problems, generator, samples: int = 4, temperature: float = 1.0, max_tokens: int = 128,
+                   seed: int = 0) -> list[dict]:
+    """Step-DPO pairs from the model's own solutions, labelled by the task's exact step
+    checker: for each sampled solution with a wrong step k, prompt = question + steps[:k],
+    rejected = steps[k], chosen = the correct next step (arith's canonical step). Solutions
+    without an error give no pair; duplicate pairs are kept once."""
+    from ponder.generation.base import SamplingParams
+
+    if not task.has_step_checker or task.name != "arith":
+        raise ValueError(f"building Step-DPO pairs needs arith's step checker and solver; for task {task.name!r} "
+                         "pass a preference file (--data) instead")
+    delim = task.step_delimiter
+    prompts = [task.prompt(p) for p in problems]
+    outs = generator.generate(prompts, SamplingParams(n=samples, temperature=temperature, max_tokens=max_tokens,
+                                                      seed=seed))
+    rows, seen = [], set()
+    for p, prompt, group in zip(problems, prompts, outs):
+        for s in group:
+            steps = task.split_steps(s.text)
+            check = task.check_steps(p, steps)
+            k = check.first_error
+            if k is None:
+                continue
+            chosen = arith_next_step(p, steps[:k])
+            if chosen is None or chosen.replace(" ", "") == steps[k].replace(" ", ""):
+                continue
+            row = {"prompt": prompt + "".join(st + delim for st in steps[:k]), "chosen": chosen + delim,
+                   "rejected": steps[k] + delim}
+            key = (row["prompt"], row["rejected"])
+            if key not in seen:
+                seen.add(key)
+                rows.append(row)
+    return rows
+
+
+@dataclass
+class DPOArgs:
+    run: str = "dpo"
+    """run name: outputs go to runs/<run>/ (resumes if a checkpoint is there)"""
+    runs_dir: str = "runs"
+    """parent folder of run directories"""
+    model: str = "runs/sft/model"
+    """policy to start from (also the frozen reference)"""
+    data: str | None = None
+    """TRL preference JSONL (prompt, chosen, rejected); without it, Step-DPO pairs are built from the task"""
+    step: bool = False
+    """Step-DPO: pairs are single steps (no EOS appended); implied when pairs are built from the task"""
+    task: str = "arith"
+    """task for held-out evaluation and for building Step-DPO pairs"""
+    task_args: dict = field(default_factory=dict)
+    """task knobs, e.g. {instruction: false}"""
+    n_problems: int = 500
+    """training problems sampled to build Step-DPO pairs"""
+    samples: int = 4
+    """solutions sampled per problem to build Step-DPO pairs"""
+    temperature: float = 1.0
+    """sampling temperature for building pairs"""
+    max_tokens: int = 128
+    """generated tokens per solution, at most (pair building and evaluation)"""
+    beta: float = 0.1
+    """DPO beta: strength of the implicit KL to the reference"""
+    steps: int = 100
+    """optimiser steps"""
+    batch_size: int = 16
+    """pairs per step"""
+    lr: float = 1e-4
+    """peak learning rate"""
+    warmup_steps: int = 10
+    """linear warm-up steps"""
+    max_len: int = 512
+    """tokens per prompt + completion, at most"""
+    n_eval: int = 200
+    """held-out problems for greedy accuracy before and after (0 = none)"""
+    seed: int = 0
+    """seed"""
+
+
+def greedy_accuracy(generator, task, problems, max_tokens: int) -> float:
+    from ponder.generation.base import SamplingParams
+
+    outs = generator.generate([task.prompt(p) for p in problems], SamplingParams(n=1, temperature=0.0,
+                                                                                  max_tokens=max_tokens))
+    return sum(task.is_correct(p, o[0].text) for p, o in zip(problems, outs)) / max(len(problems), 1)
+
+
+def run_dpo(args: DPOArgs, progress: bool = True) -> dict:
+    from ponder.config import to_dict, write_yaml
+    from ponder.generation.torch_engine import TorchGenerator
+    from ponder.models import model_from_spec
+    from ponder.tasks import get_task
+
+    run_dir = Path(args.runs_dir) / args.run
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_yaml(run_dir / "config.yaml", to_dict(args))
+    task = get_task(args.task, **args.task_args)
+    model, tokenizer = model_from_spec(args.model, seed=args.seed)
+    gen = TorchGenerator(model, tokenizer)
+    step = args.step
+    if args.data:
+        rows = read_preferences(args.data)
+    else:
+        step = True
+        cache = run_dir / "pairs.jsonl"
+        if cache.exists():  # a resumed run trains on the pairs it built the first time
+            rows = read_preferences(cache)
+        else:
+            problems = task.problems("train", n=args.n_problems, seed=args.seed)
+            rows = step_dpo_pairs(task, problems, gen, args.samples, args.temperature, args.max_tokens, args.seed)
+            if not rows:
+                raise ValueError("the model made no step errors on the sampled problems: no Step-DPO pairs to learn from")
+            tmp = cache.with_suffix(".tmp")
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+            tmp.replace(cache)
+    held_out = task.problems("test", n=args.n_eval, seed=args.seed) if args.n_eval else []
+    eval_fn = (lambda m: {"accuracy": greedy_accuracy(gen, task, held_out, args.max_tokens)}) if held_out else None
+    initial = eval_fn(model)["accuracy"] if eval_fn and not (run_dir / "checkpoint").exists() else None
+    cfg = TrainConfig(lr=args.lr, max_steps=args.steps, warmup_steps=args.warmup_steps, seed=args.seed,
+                      eval_every=0, save_every=max(args.steps // 5, 1), log_every=max(1, args.steps // 50))
+    final = train_dpo(model, tokenizer, rows, run_dir, cfg, beta=args.beta, batch_size=args.batch_size,
+                      max_len=args.max_len, append_eos=not step, eval_fn=eval_fn, progress=progress)
+    summary = {"run_dir": str(run_dir), "model_dir": str(run_dir / "model"), "step_dpo": step, **final}
+    if initial is not None:
+        summary["initial_eval/accuracy"] = initial
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary

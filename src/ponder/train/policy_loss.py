@@ -1,0 +1,116 @@
+"""Policy losses, loss aggregation and KL estimators: pure functions over (B, T) tensors.
+
+    logp, old_logp, ref_logp   (B, T)  log-probabilities of the sampled response tokens
+    advantages                 (B, T)
+    mask                       (B, T)  1 on response tokens that count in the loss
+
+A policy loss returns the per-token loss matrix and its statistics; `aggregate` reduces it
+to a scalar in one of three ways, whose differences are the length biases discussed by DAPO
+(Yu et al. 2025, §3.3) and Dr. GRPO (Liu et al. 2025, §3.1).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
+
+
+def aggregate(loss_mat: torch.Tensor, mask: torch.Tensor, mode: str = "token-mean", norm: float | None = None,
+              num_tokens: float | None = None, num_seqs: float | None = None) -> torch.Tensor:
+    """Scalar loss from a (B, T) per-token loss.
+
+    token-mean: sum over all tokens / number of tokens (DAPO eq. 8: every token weighs the
+        same, so long completions are not down-weighted).
+    seq-mean-token-mean: the mean over tokens of each sequence, then over sequences (GRPO's
+        original 1/|o_i| normalisation, DeepSeekMath eq. 3).
+    seq-mean-token-sum-norm: each sequence's token sum divided by a constant `norm` (default
+        T), then the mean over sequences (Dr. GRPO: no length-dependent normaliser).
+
+    `num_tokens` / `num_seqs` override the denominators (the mask's token and row counts) when
+    rows whose loss is exactly zero were left out of the batch: the result is then the same
+    as over the full batch."""
+    mask = mask.to(loss_mat.dtype)
+    seqs = num_seqs if num_seqs is not None else loss_mat.shape[0]
+    if mode == "token-mean":
+        tokens = num_tokens if num_tokens is not None else mask.sum().clamp(min=1)
+        return (loss_mat * mask).sum() / tokens
+    if mode == "seq-mean-token-mean":
+        per_seq = (loss_mat * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+        return per_seq.sum() / seqs
+    if mode == "seq-mean-token-sum-norm":
+        return ((loss_mat * mask).sum(-1) / (norm or loss_mat.shape[-1])).sum() / seqs
+    raise ValueError(f"unknown loss aggregation {mode!r}: expected one of {', '.join(AGGREGATIONS)}")
+
+
+def ppo_clip_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    epsilon_low: float = 0.2,
+    epsilon_high: float = 0.2,
+) -> tuple[torch.Tensor, dict]:
+    """PPO's clipped surrogate (Schulman et al. 2017, eq. 7) with DAPO's decoupled clip range
+    (Yu et al. 2025, eq. 10, "clip-higher"): per token
+    -min(rho A, clip(rho, 1 - epsilon_low, 1 + epsilon_high) A), rho = exp(logp - old_logp).
+    Returns the (B, T) loss and stats: clip_frac (share of tokens where the clipped term was
+    chosen) and approx_kl (mean of old_logp - logp)."""
+    ratio = torch.exp(logp - old_logp)
+    unclipped = ratio * advantages
+    clipped = torch.clamp(ratio, 1.0 - epsilon_low, 1.0 + epsilon_high) * advantages
+    loss = -torch.minimum(unclipped, clipped)
+    with torch.no_grad():
+        m = mask.to(loss.dtype)
+        n = m.sum().clamp(min=1)
+        clip_frac = ((clipped < unclipped).to(loss.dtype) * m).sum() / n
+        approx_kl = ((old_logp - logp) * m).sum() / n
+    return loss, {"clip_frac": float(clip_frac), "approx_kl": float(approx_kl)}
+
+
+def vanilla_pg_loss(logp, old_logp, advantages, mask, epsilon_low=0.2, epsilon_high=0.2):
+    """The unclipped importance-weighted policy gradient, -rho A per token (REINFORCE when
+    the update is on-policy, rho = 1). Same contract as `ppo_clip_loss`."""
+    ratio = torch.exp(logp - old_logp)
+    with torch.no_grad():
+        m = mask.to(ratio.dtype)
+        approx_kl = ((old_logp - logp) * m).sum() / m.sum().clamp(min=1)
+    return -ratio * advantages, {"clip_frac": 0.0, "approx_kl": float(approx_kl)}
+
+
+POLICY_LOSSES: dict[str, Callable] = {"ppo_clip": ppo_clip_loss, "vanilla": vanilla_pg_loss}
+
+
+def policy_loss(name: str, *args, **kwargs) -> tuple[torch.Tensor, dict]:
+    if name not in POLICY_LOSSES:
+        raise ValueError(f"unknown policy loss {name!r}: expected one of {', '.join(sorted(POLICY_LOSSES))}")
+    return POLICY_LOSSES[name](*args, **kwargs)
+
+
+def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, estimator: str = "k3") -> torch.Tensor:
+    """Per-token estimate of KL(pi || pi_ref) from samples of pi (Schulman 2020, "Approximating
+    KL divergence"): k1 = logp - ref_logp (unbiased, high variance, can be negative);
+    k3 = exp(ref_logp - logp) - (ref_logp - logp) - 1 (unbiased, always >= 0; the estimator
+    of DeepSeekMath eq. 4). (B, T) -> (B, T)."""
+    if estimator == "k1":
+        return logp - ref_logp
+    if estimator == "k3":
+        d = ref_logp - logp
+        return torch.exp(d) - d - 1.0
+    raise ValueError(f"unknown KL estimator {estimator!r}: expected 'k1' or 'k3'")
+
+
+def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
+               clip: float = 0.2) -> torch.Tensor:
+    """PPO's clipped value loss (as in OpenAI baselines / verl): per token
+    0.5 max((V - R)^2, (clip(V, V_old - c, V_old + c) - R)^2), token-mean over the mask.
+    (B, T) tensors -> scalar."""
+    clipped = old_values + torch.clamp(values - old_values, -clip, clip)
+    loss = 0.5 * torch.maximum((values - returns) ** 2, (clipped - returns) ** 2)
+    return aggregate(loss, mask, "token-mean")
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> float:
+    m = mask.to(x.dtype)
+    return float((x * m).sum() / m.sum().clamp(min=1))

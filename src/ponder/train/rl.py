@@ -1,0 +1,418 @@
+"""Online RL for reasoning: GRPO and its fixes, RLOO, REINFORCE++ and PPO in one loop.
+
+One RL step is:
+
+1. Rollout: `prompts_per_step` training problems, `group_size` samples each, from the
+   in-process generation engine at the current weights. The problems and the sampling seed
+   are a pure function of (seed, rollout index), so a resumed run regenerates exactly what an
+   uninterrupted run would have (checkpoints are written only between rollouts).
+2. Rewards: the weighted sum of the reward functions (`ponder.rewards.functions`); with
+   dynamic sampling (DAPO §3.2) groups whose rewards are all equal carry no signal and are
+   replaced by fresh prompts. A process scorer (a PRM, or the exact step verifier) gives
+   step rewards for process-supervised GRPO.
+3. Advantages (`advantages.py`, by name) and, when the update is not purely on-policy, the
+   log-probabilities under the sampling weights (for the PPO ratio), under a frozen
+   reference (for the KL penalty) and the value head's estimates (for GAE).
+4. `ppo_epochs` passes over the batch in `num_minibatches` mini-batches, one optimiser step
+   each, with the policy loss of `policy_loss.py`.
+
+The optimiser, schedule, clipping, checkpoints, NaN stop and `metrics.jsonl` are the shared
+`TrainLoop`: one loop step is one optimiser step, and `batch_at(step)` builds (and caches)
+the rollout that step belongs to.
+
+Rows whose advantages are all zero (GRPO groups that were all right or all wrong) add nothing
+to the policy loss, so when the loss is the policy loss alone they are left out of the
+forward/backward (`rl_batch.drop_zero_rows`, keeping the full batch's denominators): same
+gradient, less compute.
+
+Deliberate simplifications: the whole rollout batch is one forward per mini-batch (no
+micro-batching), rewards are computed in this process, and the engine is the in-process
+torch engine sharing the policy's weights (no weight sync needed).
+"""
+from __future__ import annotations
+
+import copy
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ponder.generation.base import SamplingParams
+from ponder.generation.prefill import left_pad
+from ponder.generation.torch_engine import TorchGenerator
+from ponder.rewards.functions import RewardError, RewardFunction, combine
+from ponder.train.advantages import ESTIMATORS, AdvantageInputs, compute_advantages
+from ponder.train.loop import MetricsLog, TrainConfig, TrainLoop
+from ponder.train.rl_batch import ActorCritic, drop_zero_rows, response_logprobs, step_token_ends
+from ponder.train.policy_loss import (
+    AGGREGATIONS,
+    POLICY_LOSSES,
+    aggregate,
+    kl_penalty,
+    masked_mean,
+    policy_loss,
+    value_loss,
+)
+
+
+@dataclass
+class RLConfig:
+    estimator: str = "grpo"
+    """advantage estimator: grpo, dr_grpo, rloo, reinforce_pp, gae (PPO with a value head), process_grpo"""
+    steps: int = 50
+    """RL steps (rollouts); each makes ppo_epochs * num_minibatches optimiser steps"""
+    prompts_per_step: int = 8
+    """prompts per rollout"""
+    group_size: int = 8
+    """samples per prompt (G)"""
+    max_tokens: int = 64
+    """generated tokens per sample, at most"""
+    temperature: float = 1.0
+    """sampling temperature; the policy's log-probabilities use the same temperature"""
+    top_p: float = 1.0
+    """nucleus sampling mass"""
+    ppo_epochs: int = 1
+    """passes over each rollout batch"""
+    num_minibatches: int = 1
+    """optimiser steps per pass"""
+    loss: str = "ppo_clip"
+    """policy loss: ppo_clip or vanilla"""
+    epsilon_low: float = 0.2
+    """lower clip range: ratio >= 1 - epsilon_low"""
+    epsilon_high: float = 0.2
+    """upper clip range: ratio <= 1 + epsilon_high (DAPO clip-higher uses 0.28)"""
+    loss_agg: str = "token-mean"
+    """token-mean, seq-mean-token-mean, or seq-mean-token-sum-norm (normaliser: max_tokens)"""
+    beta: float = 0.0
+    """KL coefficient to the frozen initial policy (0 = no reference model)"""
+    kl_estimator: str = "k3"
+    """k1 or k3"""
+    kl_in_reward: bool = False
+    """subtract beta * KL from the reward instead of adding it to the loss"""
+    dynamic_sampling: bool = False
+    """DAPO: drop groups whose rewards are all equal and refill with new prompts"""
+    max_refills: int = 4
+    """extra sampling rounds per step for dynamic sampling"""
+    mask_truncated: bool = False
+    """exclude completions cut at max_tokens from the loss (DAPO overlong filtering)"""
+    gamma: float = 1.0
+    """discount for gae and reinforce_pp"""
+    lam: float = 0.95
+    """GAE lambda"""
+    vf_coef: float = 0.5
+    """value-loss weight (gae)"""
+    value_clip: float = 0.2
+    """value clipping range (gae)"""
+    entropy_coef: float = 0.0
+    """entropy bonus weight"""
+    lr: float = 1e-4
+    """learning rate (constant after warm-up)"""
+    warmup_steps: int = 0
+    """linear warm-up, in optimiser steps"""
+    weight_decay: float = 0.0
+    """AdamW weight decay"""
+    max_grad_norm: float = 1.0
+    """gradient clipping (0 = off)"""
+    eval_every: int = 10
+    """RL steps between held-out evaluations (0 = only at the end)"""
+    save_every: int = 10
+    """RL steps between checkpoints (0 = only at the end)"""
+    seed: int = 0
+    """seed for prompt order and sampling"""
+
+    def check(self) -> None:
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(f"unknown estimator {self.estimator!r}: expected one of {', '.join(sorted(ESTIMATORS))}")
+        if self.loss not in POLICY_LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}: expected one of {', '.join(sorted(POLICY_LOSSES))}")
+        if self.loss_agg not in AGGREGATIONS:
+            raise ValueError(f"unknown loss_agg {self.loss_agg!r}: expected one of {', '.join(AGGREGATIONS)}")
+        if self.kl_estimator not in ("k1", "k3"):
+            raise ValueError(f"kl_estimator must be 'k1' or 'k3', got {self.kl_estimator!r}")
+        for name in ("steps", "prompts_per_step", "group_size", "max_tokens", "ppo_epochs", "num_minibatches"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.prompts_per_step * self.group_size < self.num_minibatches:
+            raise ValueError("num_minibatches is larger than the rollout batch (prompts_per_step * group_size)")
+        if self.temperature <= 0:
+            raise ValueError("RL samples need temperature > 0")
+
+    @property
+    def updates_per_step(self) -> int:
+        return self.ppo_epochs * self.num_minibatches
+
+
+def _seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([p % 2**63 for p in parts]).generate_state(1, np.uint64)[0] >> 1)
+
+
+class RLTrainer:
+    """Owns the rollouts; the optimisation runs in a `TrainLoop`."""
+
+    def __init__(self, model, tokenizer, task, train_problems, eval_problems, rewards: list[RewardFunction],
+                 cfg: RLConfig, run_dir: str | Path, process_scorer=None, progress: bool = True,
+                 batch_size: int = 64, lora: dict | None = None):
+        cfg.check()
+        if not rewards and cfg.estimator != "process_grpo":
+            raise ValueError("give at least one reward function (e.g. the task's outcome verifier)")
+        if cfg.estimator == "process_grpo" and process_scorer is None:
+            raise ValueError("estimator process_grpo needs a process scorer (a PRM, or the task's step verifier)")
+        self.cfg, self.task, self.tokenizer = cfg, task, tokenizer
+        self.train_problems, self.eval_problems = list(train_problems), list(eval_problems)
+        if len(self.train_problems) < cfg.prompts_per_step:
+            raise ValueError(f"{len(self.train_problems)} training problems, fewer than prompts_per_step={cfg.prompts_per_step}")
+        self.rewards, self.process_scorer, self.progress = rewards, process_scorer, progress
+        self.run_dir = Path(run_dir)
+        self.peft = None
+        if lora:
+            from ponder.train.lora import add_lora
+
+            self.peft = add_lora(model, **lora)
+            model = self.peft.get_base_model()  # the LoRA layers are injected into this model
+        self.policy = model
+        self.ref = None
+        if cfg.beta > 0 and self.peft is None:
+            self.ref = copy.deepcopy(model).eval().requires_grad_(False)
+        self.trainable = ActorCritic(model) if cfg.estimator == "gae" else (self.peft or model)
+        self.generator = TorchGenerator(model, tokenizer, batch_size=batch_size)
+        self._cache: tuple[int, list[dict]] | None = None
+        self._orders: dict[int, list[int]] = {}
+        self.timing = {"generate_s": 0.0, "score_s": 0.0, "completions": 0}
+
+    # ------------------------------------------------------------- prompts and samples
+    def _prompts(self, r: int, attempt: int) -> list:
+        """Training problems for rollout r: an epoch-wise seeded shuffle; refills for dynamic
+        sampling draw a seeded random subset."""
+        n, P = len(self.train_problems), self.cfg.prompts_per_step
+        if attempt > 0:
+            rng = random.Random(_seed(self.cfg.seed, r, attempt))
+            return rng.sample(self.train_problems, P)
+        picks = []
+        for j in range(r * P, (r + 1) * P):
+            epoch = j // n
+            if epoch not in self._orders:
+                order = list(range(n))
+                random.Random(_seed(self.cfg.seed, 7, epoch)).shuffle(order)
+                self._orders[epoch] = order
+            picks.append(self.train_problems[self._orders[epoch][j % n]])
+        return picks
+
+    def _sample_groups(self, r: int, attempt: int) -> list[dict]:
+        cfg = self.cfg
+        problems = self._prompts(r, attempt)
+        prompts = [self.task.prompt(p) for p in problems]
+        params = SamplingParams(n=cfg.group_size, temperature=cfg.temperature, top_p=cfg.top_p,
+                                max_tokens=cfg.max_tokens, seed=_seed(cfg.seed, r, attempt),
+                                logprobs=False)  # recomputed by the trainer where the loss needs them
+        t0 = time.perf_counter()
+        samples = self.generator.generate(prompts, params)
+        self.timing["generate_s"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        rows = [{"problem": p, "prompt": q, "sample": s} for p, q, group in zip(problems, prompts, samples) for s in group]
+        self.timing["completions"] += len(rows)
+        self._score(rows)
+        self.timing["score_s"] += time.perf_counter() - t0
+        G = cfg.group_size
+        return [rows[i:i + G] for i in range(0, len(rows), G)]
+
+    def _score(self, rows: list[dict]) -> None:
+        prompts = [x["prompt"] for x in rows]
+        completions = [x["sample"].text for x in rows]
+        columns = {"answer": [x["problem"].answer for x in rows], "problem": [x["problem"] for x in rows],
+                   "data_source": [self.task.name] * len(rows),
+                   "num_tokens": [x["sample"].num_tokens for x in rows],
+                   "finish_reason": [x["sample"].finish_reason for x in rows]}
+        per_fn = {rf.name: rf.call(prompts, completions, columns) for rf in self.rewards}
+        total = combine(per_fn, {rf.name: rf.weight for rf in self.rewards}) if per_fn else [0.0] * len(rows)
+        for i, x in enumerate(rows):
+            x["reward"] = total[i]
+            x["parts"] = {k: v[i] for k, v in per_fn.items()}
+            x["correct"] = float(self.task.is_correct(x["problem"], completions[i]))
+        if self.process_scorer is not None:
+            split = [step_token_ends(self.tokenizer, x["sample"].token_ids, x["sample"].text, self.task.step_delimiter)
+                     for x in rows]
+            try:
+                scores = self.process_scorer.score_steps(prompts, [s for s, _ in split])
+            except Exception as e:
+                raise RewardError(f"process scorer {type(self.process_scorer).__name__} raised "
+                                  f"{type(e).__name__}: {e}") from e
+            for x, (steps, ends), sc in zip(rows, split, scores, strict=True):
+                if len(sc) != len(steps):
+                    raise RewardError(f"process scorer {type(self.process_scorer).__name__} returned {len(sc)} "
+                                      f"step scores for {len(steps)} steps")
+                x["step_rewards"], x["step_ends"] = [float(v) for v in sc], ends
+
+    # ------------------------------------------------------------- one rollout batch
+    @torch.no_grad()
+    def rollout(self, r: int) -> list[dict]:
+        """The mini-batches of rollout r, in optimisation order (ppo_epochs x num_minibatches)."""
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        groups = self._sample_groups(r, 0)
+        sampled = len(groups)
+        if cfg.dynamic_sampling:
+            groups = [g for g in groups if len({x["reward"] for x in g}) > 1]
+            for attempt in range(1, cfg.max_refills + 1):
+                if len(groups) >= cfg.prompts_per_step:
+                    break
+                more = self._sample_groups(r, attempt)
+                sampled += len(more)
+                groups += [g for g in more if len({x["reward"] for x in g}) > 1]
+            groups = groups[:cfg.prompts_per_step] or self._sample_groups(r, 0)[:1]
+        rows = [x for g in groups for x in g]
+        batch = self._tensorize(rows)
+        mask = batch["mask"]
+        B, T = mask.shape
+        rewards = torch.tensor([x["reward"] for x in rows], dtype=torch.float32)
+        module = self.trainable
+        needs_old = cfg.updates_per_step > 1 or cfg.estimator == "gae"
+        if needs_old:
+            old_logp, _, values = response_logprobs(module, batch, cfg.temperature, with_values=cfg.estimator == "gae")
+            batch["old_logp"] = old_logp
+            if values is not None:
+                batch["old_values"] = values * mask
+        if cfg.beta > 0:
+            batch["ref_logp"] = self._ref_logprobs(batch)
+        token_rewards = torch.zeros(B, T)
+        last = (mask.sum(-1).long() - 1).clamp(min=0)
+        token_rewards[torch.arange(B), last] = rewards
+        if cfg.beta > 0 and cfg.kl_in_reward:
+            logp = batch["old_logp"] if needs_old else response_logprobs(module, batch, cfg.temperature)[0]
+            kl = kl_penalty(logp, batch["ref_logp"], cfg.kl_estimator) * mask
+            token_rewards = token_rewards - cfg.beta * kl
+            rewards = rewards - cfg.beta * kl.sum(-1)
+        inputs = AdvantageInputs(rewards=rewards, token_rewards=token_rewards, mask=mask, group_size=cfg.group_size,
+                                 values=batch.get("old_values"), gamma=cfg.gamma, lam=cfg.lam,
+                                 step_rewards=[x.get("step_rewards", []) for x in rows] if self.process_scorer else None,
+                                 step_ends=[x.get("step_ends", []) for x in rows] if self.process_scorer else None)
+        adv, returns = compute_advantages(cfg.estimator, inputs)
+        batch["advantages"] = adv
+        if returns is not None:
+            batch["returns"] = returns
+        if cfg.mask_truncated:
+            keep = torch.tensor([x["sample"].finish_reason != "length" for x in rows], dtype=torch.float32)
+            batch["mask"] = mask * keep[:, None]
+        lengths = [x["sample"].num_tokens for x in rows]
+        stats = {
+            "reward": float(np.mean([x["reward"] for x in rows])),
+            "accuracy": float(np.mean([x["correct"] for x in rows])),
+            "response_length": float(np.mean(lengths)),
+            "truncated": float(np.mean([x["sample"].finish_reason == "length" for x in rows])),
+            "groups_kept": len(groups) / max(sampled, 1) if cfg.dynamic_sampling else 1.0,
+            "rollout_s": time.perf_counter() - t0,
+        }
+        for name in rows[0]["parts"]:
+            vals = [x["parts"][name] for x in rows if x["parts"][name] is not None]
+            stats[f"reward/{name}"] = float(np.mean(vals)) if vals else float("nan")
+        return self._minibatches(batch, r, stats, generated=sum(lengths))
+
+    def _tensorize(self, rows: list[dict]) -> dict:
+        prompt_ids = self.generator.encode([x["prompt"] for x in rows])
+        ids, attn = left_pad(prompt_ids, self.generator.pad_id, torch.device("cpu"))
+        P = ids.shape[1]
+        T = max(len(x["sample"].token_ids) for x in rows)
+        response = torch.full((len(rows), T), self.generator.pad_id, dtype=torch.long)
+        mask = torch.zeros(len(rows), T)
+        for i, x in enumerate(rows):
+            t = x["sample"].token_ids
+            response[i, :len(t)] = torch.tensor(t, dtype=torch.long)
+            mask[i, :len(t)] = 1.0
+        attention = torch.cat([attn, mask.long()], dim=1)
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        return {"input_ids": torch.cat([ids, response], dim=1), "attention_mask": attention, "position_ids": positions,
+                "response": response, "mask": mask, "prompt_len": P}
+
+    def _ref_logprobs(self, batch: dict) -> torch.Tensor:
+        if self.peft is not None:
+            with self.peft.disable_adapter():
+                return response_logprobs(self.policy, batch, self.cfg.temperature)[0]
+        return response_logprobs(self.ref, batch, self.cfg.temperature)[0]
+
+    def _minibatches(self, batch: dict, r: int, stats: dict, generated: int) -> list[dict]:
+        cfg = self.cfg
+        B = batch["mask"].shape[0]
+        out = []
+        for epoch in range(cfg.ppo_epochs):
+            g = torch.Generator().manual_seed(_seed(cfg.seed, r, 1000 + epoch))
+            perm = torch.randperm(B, generator=g) if cfg.num_minibatches > 1 else torch.arange(B)
+            for chunk in torch.tensor_split(perm, cfg.num_minibatches):
+                mb = {k: (v[chunk] if torch.is_tensor(v) else v) for k, v in batch.items()}
+                mb["num_tokens"], mb["num_seqs"] = float(mb["mask"].sum().clamp(min=1)), len(chunk)
+                if self._can_skip_zero_rows():
+                    mb = drop_zero_rows(mb)
+                mb["stats"] = dict(stats, tokens=generated if not out else 0)
+                out.append(mb)
+        return out
+
+    def _can_skip_zero_rows(self) -> bool:
+        """Whether a row with all-zero advantages contributes exactly nothing to the loss:
+        true for the policy loss alone (no KL term in the loss, no entropy bonus, no critic)."""
+        cfg = self.cfg
+        return (cfg.beta == 0 or cfg.kl_in_reward) and cfg.entropy_coef == 0 and cfg.estimator != "gae"
+
+    # ------------------------------------------------------------- loop hooks
+    def batch_at(self, step: int) -> list[dict]:
+        r, i = divmod(step, self.cfg.updates_per_step)
+        if self._cache is None or self._cache[0] != r:
+            self._cache = (r, self.rollout(r))
+        return [self._cache[1][i]]
+
+    def loss_fn(self, model, mb: dict) -> tuple[torch.Tensor, dict]:
+        cfg = self.cfg
+        gae = cfg.estimator == "gae"
+        logp, entropy, values = response_logprobs(model, mb, cfg.temperature, with_values=gae)
+        mask = mb["mask"]
+        old = mb["old_logp"] if "old_logp" in mb else logp.detach()
+        loss_mat, st = policy_loss(cfg.loss, logp, old, mb["advantages"], mask, cfg.epsilon_low, cfg.epsilon_high)
+        stats = dict(mb["stats"])
+        if "ref_logp" in mb:
+            kl = kl_penalty(logp, mb["ref_logp"], cfg.kl_estimator)
+            stats["kl"] = masked_mean(kl.detach(), mask)
+            if not cfg.kl_in_reward:
+                loss_mat = loss_mat + cfg.beta * kl
+        loss = aggregate(loss_mat, mask, cfg.loss_agg, norm=cfg.max_tokens, num_tokens=mb.get("num_tokens"),
+                         num_seqs=mb.get("num_seqs"))
+        if cfg.entropy_coef:
+            loss = loss - cfg.entropy_coef * aggregate(entropy, mask, "token-mean")
+        if gae:
+            vl = value_loss(values, mb["old_values"], mb["returns"], mask, cfg.value_clip)
+            loss = loss + cfg.vf_coef * vl
+            stats["value_loss"] = vl.item()
+        stats.update(st, loss=loss.item(), entropy=masked_mean(entropy.detach(), mask))
+        return loss, stats
+
+    def evaluate(self, model=None, n_tokens: int | None = None) -> dict:
+        prompts = [self.task.prompt(p) for p in self.eval_problems]
+        out = self.generator.generate(prompts, SamplingParams(n=1, temperature=0.0, max_tokens=n_tokens or self.cfg.max_tokens))
+        correct = [self.task.is_correct(p, s[0].text) for p, s in zip(self.eval_problems, out)]
+        return {"accuracy": float(np.mean(correct)), "mean_tokens": float(np.mean([s[0].num_tokens for s in out]))}
+
+    def save(self, model, out: Path) -> None:
+        policy = self.peft.merge_and_unload() if self.peft is not None else self.policy
+        policy.save_pretrained(out)
+        self.tokenizer.save_pretrained(out)
+
+    def train(self) -> dict:
+        cfg = self.cfg
+        U = cfg.updates_per_step
+        tcfg = TrainConfig(lr=cfg.lr, min_lr_ratio=1.0, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
+                           max_steps=cfg.steps * U, max_grad_norm=cfg.max_grad_norm,
+                           eval_every=cfg.eval_every * U if self.eval_problems else 0,
+                           save_every=cfg.save_every * U, log_every=1, seed=cfg.seed)
+        loop = TrainLoop(self.trainable, tcfg, self.run_dir, self.batch_at, self.loss_fn,
+                         eval_fn=self.evaluate if self.eval_problems else None, save_fn=self.save,
+                         progress=self.progress)
+        fresh = not (self.run_dir / "checkpoint" / "trainer_state.json").exists() and \
+            not (self.run_dir / "checkpoint.old").exists()
+        initial = None
+        if fresh and self.eval_problems:
+            initial = self.evaluate()
+            MetricsLog(self.run_dir / "metrics.jsonl").write({"step": 0, **{f"eval/{k}": v for k, v in initial.items()}})
+        final = loop.run()
+        final["rl_steps"] = loop.step // U
+        if initial is not None:
+            final["initial_eval/accuracy"] = initial["accuracy"]
+        return final
