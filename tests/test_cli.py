@@ -58,27 +58,6 @@ def test_bad_inputs_fail_clearly(tmp_path):
     assert res.exit_code == 2 and "unknown task 'nosuchtask'" in res.output
 
 
-def test_demo_pipeline_writes_run_and_caches_stages(tmp_path):
-    cfg = tmp_path / "demo.yaml"
-    cfg.write_text("model: tiny:1m\nn_train: 64\nsft_steps: 6\nbatch_size: 8\nwarmup_steps: 1\n"
-                   "eval_n: 6\neval_k: 2\ndev_n: 4\nmax_tokens: 16\n")
-    args = ["demo", "--config", str(cfg), "--run", "d", "--runs-dir", str(tmp_path)]
-    res = runner.invoke(app, args)
-    assert res.exit_code == 0, res.output
-    run = tmp_path / "d"
-    summary = json.loads((run / "summary.json").read_text())
-    stage_eval = json.loads((run / "stages" / "eval.json").read_text())
-    assert summary["eval"] == stage_eval["summary"]
-    records = [json.loads(l) for l in (run / "eval_records.jsonl").read_text().splitlines()]
-    assert len(records) == 6
-    assert summary["eval"]["greedy_accuracy"] == sum(r["greedy_correct"] for r in records) / 6
-    assert "greedy accuracy" in (run / "report.md").read_text()
-    assert (run / "sft_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    res = runner.invoke(app, args)  # a rerun skips every finished stage
-    assert res.exit_code == 0
-    assert res.output.count("cached") == 3
-
-
 def test_train_rm_and_eval_rm(tmp_path):
     from ponder.models import model_from_spec
     from ponder.tasks import get_task

@@ -1,6 +1,9 @@
-"""The demo's report: a terminal table, `report.md`, and the SFT curve as a PNG."""
+"""The demo's report: a terminal table, `report.md`, and a self-contained `report.html`
+(plots embedded as PNG data URIs), from `summary.json` and the stage outputs only."""
 from __future__ import annotations
 
+import base64
+import html
 import json
 from pathlib import Path
 
@@ -9,52 +12,179 @@ from rich.table import Table
 from ponder.pipeline.stages import console
 
 
-def write_report(run_dir: Path, summary: dict, results: dict) -> None:
+def _f(v, digits: int = 3) -> str:
+    return f"{v:.{digits}f}" if isinstance(v, float) else ("–" if v is None else str(v))
+
+
+def sections(summary: dict) -> list[tuple[str, list[str], list[list]]]:
+    """(title, header, rows) of every table in the report."""
     ev = summary["eval"]
-    rows = [("held-out problems", f"{ev['problems']}"), ("greedy accuracy", f"{ev['greedy_accuracy']:.3f}")]
-    rows += [(k, f"{v:.3f}") for k, v in ev.items() if k.startswith(("pass@", "maj@"))]
-    rows += [("mean tokens / solution (greedy)", f"{ev['mean_tokens']:.1f}"),
-             ("model parameters", f"{summary['params']:,}")]
-    rows += [(f"wall time: {k}", f"{v:.1f} s") for k, v in summary["wall_s"].items() if v is not None]
-    table = Table(title=f"ponder demo — {summary['task']} ({summary['model']})")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for k, v in rows:
-        table.add_row(k, v)
-    console.print(table)
-    md = [f"# ponder demo: {summary['task']}", "", f"Model `{summary['model']}`, task args {summary['task_args']}.", "",
-          "| metric | value |", "|---|---:|"] + [f"| {k} | {v} |" for k, v in rows]
-    curve = plot_sft_curve(Path(results["sft"]["metrics"]), run_dir / "sft_curve.png")
-    if curve is not None:
-        md += ["", f"![SFT loss and held-out greedy accuracy]({curve.name})"]
-    (run_dir / "report.md").write_text("\n".join(md) + "\n")
+    keys = [k for k in ev["sft"] if k.startswith(("greedy_accuracy", "pass@", "maj@"))]
+    acc = [[k, ev["sft"][k], ev["rl"][k], ev["rl"][k] - ev["sft"][k]] for k in keys]
+    acc.append(["mean tokens / solution (greedy)", ev["sft"]["mean_tokens"], ev["rl"]["mean_tokens"],
+                ev["rl"]["mean_tokens"] - ev["sft"]["mean_tokens"]])
+    out = [(f"Held-out accuracy ({ev['sft']['problems']} problems)", ["metric", "SFT", "RL (GRPO)", "RL − SFT"], acc)]
+    scale_rows = []
+    for name in ("sft", "rl"):
+        for r in sorted(summary["scale"][name], key=lambda r: (r["strategy"], r["budget"])):
+            scale_rows.append([name.upper(), r["strategy"], r["budget"], r["accuracy"], r["generated_tokens"],
+                               r.get("scorer_tokens")])
+    out.append(("Test-time scaling (held-out subset; best_of_n and beam use the PRM, weighted by answer)",
+                ["policy", "strategy", "N", "accuracy", "generated tokens / problem", "PRM tokens / problem"],
+                scale_rows))
+    ann = summary["annotation"]
+    out.append((f"Process labels of {ann['samples']} SFT samples (accuracy {ann['sample_accuracy']:.3f}) against the "
+                "exact step checker",
+                ["method", "first-error accuracy", "step agreement", "rollouts / sample", "tokens / sample"],
+                [[m, r.get("first_error_acc"), r.get("step_agreement"), r.get("rollouts_per_solution"),
+                  r.get("tokens_per_solution")] for m, r in ann["methods"].items()]))
+    prm = summary["prm"]
+    pb = prm.get("processbench", {})
+    ns = list(prm["best_of_n"])
+    out.append((f"PRM trained on OmegaPRM labels ({prm.get('train_examples')} solutions): ProcessBench F1 "
+                f"{_f(pb.get('f1'))} (acc. on erroneous {_f(pb.get('acc_erroneous'))}, on correct "
+                f"{_f(pb.get('acc_correct'))})",
+                ["selector"] + [f"@{n}" for n in ns],
+                [["PRM best-of-N"] + [prm["best_of_n"][n] for n in ns],
+                 ["PRM weighted best-of-N"] + [prm["weighted_best_of_n"][n] for n in ns],
+                 ["majority vote"] + [prm["majority"][n] for n in ns],
+                 ["oracle (pass@N)"] + [prm["oracle"][n] for n in ns]]))
+    out.append(("Wall time per stage (seconds)", ["stage", "seconds"],
+                [[k, v] for k, v in summary["wall_s"].items() if v is not None]))
+    return out
 
 
-def plot_sft_curve(metrics: Path, out: Path) -> Path | None:
-    """SFT loss and periodic held-out greedy accuracy against step, as a PNG."""
+def findings(summary: dict) -> list[str]:
+    """The two claims, stated with their numbers, whichever way they came out."""
+    c = summary["comparisons"]
+    d = c["rl_minus_sft_greedy"]
+    lines = [f"RL {'beats' if d > 0 else 'does not beat'} SFT on held-out greedy accuracy: "
+             f"{summary['eval']['sft']['greedy_accuracy']:.3f} → {summary['eval']['rl']['greedy_accuracy']:.3f} "
+             f"({d:+.3f})."]
+    for name in ("sft", "rl"):
+        b = c.get(f"prm_search_vs_majority_{name}")
+        if b is None:
+            continue
+        verdict = "beats" if b["gap"] > 0 else ("ties" if b["gap"] == 0 else "falls short of")
+        lines.append(f"{name.upper()} policy: the best PRM-guided search ({b['strategy']}@{b['budget']}, "
+                     f"{b['accuracy']:.3f} at {b['tokens']:.0f} tokens) {verdict} majority vote at the same N "
+                     f"({b['majority_accuracy']:.3f} at {b['majority_tokens']:.0f} tokens).")
+    return lines
+
+
+def write_report(run_dir: Path, summary: dict, results: dict) -> None:
+    run_dir = Path(run_dir)
+    plots = make_plots(run_dir, summary, results)
+    tables = sections(summary)
+    notes = findings(summary)
+    for title, header, rows in tables[:1] + tables[-1:]:
+        table = Table(title=title)
+        for i, h in enumerate(header):
+            table.add_column(h, justify="left" if i == 0 else "right")
+        for r in rows:
+            table.add_row(*[_f(v) for v in r])
+        console.print(table)
+    for line in notes:
+        console.print(f"• {line}")
+    cfg = json.dumps(summary["config"], indent=2)
+    md = [f"# ponder demo: {summary['task']}", "",
+          f"Model `{summary['model']}` ({summary['params']:,} parameters), task args `{summary['task_args']}`. "
+          f"Command: `{summary['command']}`.", ""]
+    md += [f"- {line}" for line in notes] + [""]
+    for title, header, rows in tables:
+        md += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        md += ["| " + " | ".join(_f(v) for v in r) + " |" for r in rows] + [""]
+    for caption, path in plots:
+        md += [f"![{caption}]({path.name})", ""]
+    md += ["## Config", "", "```json", cfg, "```", ""]
+    (run_dir / "report.md").write_text("\n".join(md))
+    (run_dir / "report.html").write_text(render_html(summary, tables, notes, plots, cfg))
+
+
+def render_html(summary: dict, tables, notes: list[str], plots, cfg: str) -> str:
+    esc = html.escape
+    parts = [f"<h1>ponder demo: {esc(summary['task'])}</h1>",
+             f"<p>Model <code>{esc(summary['model'])}</code> ({summary['params']:,} parameters), task args "
+             f"<code>{esc(str(summary['task_args']))}</code>. Command: <code>{esc(summary['command'])}</code>.</p>",
+             "<ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>"]
+    for caption, path in plots:
+        data = base64.b64encode(path.read_bytes()).decode()
+        parts.append(f'<figure><img class="plot" alt="{esc(caption)}" src="data:image/png;base64,{data}">'
+                     f"<figcaption>{esc(caption)}</figcaption></figure>")
+    for title, header, rows in tables:
+        parts.append(f"<h2>{esc(title)}</h2><table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>"
+                     + "".join("<tr>" + "".join(f"<td>{esc(_f(v))}</td>" for v in r) + "</tr>" for r in rows)
+                     + "</table>")
+    parts.append(f"<h2>Config</h2><pre>{esc(cfg)}</pre>")
+    # The page reports how many of its plots decoded and rendered, for headless checks.
+    script = ("window.addEventListener('load',()=>{const imgs=[...document.querySelectorAll('img.plot')];"
+              "const ok=imgs.filter(i=>i.complete&&i.naturalWidth>0).length;"
+              "document.body.dataset.plotsRendered=ok+'/'+imgs.length;});")
+    style = ("body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;color:#222}"
+             "table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;"
+             "text-align:right}td:first-child,th:first-child{text-align:left}figure{display:inline-block;margin:.5em}"
+             "img.plot{max-width:460px}pre{background:#f6f6f6;padding:1em}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>ponder demo report</title><style>{style}</style>"
+            f"<script>{script}</script></head><body>{''.join(parts)}</body></html>")
+
+
+def make_plots(run_dir: Path, summary: dict, results: dict) -> list[tuple[str, Path]]:
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        console.print("[yellow]matplotlib not installed (pip install 'ponder[plot]'): no curve plot[/yellow]")
-        return None
-    records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-    train = [r for r in records if "loss" in r]
-    evals = [r for r in records if "eval/greedy_accuracy" in r]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot([r["step"] for r in train], [r["loss"] for r in train], color="tab:blue", label="train loss")
-    ax.set_xlabel("optimiser step")
-    ax.set_ylabel("completion loss (nats/token)", color="tab:blue")
-    ax.set_yscale("log")
-    ax2 = ax.twinx()
-    ax2.plot([r["step"] for r in evals], [r["eval/greedy_accuracy"] for r in evals], "o-", color="tab:orange",
-             label="held-out greedy accuracy")
-    ax2.set_ylabel("held-out greedy accuracy", color="tab:orange")
-    ax2.set_ylim(0, 1)
-    ax.set_title("SFT of the tiny model")
+        console.print("[yellow]matplotlib not installed (pip install 'ponder[plot]'): no plots[/yellow]")
+        return []
+    out = []
+    path = run_dir / "scaling.png"
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, style in (("sft", "--"), ("rl", "-")):
+        for strategy in sorted({r["strategy"] for r in summary["scale"][name]}):
+            if strategy == "compute-optimal":
+                continue
+            pts = sorted((r["generated_tokens"], r["accuracy"]) for r in summary["scale"][name]
+                         if r["strategy"] == strategy)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o", label=f"{name.upper()} {strategy}",
+                    color={"greedy": "black", "majority": "tab:blue", "best_of_n": "tab:orange", "beam": "tab:green",
+                           "pass@N oracle": "grey"}.get(strategy))
+    ax.set_xscale("log")
+    ax.set_xlabel("generated tokens per problem (log)")
+    ax.set_ylabel("held-out accuracy")
+    ax.set_title("test-time scaling (dashed: SFT policy, solid: RL policy)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
+    out.append(("accuracy against generated tokens", path))
+
+    sft = [json.loads(l) for l in Path(results["sft"]["metrics"]).read_text().splitlines() if l.strip()]
+    rl = [json.loads(l) for l in Path(results["rl"]["metrics"]).read_text().splitlines() if l.strip()]
+    path = run_dir / "training.png"
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    a1.plot([r["step"] for r in sft if "loss" in r], [r["loss"] for r in sft if "loss" in r], color="tab:blue")
+    a1.set_yscale("log")
+    a1.set_xlabel("SFT step")
+    a1.set_ylabel("completion loss", color="tab:blue")
+    b1 = a1.twinx()
+    ev = [r for r in sft if "eval/greedy_accuracy" in r]
+    b1.plot([r["step"] for r in ev], [r["eval/greedy_accuracy"] for r in ev], "o-", color="tab:orange")
+    b1.set_ylabel("dev greedy accuracy", color="tab:orange")
+    b1.set_ylim(0, 1)
+    a1.set_title("SFT")
+    steps = [r for r in rl if "reward" in r]
+    a2.plot([r["step"] for r in steps], [r["reward"] for r in steps], color="tab:blue", alpha=0.6, label="batch reward")
+    ev = [r for r in rl if "eval/accuracy" in r]
+    a2.plot([r["step"] for r in ev], [r["eval/accuracy"] for r in ev], "o-", color="tab:orange",
+            label="dev greedy accuracy")
+    a2.set_ylim(0, 1)
+    a2.set_xlabel("optimiser step")
+    a2.set_title("GRPO")
+    a2.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    out.append(("SFT loss and dev accuracy; GRPO reward and dev accuracy", path))
     return out

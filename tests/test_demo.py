@@ -1,0 +1,78 @@
+"""`ponder demo --quick`: the whole pipeline on small budgets; the report's numbers must be
+the stage outputs' numbers, a rerun must skip every stage, and the HTML must render its
+plots in headless Chromium."""
+import json
+import shutil
+import subprocess
+
+import pytest
+from typer.testing import CliRunner
+
+from ponder.cli import app
+
+STAGES = ["build", "sft", "eval_sft", "annotate", "prm", "rl", "eval_rl", "scale"]
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    args = ["demo", "--quick", "--run", "q", "--runs-dir", str(runs)]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    return runs / "q", args
+
+
+def test_quick_demo_report_matches_stage_outputs(quick_run):
+    run, _ = quick_run
+    summary = json.loads((run / "summary.json").read_text())
+    stage = {name: json.loads((run / "stages" / f"{name}.json").read_text()) for name in STAGES}
+    assert summary["eval"]["sft"] == stage["eval_sft"]["summary"]
+    assert summary["eval"]["rl"] == stage["eval_rl"]["summary"]
+    records = [json.loads(l) for l in (run / "eval_rl_records.jsonl").read_text().splitlines()]
+    assert summary["eval"]["rl"]["greedy_accuracy"] == sum(r["greedy_correct"] for r in records) / len(records)
+    assert summary["annotation"]["methods"] == stage["annotate"]["summary"]["methods"]
+    assert summary["prm"]["processbench"] == stage["prm"]["processbench"]
+    assert summary["scale"]["rl"] == stage["scale"]["rl"]["rows"]
+    assert summary["comparisons"]["rl_minus_sft_greedy"] == pytest.approx(
+        stage["eval_rl"]["summary"]["greedy_accuracy"] - stage["eval_sft"]["summary"]["greedy_accuracy"])
+    assert set(summary["wall_s"]) == set(STAGES)
+    md = (run / "report.md").read_text()
+    assert f"| greedy_accuracy | {summary['eval']['sft']['greedy_accuracy']:.3f} |" in md
+    assert "## Config" in md and "scaling.png" in md
+    html = (run / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 2 and "ponder demo" in html
+    for png in ("scaling.png", "training.png"):
+        assert (run / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_quick_demo_rerun_skips_every_stage(quick_run):
+    run, args = quick_run
+    before = (run / "summary.json").read_text()
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert res.output.count("cached") == len(STAGES)
+    after = json.loads((run / "summary.json").read_text())
+    assert after["eval"] == json.loads(before)["eval"]
+
+
+def test_report_renders_in_headless_chromium(quick_run, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Chromium is not installed (Debian package 'chromium'; `make setup` installs it when it can)")
+    run, _ = quick_run
+    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+    url = (run / "report.html").resolve().as_uri()
+    dom = subprocess.run(flags + [f"--user-data-dir={tmp_path / 'a'}", "--virtual-time-budget=5000", "--dump-dom",
+                                  url], capture_output=True, text=True, timeout=120).stdout
+    assert 'data-plots-rendered="2/2"' in dom  # set by the page once both images decoded
+    shot = tmp_path / "report.png"
+    subprocess.run(flags + [f"--user-data-dir={tmp_path / 'b'}", "--window-size=1200,1600", f"--screenshot={shot}",
+                            url], capture_output=True, timeout=120)
+    from matplotlib.image import imread
+
+    pixels = imread(shot)
+    assert pixels.shape[0] == 1600 and pixels.shape[1] == 1200
+    # the plots put colour on the page: far more than black text on white would
+    colourful = (abs(pixels[..., 0] - pixels[..., 2]) > 0.2).mean()
+    assert colourful > 0.0002  # text and tables alone are grey: 0
