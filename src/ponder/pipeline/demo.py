@@ -53,7 +53,7 @@ class DemoConfig:
     eval_k: int = 8
     """samples per problem for pass@k / maj@k"""
     temperature: float = 0.7
-    """sampling temperature for pass@k / maj@k"""
+    """sampling temperature for pass@k / maj@k and the scaling sweep"""
     max_tokens: int = 80
     """generated tokens per solution"""
     dev_n: int = 64
@@ -208,7 +208,7 @@ def demo(run_dir: Path, cfg: DemoConfig, force: bool = False) -> dict:
         problems = split()[0][:cfg.scale_n]
         prm = load_prm(results["prm"]["model_dir"])
         sc = ScaleConfig(strategies=tuple(cfg.scale_strategies), budgets=tuple(cfg.scale_budgets), weighted=True,
-                         temperature=1.0, max_tokens=cfg.max_tokens, max_step_tokens=cfg.max_tokens, beam_width=4,
+                         temperature=cfg.temperature, max_tokens=cfg.max_tokens, max_step_tokens=cfg.max_tokens, beam_width=4,
                          seed=cfg.seed)
         out = {}
         for name in ("sft", "rl"):
