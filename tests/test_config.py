@@ -24,3 +24,20 @@ def test_bad_yaml_names_file_and_key(tmp_path):
         load_config(SFTArgs, p)
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(SFTArgs, tmp_path / "missing.yaml")
+
+
+def test_float_written_without_a_dot_is_a_float(tmp_path):
+    from dataclasses import dataclass
+
+    from ponder.config import ConfigError, load_config
+
+    @dataclass
+    class C:
+        lr: float = 1.0
+
+    f = tmp_path / "c.yaml"
+    f.write_text("lr: 3e-5\n")
+    assert load_config(C, f, {}).lr == 3e-5
+    f.write_text("lr: fast\n")
+    with pytest.raises(ConfigError, match="lr.*expected float, got 'fast'"):
+        load_config(C, f, {})

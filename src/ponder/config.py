@@ -25,6 +25,12 @@ def _coerce(value, typ, where: str):
     origin = typing.get_origin(typ)
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if typ is float and isinstance(value, str):
+        # YAML 1.1 reads `3e-5` (no dot) as a string; a learning rate written so is still a number.
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"{where}: expected float, got {value!r}") from None
     if typ in (int, float, str, bool):
         if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
             raise ConfigError(f"{where}: expected {typ.__name__}, got {value!r}")
