@@ -76,3 +76,12 @@ def test_report_renders_in_headless_chromium(quick_run, tmp_path):
     # the plots put colour on the page: far more than black text on white would
     colourful = (abs(pixels[..., 0] - pixels[..., 2]) > 0.2).mean()
     assert colourful > 0.0002  # text and tables alone are grey: 0
+
+
+def test_changed_config_needs_a_new_run_or_force(quick_run):
+    run, args = quick_run
+    res = CliRunner().invoke(app, args + ["--sft-steps", "7"])
+    assert res.exit_code == 2
+    out = " ".join(res.output.split())  # the console wraps long lines
+    assert "holds a demo run with a different config" in out and "--force" in out
+    assert (run / "stages" / "rl.json").exists()  # nothing was touched

@@ -150,7 +150,7 @@ def demo(
     config: Optional[Path] = ConfigOpt,
     run: str = typer.Option("demo", help="run name: outputs go to runs/<name>/"),
     quick: bool = typer.Option(False, "--quick", help="same pipeline on small budgets (about a minute)"),
-    force: bool = typer.Option(False, "--force", help="rerun finished stages"),
+    force: bool = typer.Option(False, "--force", help="start the run over: delete its stage outputs and rerun all"),
     model: Optional[str] = typer.Option(None, help="tiny:<preset> or a model path"),
     sft_steps: Optional[int] = typer.Option(None, help="SFT optimiser steps"),
     eval_n: Optional[int] = typer.Option(None, help="held-out problems"),
@@ -163,6 +163,9 @@ def demo(
     flags = {**base, **{k: v for k, v in dict(model=model, sft_steps=sft_steps, eval_n=eval_n).items() if v is not None}}
     cfg = _config(DemoConfig, config, **flags)
     name = run + ("-quick" if quick and run == "demo" else "")
-    summary = run_demo(runs_dir / name, cfg, force=force)
+    try:
+        summary = run_demo(runs_dir / name, cfg, force=force)
+    except ValueError as e:
+        _fail(str(e))
     console.print(f"run directory: {runs_dir / name}")
     print(json.dumps(summary["eval"]))

@@ -19,6 +19,7 @@ set (the next `dev_n`) is what training watches.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -98,7 +99,19 @@ def demo(run_dir: Path, cfg: DemoConfig, force: bool = False) -> dict:
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_yaml(run_dir / "config.yaml", to_dict(cfg))
+    saved = run_dir / "config.yaml"
+    if force:
+        # Training stages resume from their checkpoints and annotation from its records, so
+        # starting over means removing them, not just the stage markers.
+        for sub in ("stages", "init", "sft", "annotate", "prm", "rl"):
+            shutil.rmtree(run_dir / sub, ignore_errors=True)
+    elif saved.exists():
+        import yaml
+
+        if yaml.safe_load(saved.read_text()) != json.loads(json.dumps(to_dict(cfg))):
+            raise ValueError(f"{run_dir} holds a demo run with a different config ({saved}): its cached stages "
+                             "would not match; use another --run name, or --force to start it over")
+    write_yaml(saved, to_dict(cfg))
     task = get_task(cfg.task, **cfg.task_args)
     t_start = time.time()
 
