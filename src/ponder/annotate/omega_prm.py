@@ -30,7 +30,7 @@ All problems' binary searches advance in lockstep so each round is one batched `
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ponder.annotate.rollouts import Rollout, complete_states
 from ponder.generation.base import Generator

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ponder.generation.base import Generator, SamplingParams
+from ponder.generation.base import Generator, SamplingParams, generate_verbatim, model_text
 from ponder.tasks.base import Problem, Task
 
 
@@ -33,9 +33,7 @@ def join_prefix(task: Task, steps: list[str]) -> str:
 def continuation_prompt(generator: Generator, task: Task, problem: Problem, steps: list[str]) -> str:
     """The model-ready prompt continuing `steps`: the formatted task prompt (chat template
     applied when the engine uses one) followed by the prefix text."""
-    fmt = getattr(generator, "format", None)
-    head = fmt(task.prompt(problem)) if fmt else task.prompt(problem)
-    return head + join_prefix(task, steps)
+    return model_text(generator, task.prompt(problem)) + join_prefix(task, steps)
 
 
 def complete_states(
@@ -52,8 +50,7 @@ def complete_states(
         return []
     prompts = [continuation_prompt(generator, task, p, steps) for p, steps in states]
     params = SamplingParams(n=k, temperature=temperature, max_tokens=max_tokens, seed=seed, logprobs=False)
-    kwargs = {"formatted": True} if hasattr(generator, "format") else {}
-    outs = generator.generate(prompts, params, **kwargs)
+    outs = generate_verbatim(generator, prompts, params)
     result = []
     for (problem, steps), samples in zip(states, outs):
         rolls = []

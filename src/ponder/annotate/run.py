@@ -29,7 +29,6 @@ from ponder.annotate.judge import LLMJudge, consensus
 from ponder.annotate.math_shepherd import first_error_from_labels, math_shepherd
 from ponder.annotate.omega_prm import OmegaConfig, omega_prm
 from ponder.annotate.records import append_chunk, read_complete_chunks, write_jsonl
-from ponder.annotate.rollouts import continuation_prompt
 from ponder.config import to_dict, write_yaml
 from ponder.generation.base import SamplingParams
 

@@ -49,6 +49,24 @@ def _task_args(pairs: list[str] | None) -> dict:
     return out
 
 
+def _print_summary(title: str, out: dict, output: Path | None) -> None:
+    """A metric/value table of `out["summary"]`, the whole result written to `output` if
+    given, and the summary as one JSON line on stdout (for scripts)."""
+    import json
+
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, v in out["summary"].items():
+        table.add_row(key, f"{v:.4f}" if isinstance(v, float) else str(v))
+    console.print(table)
+    if output:
+        output.write_text(json.dumps(out, indent=2))
+    print(json.dumps(out["summary"]))
+
+
 def _resolve_run_model(name: str) -> str:
     """A run name (runs/<name>) resolves to its trained model folder."""
     p = Path(name)

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from ponder.cli import ConfigOpt, RunOpt, _config, _fail, _resolve_run_model, _task_args, app, console
+from ponder.cli import ConfigOpt, _print_summary, RunOpt, _config, _fail, _resolve_run_model, _task_args, app, console
 
 
 @app.command()
@@ -86,15 +86,7 @@ def eval_cmd(
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e))
     out = evaluate(TorchGenerator(m, tok, progress=True), t, problems, cfg)
-    table = Table(title=f"eval: {task} ({len(problems)} problems)")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for key, v in out["summary"].items():
-        table.add_row(key, f"{v:.4f}" if isinstance(v, float) else str(v))
-    console.print(table)
-    if output:
-        output.write_text(json.dumps(out, indent=2))
-    print(json.dumps(out["summary"]))
+    _print_summary(f"eval: {task} ({len(problems)} problems)", out, output)
 
 
 @app.command()

@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.table import Table
 
-from ponder.cli import ConfigOpt, _config, _fail, _resolve_run_model, _task_args, app, console
+from ponder.cli import ConfigOpt, _print_summary, _config, _fail, _resolve_run_model, _task_args, app, console
 
 
 def _progress(total: int, label: str):
@@ -60,15 +59,7 @@ def search_cmd(
             out = run_search(ctx, problems, args, tick)
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e))
-    table = Table(title=f"search: {args.strategy} on {args.task} ({len(problems)} problems)")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for key, v in out["summary"].items():
-        table.add_row(key, f"{v:.4f}" if isinstance(v, float) else str(v))
-    console.print(table)
-    if output:
-        output.write_text(json.dumps(out, indent=2))
-    print(json.dumps(out["summary"]))
+    _print_summary(f"search: {args.strategy} on {args.task} ({len(problems)} problems)", out, output)
 
 
 @app.command()

@@ -75,3 +75,19 @@ class Generator:
 
     def generate(self, prompts: list[str], params: SamplingParams) -> list[list[Sample]]:
         raise NotImplementedError
+
+
+def model_text(generator: Generator, text: str) -> str:
+    """`text` as the model reads it: the engine's chat template applied when it has one
+    (`format`), else unchanged. Continuations append to this string, never to `text`:
+    formatting `prompt + partial` would close the user turn after the partial."""
+    fmt = getattr(generator, "format", None)
+    return fmt(text) if fmt is not None else text
+
+
+def generate_verbatim(generator: Generator, texts: list[str], params: SamplingParams) -> list[list[Sample]]:
+    """`generate` on model-ready texts (from `model_text`, plus any continuation): engines
+    that format prompts themselves are told not to."""
+    if hasattr(generator, "format"):
+        return generator.generate(texts, params, formatted=True)
+    return generator.generate(texts, params)

@@ -104,8 +104,12 @@ class RewardModel(torch.nn.Module, Scorer):
             raise NotImplementedError("an ORM scores whole solutions only; use score_outcomes")
         return self._step_probs(prompts, steps)
 
+    def split(self, completion: str) -> list[str]:
+        """A completion's steps as this model scores them (the whole text if it has no separator)."""
+        return [s for s in completion.split(self.separator) if s.strip()] or [completion]
+
     def score_outcomes(self, prompts: list[str], completions: list[str]) -> list[float]:
-        split = [[s for s in c.split(self.separator) if s.strip()] or [c] for c in completions]
+        split = [self.split(c) for c in completions]
         if self.kind == "orm":
             probs = self._step_probs(prompts, split)
             return [p[-1] for p in probs]

@@ -5,7 +5,7 @@ self_refine); the step-level ones grow solutions in steps.py instead.
 """
 from __future__ import annotations
 
-from ponder.generation.base import SamplingParams
+from ponder.generation.base import SamplingParams, model_text
 from ponder.rewards.base import aggregate
 from ponder.search.base import Candidate, SearchConfig, SearchContext, seed_for
 from ponder.search.steps import generate, root_text
@@ -17,15 +17,12 @@ def sample(ctx: SearchContext, problem: Problem, cfg: SearchConfig, n: int, temp
     """`n` complete solutions of `problem` (one prompt, so its prefill is shared), or of a
     user-text `prompt` given instead (e.g. a revision request); `call` numbers the calls of
     one search, so each draws fresh noise."""
-    text = root_text(ctx, problem) if prompt is None else _format(ctx, prompt)
+    text = root_text(ctx, problem) if prompt is None else model_text(ctx.generator, prompt)
     params = SamplingParams(n=n, temperature=temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens,
                             seed=seed_for(cfg.seed, problem, call), logprobs=False)
     [samples] = generate(ctx, [text], params)
     return [Candidate(s.text, ctx.task.extract_answer(s.text)) for s in samples]
 
-
-def _format(ctx: SearchContext, prompt: str) -> str:
-    return ctx.generator.format(prompt) if hasattr(ctx.generator, "format") else prompt
 
 
 def score(ctx: SearchContext, problem: Problem, candidates: list[Candidate], cfg: SearchConfig,

@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from ponder.generation.base import Sample, SamplingParams
+from ponder.generation.base import Sample, SamplingParams, generate_verbatim, model_text
 from ponder.rewards.base import aggregate
 from ponder.search.base import Candidate, SearchConfig, SearchContext, seed_for
 from ponder.tasks.base import Problem
@@ -60,17 +60,13 @@ class Node:
 
 
 def generate(ctx: SearchContext, texts: list[str], params: SamplingParams) -> list[list[Sample]]:
-    """`ctx.generator.generate` on model-ready texts: engines that format prompts themselves
-    (they have `format`) are told not to; plain engines get the texts as they are."""
-    if hasattr(ctx.generator, "format"):
-        return ctx.generator.generate(texts, params, formatted=True)
-    return ctx.generator.generate(texts, params)
+    """`ctx.generator.generate` on model-ready texts (see `generate_verbatim`)."""
+    return generate_verbatim(ctx.generator, texts, params)
 
 
 def root_text(ctx: SearchContext, problem: Problem) -> str:
     """The task prompt as the model reads it (the chat template applied once, if any)."""
-    prompt = ctx.task.prompt(problem)
-    return ctx.generator.format(prompt) if hasattr(ctx.generator, "format") else prompt
+    return model_text(ctx.generator, ctx.task.prompt(problem))
 
 
 class StepPolicy:

@@ -116,7 +116,7 @@ def drop_zero_rows(mb: dict) -> dict:
     rows = live.nonzero().squeeze(-1)
     if rows.numel() == 0:
         rows = torch.zeros(1, dtype=torch.long)
-    P, T = mb["prompt_len"], mb["response"].shape[1]
+    P = mb["prompt_len"]
     out = {k: (v[rows] if torch.is_tensor(v) else v) for k, v in mb.items()}
     t_keep = max(1, int(out["mask"].sum(-1).max()))
     p_start = int((out["attention_mask"][:, :P].sum(0) == 0).sum())  # prompt columns that are padding in every row

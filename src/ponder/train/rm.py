@@ -11,13 +11,13 @@ generalisation of the same loss). The loop, checkpoints and resume are the share
 """
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ponder.train.loop import TrainConfig, TrainLoop
+from ponder.train.sft import make_batch_at
 
 
 @dataclass
@@ -79,7 +79,7 @@ def rm_examples(rm, rows: list[dict], kind: str, hard: bool, max_len: int) -> li
         if kind == "prm":
             steps, labels = row["completions"], row["labels"]
         else:
-            steps = [s for s in row["completion"].split(rm.separator) if s.strip()] or [row["completion"]]
+            steps = rm.split(row["completion"])
             labels = [row["label"]]
         ids, pos = rm.encode(row["prompt"], steps)
         if kind == "orm":
@@ -121,23 +121,8 @@ def train_reward_model(rm, rows: list[dict], run_dir: str | Path, cfg: TrainConf
     examples = rm_examples(rm, rows, kind, hard, max_len)
     if not examples:
         raise ValueError("no reward-model examples left after tokenisation (empty data or max_len too small)")
-    pad = rm.tokenizer.pad_token_id or 0
-    per_step = batch_size * cfg.grad_accum
-
-    orders: dict[int, list[int]] = {}
-
-    def order(epoch: int) -> list[int]:
-        if epoch not in orders:
-            orders[epoch] = list(range(len(examples)))
-            random.Random(cfg.seed * 1_000_003 + epoch).shuffle(orders[epoch])
-        return orders[epoch]
-
-    def batch_at(step: int):
-        """A fixed seeded shuffle per epoch: a pure function of the step, for exact resume."""
-        start, n = step * per_step, len(examples)
-        picks = [order((start + j) // n)[(start + j) % n] for j in range(per_step)]
-        return [collate_rm([examples[i] for i in picks[k:k + batch_size]], pad)
-                for k in range(0, per_step, batch_size)]
+    batch_at = make_batch_at(examples, batch_size, cfg.grad_accum, rm.tokenizer.pad_token_id or 0, cfg.seed,
+                             collate_rm)
 
     def loss_fn(model, batch):
         return bce_loss(model(batch["input_ids"], batch["attention_mask"]), batch["targets"])

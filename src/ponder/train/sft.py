@@ -70,9 +70,11 @@ def completion_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor
     return loss, {"loss": loss.item(), "token_acc": acc.item(), "tokens": int(valid.sum())}
 
 
-def make_batch_at(examples: list[SFTExample], batch_size: int, grad_accum: int, pad_id: int, seed: int):
+def make_batch_at(examples: list, batch_size: int, grad_accum: int, pad_id: int, seed: int, collate_fn=None):
     """batch_at(step) -> micro-batches: a fixed, seeded shuffle per epoch, so a resumed run
-    sees the same data at the same step as an uninterrupted one."""
+    sees the same data at the same step as an uninterrupted one. `collate_fn(examples,
+    pad_id)` builds a micro-batch (default: SFT's `collate`)."""
+    collate_fn = collate_fn or collate
     per_step = batch_size * grad_accum
     n = len(examples)
     perms: dict[int, list[int]] = {}
@@ -87,7 +89,7 @@ def make_batch_at(examples: list[SFTExample], batch_size: int, grad_accum: int, 
     def batch_at(step: int):
         start = step * per_step
         picks = [order((start + j) // n)[(start + j) % n] for j in range(per_step)]
-        return [collate([examples[i] for i in picks[k:k + batch_size]], pad_id)
+        return [collate_fn([examples[i] for i in picks[k:k + batch_size]], pad_id)
                 for k in range(0, per_step, batch_size)]
 
     return batch_at
