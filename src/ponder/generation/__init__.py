@@ -1,17 +1,13 @@
-"""Generation engines behind one `Generator` interface (see base.py).
+"""Generation engines behind one contract (base.py), built by one factory (factory.py).
 
-`TorchGenerator` (torch_engine.py) is imported on first use, so code that only needs the
-contract types (`SamplingParams`, `Sample`, ...) does not pay for importing torch and
-transformers.
+    from ponder.generation import make_engine, SamplingParams
+    engine = make_engine("torch", "smollm2")   # or "vllm", or "http://127.0.0.1:8000/v1"
+    engine.generate(["What is 2+3?"], SamplingParams(n=4, temperature=0.8, seed=0))
+
+Engine classes are imported by the factory on first use, so code that only needs the
+contract types does not pay for importing torch, transformers or vLLM.
 """
-from ponder.generation.base import Generator, Sample, SamplingParams, Usage
+from ponder.generation.base import EngineError, Generator, Prompt, Sample, SamplingParams, Usage
+from ponder.generation.factory import is_url, make_engine
 
-__all__ = ["Generator", "Sample", "SamplingParams", "TorchGenerator", "Usage"]
-
-
-def __getattr__(name: str):
-    if name == "TorchGenerator":
-        from ponder.generation.torch_engine import TorchGenerator
-
-        return TorchGenerator
-    raise AttributeError(f"module 'ponder.generation' has no attribute {name!r}")
+__all__ = ["EngineError", "Generator", "Prompt", "Sample", "SamplingParams", "Usage", "is_url", "make_engine"]

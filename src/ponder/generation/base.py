@@ -1,12 +1,39 @@
-"""The generation contract shared by every engine (in-process torch, vLLM, HTTP).
+"""The engine contract: what every generation engine offers and every caller may use.
 
-`Generator.generate(prompts, params) -> list[list[Sample]]`: for each prompt, `params.n`
-samples. Every engine counts what it prefilled and generated in `usage`, so every search
-strategy and trainer can report the compute it spent.
+An engine (`Generator`) turns prompts into samples. Engines are built by one factory,
+`ponder.generation.make_engine(spec, ...)` (factory.py): `torch` (in this process), `vllm`
+(vLLM's offline `LLM`, in this process) or the URL of any OpenAI-compatible server (`vllm
+serve`, SGLang, `ponder serve`, a hosted API). Callers hold a `Generator` and call only the
+methods below; nothing else of an engine is theirs to touch.
+
+Prompts come in two kinds (`Prompt`):
+
+- a `str` is a *user text*: the engine wraps it in the model's chat template (when the model
+  has one) and tokenizes it;
+- a `list[int]` is a *model-ready prefix*: token ids fed to the model verbatim and continued.
+  Step-level search, annotation rollouts and RL continue partial solutions this way:
+  re-templating `prompt + partial` would close the user turn before the partial, and
+  re-tokenising generated text can change its ids on BPE models (verl saw PPO diverge from
+  exactly that). So a partial solution is carried as ids: `prompt_ids(...)` of the question
+  plus the `Sample.token_ids` generated so far (plus `tokenize(...)` of any text a strategy
+  inserts, such as s1's "Wait").
+
+Capabilities an engine lacks raise `EngineError` with a message saying what is missing and
+where, never a silent fallback (e.g. a hosted API that returns no logprobs, or a server with
+no tokenizer endpoint asked to continue token ids).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Iterable, Sequence, Union
+
+Prompt = Union[str, list[int]]
+"""a user text (the engine applies the chat template) or model-ready token ids (verbatim)"""
+
+
+class EngineError(RuntimeError):
+    """An engine cannot do what was asked: a capability it lacks, a server that is down or
+    refuses the request, an unknown model name. The message names the engine (and URL)."""
 
 
 @dataclass
@@ -26,7 +53,8 @@ class SamplingParams:
     include_stop_str_in_output: bool = False
     """keep the matched stop string at the end of `Sample.text` (vLLM semantics)"""
     seed: int | None = None
-    """seed for this call; the same seed and inputs give the same samples"""
+    """seed for this call; the same seed and inputs give the same samples (on engines that
+    honour seeds: torch, a vLLM server; offline vLLM is seeded once, at construction)"""
     logprobs: bool = True
     """return the log-probability of each generated token"""
 
@@ -49,45 +77,71 @@ class Sample:
 
 @dataclass
 class Usage:
-    """Cumulative token counts of an engine. `prefill_tokens` counts prompt tokens pushed
-    through the model once (shared by the n samples of a prompt); `generated_tokens` counts
-    sampled tokens."""
+    """Cumulative token counts of an engine. `prefill_tokens` counts prompt tokens, once per
+    prompt (its n samples share them); `cached_tokens` is the part of them served from a
+    prefix cache rather than computed; `generated_tokens` counts sampled tokens. A server
+    engine takes these from the server's own `usage` (prompt, cached, completion tokens)."""
 
     prefill_tokens: int = 0
     generated_tokens: int = 0
     calls: int = 0
+    cached_tokens: int = 0
 
     def __sub__(self, other: "Usage") -> "Usage":
         return Usage(
             self.prefill_tokens - other.prefill_tokens,
             self.generated_tokens - other.generated_tokens,
             self.calls - other.calls,
+            self.cached_tokens - other.cached_tokens,
         )
 
     def copy(self) -> "Usage":
-        return Usage(self.prefill_tokens, self.generated_tokens, self.calls)
+        return Usage(self.prefill_tokens, self.generated_tokens, self.calls, self.cached_tokens)
 
 
 class Generator:
-    """Engines implement `generate`; `usage` accumulates over calls."""
+    """The engine contract. Subclasses implement `generate`, `prompt_ids` and `tokenize`;
+    `logprobs` and `update_weights` where the engine can (else they raise `EngineError`).
+    `usage` accumulates over calls. Engines are context managers (`close()` on exit)."""
 
+    name: str = "engine"
+    """what error messages call this engine (e.g. 'torch', 'vllm', the server URL)"""
     usage: Usage
 
-    def generate(self, prompts: list[str], params: SamplingParams) -> list[list[Sample]]:
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams,
+                 seeds: Sequence[int] | None = None) -> list[list[Sample]]:
+        """For each prompt (user text or model-ready ids), `params.n` samples. `seeds`: one
+        seed per prompt instead of `params.seed`, each prompt then sampled as if it were
+        alone in a call with that seed (a server batching independent requests)."""
         raise NotImplementedError
 
+    def prompt_ids(self, prompts: Sequence[str]) -> list[list[int]]:
+        """Model-ready token ids of user texts: the chat template applied (when the model has
+        one) and tokenized exactly as `generate` would. Continuations append to these."""
+        raise NotImplementedError
 
-def model_text(generator: Generator, text: str) -> str:
-    """`text` as the model reads it: the engine's chat template applied when it has one
-    (`format`), else unchanged. Continuations append to this string, never to `text`:
-    formatting `prompt + partial` would close the user turn after the partial."""
-    fmt = getattr(generator, "format", None)
-    return fmt(text) if fmt is not None else text
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of plain texts, no special tokens and no template (text a strategy
+        inserts into a continuation, or a completion given as text)."""
+        raise NotImplementedError
 
+    def logprobs(self, prompts: Sequence[Prompt], completions: Sequence[str | list[int]],
+                 temperature: float = 1.0) -> list[list[float]]:
+        """Teacher-forced log-probability of each completion token given its prompt, under
+        log_softmax(logits / temperature) (0: raw logits) - the convention of sampled
+        `Sample.logprobs`, so an RL trainer's ratio is 1 on-policy."""
+        raise EngineError(f"engine {self.name} cannot score completions (no teacher-forced logprobs)")
 
-def generate_verbatim(generator: Generator, texts: list[str], params: SamplingParams) -> list[list[Sample]]:
-    """`generate` on model-ready texts (from `model_text`, plus any continuation): engines
-    that format prompts themselves are told not to."""
-    if hasattr(generator, "format"):
-        return generator.generate(texts, params, formatted=True)
-    return generator.generate(texts, params)
+    def update_weights(self, named_tensors: Iterable[tuple[str, "object"]]) -> None:
+        """Load new weights (Hugging Face parameter names -> tensors), e.g. the RL trainer's
+        after an optimiser step; later samples come from them (prefix cache reset)."""
+        raise EngineError(f"engine {self.name} cannot take new weights")
+
+    def close(self) -> None:
+        """Release what the engine holds (threads, connections, memory). Idempotent."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -90,9 +90,9 @@ def length_groups(lengths: list[int]) -> list[list[int]]:
 
 
 def prefill(forward: Forward, config, prompt_ids: list[list[int]], n: int, pad_id: int, device, spare: int):
-    """(cache, logits (R, vocab), mask (R, W), next_pos (R,)) for R = len(prompt_ids) * n
-    rows, prompt p owning rows p*n .. p*n+n-1. `spare`: free cache positions to reserve for
-    decoding."""
+    """(cache, logits (R, vocab), mask (R, W), next_pos (R,), shared) for R = len(prompt_ids)
+    * n rows, prompt p owning rows p*n .. p*n+n-1; `shared` is the length of the prefix
+    computed once for all prompts. `spare`: free cache positions to reserve for decoding."""
     expand = torch.arange(len(prompt_ids), device=device).repeat_interleave(n)
     cache = growing_cache(config, spare)
     if cache is None:
@@ -103,7 +103,7 @@ def prefill(forward: Forward, config, prompt_ids: list[list[int]], n: int, pad_i
         cache = DynamicCache(config=config)
         logits = forward(ids, mask, positions, cache)
         cache.reorder_cache(expand)
-        return cache, logits[expand], mask[expand], positions[expand, -1] + 1
+        return cache, logits[expand], mask[expand], positions[expand, -1] + 1, 0
 
     prefix = shared_prefix(prompt_ids)
     suffix_len = [len(p) - prefix for p in prompt_ids]
@@ -147,4 +147,4 @@ def prefill(forward: Forward, config, prompt_ids: list[list[int]], n: int, pad_i
     for p, s in enumerate(suffix_len):
         mask[p, width - s :] = 1
     next_pos = torch.tensor([len(p) for p in prompt_ids], device=device)
-    return cache, logits[expand], mask[expand], next_pos[expand]
+    return cache, logits[expand], mask[expand], next_pos[expand], prefix

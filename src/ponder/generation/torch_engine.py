@@ -23,9 +23,10 @@ come from the grouped, prefix-shared prefill (prefill.py), a KV cache appended i
 (kv_cache.py), column-major weights so that a batch thinned by finished rows really costs
 less (weight_layout.py), and those rows leaving the batch.
 
-Prompts passed to `generate` and `logprobs` are user texts; `formatted=True` passes
-model-ready strings verbatim (e.g. `gen.format(question) + partial_solution`, to continue an
-assistant turn step by step).
+Prompts passed to `generate` and `logprobs` are user texts (templated here) or model-ready
+token ids (fed verbatim), as the engine contract (base.py) says; `prompt_ids(question) +
+sample.token_ids` continues an assistant turn step by step. Build it with
+`make_engine("torch", ...)` (factory.py), not directly.
 
 Each `Sample` holds the generated token ids (EOS and the tokens that formed a stop string
 included), their log-probabilities (log_softmax(logits / T) before top-k/top-p, see
@@ -48,7 +49,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ponder.generation.base import Generator, Sample, SamplingParams, Usage
+from ponder.generation.base import EngineError, Generator, Prompt, Sample, SamplingParams, Usage
 from ponder.generation.kv_cache import GROW_BY
 from ponder.generation.prefill import left_pad, positions_of, prefill
 from ponder.generation.sampling import select_tokens, token_logprobs
@@ -78,6 +79,8 @@ class _Row:
 
 class TorchGenerator(Generator):
     """Batched, KV-cached generation with a Hugging Face causal LM, in this process."""
+
+    name = "torch"
 
     def __init__(
         self,
@@ -117,34 +120,44 @@ class TorchGenerator(Generator):
 
     # ----- prompts -----
 
-    def format(self, text: str) -> str:
-        """The model-ready string for a user text: the chat template applied when `chat`."""
-        if not self.chat:
-            return text
-        from ponder.models import format_prompt
+    def prompt_ids(self, prompts) -> list[list[int]]:
+        from ponder.models import encode_prompts
 
-        return format_prompt(self.tokenizer, text)
-
-    def encode(self, prompts: list[str], formatted: bool = False) -> list[list[int]]:
-        """Token ids of each prompt. Special tokens (e.g. BOS) are added by the tokenizer only
-        when the chat template is off: a templated string already spells its own."""
-        if not prompts:
-            return []
-        texts = list(prompts) if formatted else [self.format(p) for p in prompts]
-        ids = self.tokenizer(texts, add_special_tokens=not self.chat)["input_ids"]
+        ids = encode_prompts(self.tokenizer, list(prompts), self.chat)
         for i, row in enumerate(ids):
             if not row:
                 raise ValueError(f"prompt {i} is empty after tokenization; give every prompt some text")
         return ids
 
+    def tokenize(self, texts) -> list[list[int]]:
+        texts = list(texts)
+        return self.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+
+    def encode(self, prompts: list[Prompt]) -> list[list[int]]:
+        """Token ids of each prompt: user texts through `prompt_ids`, ids as they are."""
+        texts = [i for i, p in enumerate(prompts) if isinstance(p, str)]
+        out = [None if isinstance(p, str) else list(p) for p in prompts]
+        for i, ids in zip(texts, self.prompt_ids([prompts[i] for i in texts])):
+            out[i] = ids
+        for i, row in enumerate(out):
+            if not row:
+                raise ValueError(f"prompt {i} has no tokens; give every prompt some text")
+        return out
+
     # ----- generation -----
 
     @torch.inference_mode()
-    def generate(self, prompts: list[str], params: SamplingParams, formatted: bool = False) -> list[list[Sample]]:
-        """For each prompt, `params.n` samples (see the module docstring)."""
+    def generate(self, prompts: list[Prompt], params: SamplingParams,
+                 seeds: list[int] | None = None) -> list[list[Sample]]:
+        """For each prompt, `params.n` samples (see the module docstring). `seeds`: one seed
+        per prompt instead of `params.seed`, prompt i then sampled as if it were alone in a
+        call seeded with seeds[i] (a server batching independent requests)."""
         _check_params(params)
-        prompt_ids = self.encode(prompts, formatted)
+        prompt_ids = self.encode(prompts)
+        if seeds is not None and len(seeds) != len(prompt_ids):
+            raise ValueError(f"got {len(seeds)} seeds for {len(prompt_ids)} prompts; give one seed per prompt")
         seed = params.seed if params.seed is not None else int(torch.randint(0, 2**62, ()).item())
+        row_seed = (lambda i, j: _row_seed(seeds[i], 0, j)) if seeds is not None else (lambda i, j: _row_seed(seed, i, j))
         per_chunk = max(1, self.batch_size // params.n)
         order = sorted(range(len(prompt_ids)), key=lambda i: -len(prompt_ids[i]))
         chunks = [order[i : i + per_chunk] for i in range(0, len(order), per_chunk)]
@@ -155,25 +168,26 @@ class TorchGenerator(Generator):
         results: list[list[Sample]] = [[] for _ in prompt_ids]
         with self._ready():
             for chunk in chunks:
-                samples = self._generate_chunk([prompt_ids[i] for i in chunk], chunk, params, seed)
+                samples = self._generate_chunk([prompt_ids[i] for i in chunk], chunk, params, row_seed)
                 for i, prompt_samples in zip(chunk, samples):
                     results[i] = prompt_samples
         self.usage.calls += 1
         return results
 
-    def _generate_chunk(self, prompt_ids, prompt_index, params: SamplingParams, seed: int) -> list[list[Sample]]:
+    def _generate_chunk(self, prompt_ids, prompt_index, params: SamplingParams, row_seed) -> list[list[Sample]]:
         n, sampling = params.n, params.temperature > 0 and params.top_k != 1
-        cache, logits, mask, next_pos = prefill(
+        cache, logits, mask, next_pos, shared = prefill(
             self._forward, self.model.config, prompt_ids, n, self.pad_id, self.device, min(params.max_tokens, GROW_BY)
         )
         self.usage.prefill_tokens += sum(len(p) for p in prompt_ids)  # once per prompt, not per sample
+        self.usage.cached_tokens += shared * (len(prompt_ids) - 1)  # a shared prefix is computed once
 
         rows = [_Row(prompt=p, index=j) for p in range(len(prompt_ids)) for j in range(n)]
         for row in rows:
             if params.stop:
                 row.detok = IncrementalDetokenizer(self.tokenizer, prompt_ids[row.prompt])
             if sampling:
-                seed_ij = _row_seed(seed, prompt_index[row.prompt], row.index)
+                seed_ij = row_seed(prompt_index[row.prompt], row.index)
                 row.generator = torch.Generator(self.device).manual_seed(seed_ij)
         active = list(range(len(rows)))  # batch position -> row
 
@@ -237,10 +251,9 @@ class TorchGenerator(Generator):
     @torch.inference_mode()
     def logprobs(
         self,
-        prompts: list[str],
+        prompts: list[Prompt],
         completions: list[str] | list[list[int]],
         temperature: float = 1.0,
-        formatted: bool = False,
     ) -> list[list[float]]:
         """Per-token log-probabilities of each completion given its prompt, teacher-forced in
         batches, with `generate`'s convention: log_softmax(logits / temperature) (0: raw
@@ -252,7 +265,7 @@ class TorchGenerator(Generator):
             raise ValueError(f"got {len(prompts)} prompts but {len(completions)} completions; pass one completion per prompt")
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0 (0 = raw logits), got {temperature}")
-        prompt_ids = self.encode(prompts, formatted)
+        prompt_ids = self.encode(prompts)
         comp_ids = [
             self.tokenizer(c, add_special_tokens=False)["input_ids"] if isinstance(c, str) else list(c)
             for c in completions
@@ -279,6 +292,23 @@ class TorchGenerator(Generator):
                     results[i] = token_logprobs(logits[b, keep - 1 - c : keep - 1], target, temperature).tolist()
         self.usage.calls += 1
         return results
+
+    # ----- weights -----
+
+    @torch.no_grad()
+    def update_weights(self, named_tensors) -> None:
+        """Copy tensors into the model's parameters and buffers by name. A tensor that already
+        is the model's own (an RL trainer sharing this model) costs nothing."""
+        own = dict(self.model.named_parameters())
+        own.update(self.model.named_buffers())
+        for name, tensor in named_tensors:
+            if name not in own:
+                if name == "lm_head.weight" and getattr(self.model.config, "tie_word_embeddings", False):
+                    continue  # tied to the input embedding, loaded through it
+                raise EngineError(f"engine torch: the model has no parameter {name!r}")
+            target = own[name]
+            if target.data_ptr() != tensor.data_ptr():
+                target.copy_(tensor)
 
     # ----- model plumbing -----
 

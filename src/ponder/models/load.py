@@ -76,6 +76,19 @@ def format_prompt(tokenizer, text: str, system: str | None = None) -> str:
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
+def encode_prompts(tokenizer, texts: list[str], chat: bool | None = None) -> list[list[int]]:
+    """Model-ready token ids of user texts: `format_prompt` when `chat` (None: iff the
+    tokenizer has a chat template), then tokenized. Special tokens (e.g. BOS) are added by the
+    tokenizer only without the template: a templated string already spells its own. Engines
+    and trainers tokenize prompts through this one function, so their ids agree."""
+    if not texts:
+        return []
+    if chat is None:
+        chat = bool(getattr(tokenizer, "chat_template", None))
+    formatted = [format_prompt(tokenizer, t) for t in texts] if chat else list(texts)
+    return tokenizer(formatted, add_special_tokens=not chat)["input_ids"]
+
+
 def model_from_spec(spec: str, seed: int = 0, max_len: int = 512):
     """(model, tokenizer) from a spec: `tiny:<preset>` builds a fresh character-level Llama
     (presets in ponder.models.tiny.PRESETS); anything else is loaded by `load_model`."""

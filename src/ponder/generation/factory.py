@@ -1,0 +1,71 @@
+"""`make_engine`: the one place an engine is constructed.
+
+    engine = make_engine("torch", "runs/demo/sft/model")                # in this process
+    engine = make_engine("torch", model, tokenizer=tokenizer)            # a model in memory (RL)
+    engine = make_engine("vllm", "smollm2")                              # vLLM's offline LLM
+    engine = make_engine("http://127.0.0.1:8000/v1", "smollm2")          # any OpenAI-compatible server
+
+`spec` is `torch` (default), `vllm`, or an `http(s)://host:port/v1` URL. `model` is a model
+directory, a `.gguf`, an alias (`smollm2`) or a run's model folder for the in-process
+engines; for a server it is the served model's name (None: the server's only model). Every
+engine honours the contract in base.py; heavy engines are imported only when asked for.
+"""
+from __future__ import annotations
+
+from ponder.generation.base import EngineError, Generator
+
+ENGINES = ("torch", "vllm", "http(s)://host:port/v1")
+
+
+def is_url(spec: str) -> bool:
+    return spec.startswith(("http://", "https://"))
+
+
+def make_engine(
+    spec: str = "torch",
+    model=None,
+    *,
+    tokenizer=None,
+    batch_size: int = 64,
+    progress: bool = False,
+    seed: int = 0,
+    api_key: str | None = None,
+    max_concurrency: int = 16,
+    timeout: float = 600.0,
+    **options,
+) -> Generator:
+    """An engine for `model` (see the module docstring).
+
+    `batch_size`, `progress`: rows decoded together and a progress bar (torch). `seed`: the
+    engine-wide seed where an engine is seeded once (offline vLLM). `api_key` (default:
+    $OPENAI_API_KEY), `max_concurrency` (requests in flight) and `timeout` (seconds per
+    request): server engines. Other `options` go to the engine class (e.g. `chat`,
+    `column_major` for torch; `gpu_memory_utilization` for vLLM)."""
+    spec = (spec or "torch").strip()
+    if spec == "torch":
+        from ponder.generation.torch_engine import TorchGenerator
+
+        if model is None:
+            raise ValueError("engine torch needs a model (a path, an alias, or a loaded model with its tokenizer)")
+        if isinstance(model, str):
+            from ponder.models import load_model
+
+            model, tokenizer = load_model(model)
+        elif tokenizer is None:
+            raise ValueError("engine torch: a loaded model needs its tokenizer (tokenizer=...)")
+        return TorchGenerator(model, tokenizer, batch_size=batch_size, progress=progress, **options)
+    if spec == "vllm":
+        from ponder.generation.vllm_engine import VLLMGenerator
+
+        if model is None:
+            raise ValueError("engine vllm needs a model (a path or an alias)")
+        return VLLMGenerator(model, seed=seed, **options)
+    if is_url(spec):
+        from ponder.generation.http_engine import HTTPGenerator
+
+        if model is not None and not isinstance(model, str):
+            raise ValueError(f"engine {spec}: a server serves its own weights; give the served model's name, "
+                             "not a loaded model")
+        return HTTPGenerator(spec, model, api_key=api_key, max_concurrency=max_concurrency, timeout=timeout,
+                             progress=progress, **options)
+    raise EngineError(f"unknown engine {spec!r}: expected one of {', '.join(ENGINES)}")
