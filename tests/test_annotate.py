@@ -40,9 +40,15 @@ class OraclePolicy(Generator):
         self.task, self.good, self.usage = task, good, Usage()
         self.states = []
 
-    def generate(self, prompts, params: SamplingParams, formatted: bool = False):
+    def prompt_ids(self, prompts):  # characters as tokens
+        return [[ord(c) for c in p] for p in prompts]
+
+    tokenize = prompt_ids
+
+    def generate(self, prompts, params: SamplingParams):
         out = []
         for prompt in prompts:
+            prompt = "".join(map(chr, prompt))
             lines = prompt.split("\n")
             expr, prefix = lines[0], [l for l in lines[1:] if l]
             self.states.append(tuple(prefix))

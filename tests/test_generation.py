@@ -1,4 +1,4 @@
-"""TorchGenerator against Hugging Face `generate` and teacher forcing, on tiny random models.
+"""The torch engine against Hugging Face `generate` and teacher forcing, on tiny random models.
 
 Random weights make greedy text loop on a few characters, which is all these tests need:
 greedy output is deterministic, so stop strings can be chosen from it and the expected cut
@@ -11,7 +11,7 @@ import string
 import pytest
 import torch
 
-from ponder.generation import Generator, Sample, SamplingParams, TorchGenerator, Usage
+from ponder.generation import EngineError, Generator, Sample, SamplingParams, Usage, make_engine
 from ponder.generation.kv_cache import GrowingLayer, growing_cache
 from ponder.generation.prefill import length_groups, shared_prefix
 from ponder.generation.sampling import sample_tokens, top_k_filter, top_p_filter
@@ -71,7 +71,7 @@ def hf_greedy(model, tokenizer, prompts, max_new_tokens):
 
 def test_greedy_matches_model_generate(tiny):
     model, tokenizer = tiny
-    gen = TorchGenerator(model, tokenizer)
+    gen = make_engine("torch", model, tokenizer=tokenizer)
     samples = gen.generate(PROMPTS, SamplingParams(**GREEDY))
     assert [s[0].token_ids for s in samples] == hf_greedy(model, tokenizer, PROMPTS, 24)
     for (s,) in samples:
@@ -88,7 +88,7 @@ def test_greedy_matches_with_shared_prefix_and_prefill_groups(tiny):
     prefix = shared_prefix(ids)
     assert prefix == len("Context: " + "the same shared words " * 4)
     assert len(length_groups([len(i) - prefix for i in ids])) == 2
-    samples = TorchGenerator(model, tokenizer).generate(prompts, SamplingParams(**GREEDY))
+    samples = make_engine("torch", model, tokenizer=tokenizer).generate(prompts, SamplingParams(**GREEDY))
     assert [s[0].token_ids for s in samples] == hf_greedy(model, tokenizer, prompts, 24)
 
 
@@ -105,14 +105,14 @@ def test_greedy_matches_with_transformers_cache(tiny):
     )
     model = MistralForCausalLM(config).eval()
     assert growing_cache(model.config) is None
-    samples = TorchGenerator(model, tokenizer).generate(PROMPTS, SamplingParams(**GREEDY))
+    samples = make_engine("torch", model, tokenizer=tokenizer).generate(PROMPTS, SamplingParams(**GREEDY))
     assert [s[0].token_ids for s in samples] == hf_greedy(model, tokenizer, PROMPTS, 24)
 
 
 def test_row_major_weights_give_the_same_tokens(tiny):
     model, tokenizer = tiny
-    fast = TorchGenerator(model, tokenizer, column_major=True).generate(PROMPTS, SamplingParams(**GREEDY))
-    plain = TorchGenerator(model, tokenizer, column_major=False).generate(PROMPTS, SamplingParams(**GREEDY))
+    fast = make_engine("torch", model, tokenizer=tokenizer, column_major=True).generate(PROMPTS, SamplingParams(**GREEDY))
+    plain = make_engine("torch", model, tokenizer=tokenizer, column_major=False).generate(PROMPTS, SamplingParams(**GREEDY))
     assert [s[0].token_ids for s in fast] == [s[0].token_ids for s in plain]
 
 
@@ -120,12 +120,12 @@ def test_eos_ends_a_sample(tiny):
     """EOS from the generation config: finish_reason 'stop', no stop_reason, the EOS token is
     the last token, and model.generate stops at the same place."""
     model, tokenizer = tiny
-    first = TorchGenerator(model, tokenizer).generate(PROMPTS[2:3], SamplingParams(**GREEDY))[0][0]
+    first = make_engine("torch", model, tokenizer=tokenizer).generate(PROMPTS[2:3], SamplingParams(**GREEDY))[0][0]
     eos = first.token_ids[3]  # make a token the greedy text produces the end of sequence
     original = model.generation_config.eos_token_id
     model.generation_config.eos_token_id = eos
     try:
-        gen = TorchGenerator(model, tokenizer)
+        gen = make_engine("torch", model, tokenizer=tokenizer)
         (s,) = gen.generate(PROMPTS[2:3], SamplingParams(**GREEDY))[0]
         assert s.finish_reason == "stop" and s.stop_reason is None
         assert s.token_ids == first.token_ids[: first.token_ids.index(eos) + 1]
@@ -140,7 +140,7 @@ def test_eos_ends_a_sample(tiny):
 
 def test_n_samples_share_one_prefill(tiny):
     model, tokenizer = tiny
-    gen = TorchGenerator(model, tokenizer)
+    gen = make_engine("torch", model, tokenizer=tokenizer)
     samples = gen.generate(PROMPTS, SamplingParams(n=3, temperature=0, max_tokens=10))
     prompt_tokens = sum(len(tokenizer(p)["input_ids"]) for p in PROMPTS)
     assert gen.usage == Usage(prefill_tokens=prompt_tokens, generated_tokens=len(PROMPTS) * 3 * 10, calls=1)
@@ -154,13 +154,13 @@ def test_chunks_keep_prompt_order_and_samples(tiny):
     same order, as one big batch - greedy and seeded sampling alike."""
     model, tokenizer = tiny
     for params in [SamplingParams(n=2, **GREEDY), SamplingParams(n=2, temperature=1.0, max_tokens=16, seed=7)]:
-        small = TorchGenerator(model, tokenizer, batch_size=3).generate(PROMPTS, params)
-        large = TorchGenerator(model, tokenizer, batch_size=64).generate(PROMPTS, params)
+        small = make_engine("torch", model, tokenizer=tokenizer, batch_size=3).generate(PROMPTS, params)
+        large = make_engine("torch", model, tokenizer=tokenizer, batch_size=64).generate(PROMPTS, params)
         assert [[s.token_ids for s in p] for p in small] == [[s.token_ids for s in p] for p in large]
 
 
 def test_empty_prompt_list(tiny):
-    gen = TorchGenerator(*tiny)
+    gen = make_engine("torch", tiny[0], tokenizer=tiny[1])
     assert gen.generate([], SamplingParams()) == []
     assert gen.usage.prefill_tokens == gen.usage.generated_tokens == 0
 
@@ -170,7 +170,7 @@ def test_empty_prompt_list(tiny):
 
 def test_seed_reproducible_and_different_seeds_differ(tiny):
     model, tokenizer = tiny
-    gen = TorchGenerator(model, tokenizer)
+    gen = make_engine("torch", model, tokenizer=tokenizer)
     params = dict(n=4, temperature=1.0, top_p=0.95, max_tokens=20)
     a = gen.generate(PROMPTS, SamplingParams(seed=1, **params))
     b = gen.generate(PROMPTS, SamplingParams(seed=1, **params))
@@ -184,7 +184,7 @@ def test_seed_reproducible_and_different_seeds_differ(tiny):
 
 def test_top_k_1_is_greedy(tiny):
     model, tokenizer = tiny
-    gen = TorchGenerator(model, tokenizer)
+    gen = make_engine("torch", model, tokenizer=tokenizer)
     greedy = gen.generate(PROMPTS, SamplingParams(**GREEDY))
     top1 = gen.generate(PROMPTS, SamplingParams(temperature=0.8, top_k=1, max_tokens=24, seed=3))
     assert [s[0].token_ids for s in top1] == [s[0].token_ids for s in greedy]
@@ -194,7 +194,7 @@ def test_logprobs_match_teacher_forcing(tiny):
     """Each generated token's logprob equals log_softmax(logits / T) of a full forward pass
     over prompt + completion, and `logprobs()` reproduces them in a batch."""
     model, tokenizer = tiny
-    gen = TorchGenerator(model, tokenizer)
+    gen = make_engine("torch", model, tokenizer=tokenizer)
     for temperature in [0.7, 0.0]:
         params = SamplingParams(n=2, temperature=temperature, top_p=0.9, max_tokens=12, seed=0)
         samples = gen.generate(PROMPTS[:3], params)
@@ -218,7 +218,7 @@ def test_logprobs_match_teacher_forcing(tiny):
 
 def test_logprobs_of_text_completions(tiny):
     model, tokenizer = tiny
-    gen = TorchGenerator(model, tokenizer)
+    gen = make_engine("torch", model, tokenizer=tokenizer)
     by_text = gen.logprobs(["Q: hi\nA:", "x"], [" 42", ""])
     by_ids = gen.logprobs(["Q: hi\nA:", "x"], [tokenizer(" 42")["input_ids"], []])
     assert len(by_text[0]) == 3 and by_text[1] == [] and by_text == by_ids
@@ -231,13 +231,13 @@ def test_samples_follow_weight_updates(tiny):
     follow (the next call equals a fresh engine's)."""
     _, tokenizer = tiny
     model = build_tiny_model(tokenizer, "1m", seed=1).eval()
-    gen = TorchGenerator(model, tokenizer, column_major=True)
+    gen = make_engine("torch", model, tokenizer=tokenizer, column_major=True)
     before = gen.generate(PROMPTS, SamplingParams(**GREEDY))
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(-1.0)  # an "optimizer step" big enough to change greedy text
     after = gen.generate(PROMPTS, SamplingParams(**GREEDY))
-    fresh = TorchGenerator(model, tokenizer, column_major=True).generate(PROMPTS, SamplingParams(**GREEDY))
+    fresh = make_engine("torch", model, tokenizer=tokenizer, column_major=True).generate(PROMPTS, SamplingParams(**GREEDY))
     assert [s[0].token_ids for s in after] == [s[0].token_ids for s in fresh]
     assert [s[0].token_ids for s in after] != [s[0].token_ids for s in before]
 
@@ -256,7 +256,7 @@ def _first_fresh_pair(text: str, pieces_start: list[int]) -> int | None:
 
 def test_stop_string_truncates_text(tiny):
     model, tokenizer = tiny
-    gen = TorchGenerator(model, tokenizer)
+    gen = make_engine("torch", model, tokenizer=tokenizer)
     full = gen.generate(PROMPTS, SamplingParams(**GREEDY))
     checked = 0
     for prompt, (ref,) in zip(PROMPTS, full):
@@ -277,7 +277,7 @@ def test_stop_string_ending_mid_token(bpe):
     """A stop string that ends inside a multi-character token: the token is kept in
     token_ids, the text is cut at the stop string."""
     model, tokenizer = bpe
-    gen = TorchGenerator(model, tokenizer)
+    gen = make_engine("torch", model, tokenizer=tokenizer)
     prompts = ["the cat", "12 + 30 =", "what is 7"]
     checked = 0
     for prompt, (ref,) in zip(prompts, gen.generate(prompts, SamplingParams(**GREEDY))):
@@ -299,7 +299,7 @@ def test_stop_string_ending_mid_token(bpe):
 
 
 def test_max_tokens_is_length(tiny):
-    gen = TorchGenerator(*tiny)
+    gen = make_engine("torch", tiny[0], tokenizer=tiny[1])
     for (s,) in gen.generate(PROMPTS, SamplingParams(temperature=1.0, max_tokens=7, seed=0)):
         assert s.finish_reason == "length" and s.num_tokens == len(s.token_ids) == len(s.logprobs) == 7
 
@@ -319,7 +319,7 @@ def test_finished_rows_leave_the_batch(tiny):
     handle = model.register_forward_pre_hook(count, with_kwargs=True)
     try:
         params = SamplingParams(n=4, temperature=1.0, max_tokens=40, stop=["a", "e", "o", "1"], seed=0)
-        samples = TorchGenerator(model, tokenizer).generate(PROMPTS, params)
+        samples = make_engine("torch", model, tokenizer=tokenizer).generate(PROMPTS, params)
     finally:
         handle.remove()
     lengths = [s.num_tokens for p in samples for s in p]
@@ -329,31 +329,31 @@ def test_finished_rows_leave_the_batch(tiny):
     # Rows moved around the cache as others left, yet each sample is the start of the same
     # row's sample without stop strings (where every row runs to max_tokens).
     params.stop = []
-    unstopped = TorchGenerator(model, tokenizer).generate(PROMPTS, params)
+    unstopped = make_engine("torch", model, tokenizer=tokenizer).generate(PROMPTS, params)
     for p, q in zip(samples, unstopped):
         for s, t in zip(p, q):
             assert s.token_ids == t.token_ids[: s.num_tokens]
 
 
-# ----- prompts: chat template and formatted prompts -----
+# ----- prompts: chat template, and token ids continued verbatim -----
 
 
-def test_chat_template_and_formatted_prompts():
+def test_chat_template_and_token_id_prompts():
     tokenizer = build_char_tokenizer()
     tokenizer.chat_template = "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}[assistant] "
     model = build_tiny_model(tokenizer, "1m").eval()
-    gen = TorchGenerator(model, tokenizer)
-    assert gen.chat and not TorchGenerator(model, tokenizer, chat=False).chat
-    assert gen.format("hi") == format_prompt(tokenizer, "hi") == "[user] hi\n[assistant] "
-    assert gen.encode(["hi"]) == [tokenizer("[user] hi\n[assistant] ")["input_ids"]]
+    gen = make_engine("torch", model, tokenizer=tokenizer)
+    assert format_prompt(tokenizer, "hi") == "[user] hi\n[assistant] "
+    assert gen.prompt_ids(["hi"]) == [tokenizer("[user] hi\n[assistant] ", add_special_tokens=False)["input_ids"]]
+    assert make_engine("torch", model, tokenizer=tokenizer, chat=False).prompt_ids(["hi"]) == [tokenizer("hi")["input_ids"]]
     params = SamplingParams(**GREEDY)
     raw = gen.generate(["hi"], params)[0][0]
-    formatted = gen.generate([gen.format("hi")], params, formatted=True)[0][0]
-    assert raw.token_ids == formatted.token_ids
+    by_ids = gen.generate(gen.prompt_ids(["hi"]), params)[0][0]
+    assert raw.token_ids == by_ids.token_ids
 
 
 def test_bad_params_name_the_field(tiny):
-    gen = TorchGenerator(*tiny)
+    gen = make_engine("torch", tiny[0], tokenizer=tiny[1])
     for bad, field in [(dict(n=0), "n"), (dict(top_p=0.0), "top_p"), (dict(temperature=-1), "temperature"),
                        (dict(stop=[""]), "stop"), (dict(max_tokens=0), "max_tokens"), (dict(top_k=-2), "top_k")]:
         with pytest.raises(ValueError, match=f"SamplingParams.{field}"):
@@ -363,7 +363,7 @@ def test_bad_params_name_the_field(tiny):
 
 
 def test_engine_implements_the_contract(tiny):
-    gen = TorchGenerator(*tiny)
+    gen = make_engine("torch", tiny[0], tokenizer=tiny[1])
     assert isinstance(gen, Generator)
     out = gen.generate(["x"], SamplingParams(n=2, max_tokens=3, seed=0))
     assert len(out) == 1 and len(out[0]) == 2 and all(isinstance(s, Sample) for s in out[0])

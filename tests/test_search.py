@@ -3,8 +3,9 @@
 `Scripted` is a Generator whose continuations are fixed: a tree maps the solution so far to
 its possible next steps, drawn in turn (the k-th sample ever drawn after a partial solution
 is option k mod len, however the samples are spread over prompts), and whole-solution
-calls cycle through a list. It counts tokens as TorchGenerator does (one character = one
-token; a prompt's prefill is shared by its n samples), so compute can be checked exactly.
+calls cycle through a list. Its tokens are characters (`ord`), as the engine contract's
+token-id continuations need; it counts them as the torch engine does (a prompt's prefill is
+shared by its n samples), so compute can be checked exactly.
 `StepTable` is a scorer that scores a step by its text and counts the characters it reads.
 """
 from __future__ import annotations
@@ -41,9 +42,15 @@ class Scripted(Generator):
         self.prompts: list[str] = []
         self.drawn: dict[str, int] = {}  # samples drawn so far per partial solution
 
+    def prompt_ids(self, prompts):
+        return [[ord(c) for c in p] for p in prompts]
+
+    tokenize = prompt_ids
+
     def generate(self, prompts, params: SamplingParams):
         out = []
         for i, prompt in enumerate(prompts):
+            prompt = prompt if isinstance(prompt, str) else "".join(map(chr, prompt))
             assert prompt.startswith(ROOT) or "previous attempt" in prompt, prompt
             self.prompts.append(prompt)
             self.usage.prefill_tokens += len(prompt)
@@ -58,19 +65,23 @@ class Scripted(Generator):
             cut = text[: params.max_tokens]
             done = "</think>" in cut
             text = cut.split("</think>")[0] if done else cut
-            return Sample(text, [0] * len(cut), None, "stop" if done else "length", len(cut), "</think>" if done else None)
+            return Sample(text, _ids(cut), None, "stop" if done else "length", len(cut), "</think>" if done else None)
         if params.stop:
             prefix = prompt[len(ROOT):]
             options, k = self.tree[prefix], self.drawn.get(prefix, 0)
             self.drawn[prefix] = k + 1
             text = options[k % len(options) if params.temperature > 0 else 0]
             stop = "\n" if text.endswith("\n") else None
-            return Sample(text, [0] * len(text), None, "stop", len(text), stop)
+            return Sample(text, _ids(text), None, "stop", len(text), stop)
         if "previous attempt" in prompt:
             text = "revised\nAnswer: 14"
         else:
             text = self.solutions[j % len(self.solutions) if params.temperature > 0 else 0]
-        return Sample(text, [0] * len(text), None, "stop", len(text))
+        return Sample(text, _ids(text), None, "stop", len(text))
+
+
+def _ids(text: str) -> list[int]:
+    return [ord(c) for c in text]
 
 
 class StepTable(Scorer):
@@ -239,9 +250,9 @@ def test_unknown_strategy_lists_the_known_ones():
 # ----- continuation on a real engine -----
 
 def test_step_by_step_continuation_reproduces_whole_generation():
-    """Greedy steps generated one at a time from `root + partial` (formatted once, then
-    passed verbatim) give the same text and token count as one greedy generation."""
-    from ponder.generation import TorchGenerator
+    """Greedy steps generated one at a time from `root + partial` (the prompt's ids plus the
+    ids generated so far) give the same text and token count as one greedy generation."""
+    from ponder.generation import make_engine
     from ponder.models import build_char_tokenizer, build_tiny_model
 
     class Colon(Toy):
@@ -251,7 +262,7 @@ def test_step_by_step_continuation_reproduces_whole_generation():
             return "Q: 2+3*4? A:"
 
     tok = build_char_tokenizer()
-    gen = TorchGenerator(build_tiny_model(tok, "1m", seed=0).eval(), tok, column_major=False)
+    gen = make_engine("torch", build_tiny_model(tok, "1m", seed=0).eval(), tokenizer=tok, column_major=False)
     task = Colon()
     [[whole]] = gen.generate([task.prompt(PROBLEM)], SamplingParams(temperature=0, max_tokens=24))
     assert whole.text.count(":") >= 4  # the premise: several steps

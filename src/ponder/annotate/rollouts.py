@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ponder.generation.base import Generator, SamplingParams, generate_verbatim, model_text
+from ponder.generation.base import Generator, SamplingParams
 from ponder.tasks.base import Problem, Task
 
 
@@ -30,10 +30,18 @@ def join_prefix(task: Task, steps: list[str]) -> str:
     return "".join(s + task.step_delimiter for s in steps)
 
 
-def continuation_prompt(generator: Generator, task: Task, problem: Problem, steps: list[str]) -> str:
-    """The model-ready prompt continuing `steps`: the formatted task prompt (chat template
-    applied when the engine uses one) followed by the prefix text."""
-    return model_text(generator, task.prompt(problem)) + join_prefix(task, steps)
+def continuation_prompts(generator: Generator, task: Task, states: list[tuple[Problem, list[str]]]) -> list[list[int]]:
+    """Model-ready token ids continuing each state's `steps`: the task prompt's ids (chat
+    template applied once) followed by the ids of the prefix text. The prefix is tokenised
+    on its own, so the prompt/answer boundary is exactly where generation starts; steps come
+    from split sample texts, so their ids are re-tokenised (exact for character-level models,
+    the usual tokenisation of that text for BPE ones)."""
+    prompts = generator.prompt_ids([task.prompt(p) for p, _ in states])
+    prefixes = [join_prefix(task, steps) for _, steps in states]
+    nonempty = [i for i, t in enumerate(prefixes) if t]
+    for i, ids in zip(nonempty, generator.tokenize([prefixes[i] for i in nonempty])):
+        prompts[i] = prompts[i] + ids
+    return prompts
 
 
 def complete_states(
@@ -48,9 +56,9 @@ def complete_states(
     """k rollouts from each (problem, prefix steps) state, in one batched call."""
     if not states:
         return []
-    prompts = [continuation_prompt(generator, task, p, steps) for p, steps in states]
+    prompts = continuation_prompts(generator, task, states)
     params = SamplingParams(n=k, temperature=temperature, max_tokens=max_tokens, seed=seed, logprobs=False)
-    outs = generate_verbatim(generator, prompts, params)
+    outs = generator.generate(prompts, params)
     result = []
     for (problem, steps), samples in zip(states, outs):
         rolls = []

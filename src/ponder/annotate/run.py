@@ -48,7 +48,10 @@ class AnnotateConfig:
     n_problems: int = 64
     """problems to annotate"""
     policy: str = "runs/demo/sft/model"
-    """policy model that samples solutions and rollouts (local dir, .gguf or smollm2)"""
+    """policy model that samples solutions and rollouts (local dir, .gguf or smollm2; with a
+    server engine, the served model's name)"""
+    engine: str = "torch"
+    """engine of the policy: torch, vllm, or an OpenAI-compatible server URL (http://host:port/v1)"""
     samples: int = 4
     """solutions sampled per problem"""
     temperature: float = 1.0
@@ -63,6 +66,8 @@ class AnnotateConfig:
     """OmegaPRM settings overriding its defaults: alpha, beta, length_scale, c_puct, search_limit"""
     judge_model: str = "smollm2"
     """model used as the LLM judge when `judge` is among the methods"""
+    judge_engine: str = "torch"
+    """engine of the judge: torch, vllm, or a server URL"""
     rationalize: bool = True
     """STaR rationalisation for problems with no correct sample"""
     hint_template: str = "{prompt}\n(The answer is {answer}.)\n"
@@ -285,18 +290,14 @@ def annotate(cfg: AnnotateConfig, progress: bool = True, generator=None, judge_g
     write_yaml(saved, to_dict(cfg))
     task = get_task(cfg.task, **cfg.task_args)
     problems = task.problems(cfg.split, n=cfg.n_problems, seed=cfg.seed)
-    if generator is None:
-        from ponder.generation import TorchGenerator
-        from ponder.models import load_model
+    from ponder.generation import make_engine
 
-        generator = TorchGenerator(*load_model(cfg.policy), batch_size=cfg.batch_size)
+    if generator is None:
+        generator = make_engine(cfg.engine, cfg.policy, batch_size=cfg.batch_size)
     judge = None
     if "judge" in cfg.methods:
         if judge_generator is None:
-            from ponder.generation import TorchGenerator
-            from ponder.models import load_model
-
-            judge_generator = TorchGenerator(*load_model(cfg.judge_model), batch_size=cfg.batch_size)
+            judge_generator = make_engine(cfg.judge_engine, cfg.judge_model, batch_size=cfg.batch_size)
         judge = LLMJudge(judge_generator)
     annotator = Annotator(cfg, generator, task, judge)
     path = run_dir / "records.jsonl"

@@ -20,6 +20,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 console = Console()
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML file of options; flags given here override it.")
 RunOpt = typer.Option(None, "--run", help="run name: outputs go to runs/<name>/")
+EngineOpt = typer.Option(None, "--engine", help="generation engine: torch (default, in this process), vllm, or the "
+                                                "URL of an OpenAI-compatible server, http(s)://host:port/v1")
+ApiKeyOpt = typer.Option(None, "--api-key", help="API key of a server engine (default: $OPENAI_API_KEY)")
+ConcurrencyOpt = typer.Option(None, "--max-concurrency", help="requests in flight to a server engine (default 16)")
 
 
 def _fail(msg: str) -> None:
@@ -67,6 +71,17 @@ def _print_summary(title: str, out: dict, output: Path | None) -> None:
     print(json.dumps(out["summary"]))
 
 
+def _engine_env(api_key: str | None, max_concurrency: int | None) -> None:
+    """Server-engine settings that are not part of a run's config (a key must never land in
+    config.yaml): passed to `make_engine` through the environment it reads."""
+    if api_key:
+        os.environ["OPENAI_API_KEY"] = api_key
+    if max_concurrency is not None:
+        if max_concurrency < 1:
+            _fail(f"--max-concurrency must be >= 1, got {max_concurrency}")
+        os.environ["PONDER_MAX_CONCURRENCY"] = str(max_concurrency)
+
+
 def _resolve_run_model(name: str) -> str:
     """A run name (runs/<name>) resolves to its trained model folder."""
     p = Path(name)
@@ -77,8 +92,16 @@ def _resolve_run_model(name: str) -> str:
 
 
 def main():
-    app()
+    """The console script: engine failures (a server down, a missing capability) are a
+    user's problem to fix, so they end in one clear line, not a traceback."""
+    from ponder.generation.base import EngineError
+
+    try:
+        app()
+    except EngineError as e:
+        console.print(f"[bold red]error:[/bold red] {e}")
+        raise SystemExit(2)
 
 
 # Imported for their side effect: each module adds its commands to `app`.
-from ponder.cli import core, rewards, rl, search  # noqa: E402,F401  isort: skip
+from ponder.cli import core, rewards, rl, search, serve  # noqa: E402,F401  isort: skip

@@ -8,7 +8,30 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from ponder.cli import ConfigOpt, _print_summary, RunOpt, _config, _fail, _resolve_run_model, _task_args, app, console
+from ponder.cli import (
+    ApiKeyOpt,
+    ConcurrencyOpt,
+    ConfigOpt,
+    EngineOpt,
+    RunOpt,
+    _config,
+    _engine_env,
+    _fail,
+    _print_summary,
+    _resolve_run_model,
+    _task_args,
+    app,
+    console,
+)
+
+
+def _open_engine(engine: str | None, model: str, **kw):
+    """The engine of a command: `model` is resolved as a run name for the in-process engines
+    and is the served model's name for a server."""
+    from ponder.generation import is_url, make_engine
+
+    spec = engine or "torch"
+    return make_engine(spec, model if is_url(spec) else _resolve_run_model(model), **kw)
 
 
 @app.command()
@@ -59,8 +82,12 @@ def sft(
 
 @app.command("eval")
 def eval_cmd(
-    model: str = typer.Option(..., help="model dir, .gguf, smollm2, or a run name under runs/"),
+    model: str = typer.Option(..., help="model dir, .gguf, smollm2, or a run name under runs/ (with a server "
+                                        "engine: the served model's name)"),
     config: Optional[Path] = ConfigOpt,
+    engine: Optional[str] = EngineOpt,
+    api_key: Optional[str] = ApiKeyOpt,
+    max_concurrency: Optional[int] = ConcurrencyOpt,
     task: str = typer.Option("arith", help="task name or dataset path"),
     n: Optional[int] = typer.Option(None, help="number of problems"),
     k: Optional[int] = typer.Option(None, help="samples per problem for pass@k / maj@k (0 = greedy only)"),
@@ -73,25 +100,28 @@ def eval_cmd(
 ):
     """Greedy accuracy, unbiased pass@k, maj@k and mean tokens per solution."""
     from ponder.eval import EvalConfig, evaluate
-    from ponder.generation import TorchGenerator
-    from ponder.models import load_model
     from ponder.tasks import get_task
 
     cfg = _config(EvalConfig, config, n=n, k=k, temperature=temperature, max_tokens=max_tokens, split=split, seed=seed)
+    _engine_env(api_key, max_concurrency)
     try:
-        model_path = _resolve_run_model(model)
         t = get_task(task, **_task_args(task_arg))
         problems = t.problems(cfg.split, n=cfg.n, seed=cfg.seed)
-        m, tok = load_model(model_path)
+        gen = _open_engine(engine, model, progress=True)
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e))
-    out = evaluate(TorchGenerator(m, tok, progress=True), t, problems, cfg)
+    with gen:
+        out = evaluate(gen, t, problems, cfg)
     _print_summary(f"eval: {task} ({len(problems)} problems)", out, output)
 
 
 @app.command()
 def generate(
-    model: str = typer.Option(..., help="model dir, .gguf, smollm2, or a run name under runs/"),
+    model: str = typer.Option(..., help="model dir, .gguf, smollm2, or a run name under runs/ (with a server "
+                                        "engine: the served model's name)"),
+    engine: Optional[str] = EngineOpt,
+    api_key: Optional[str] = ApiKeyOpt,
+    max_concurrency: Optional[int] = ConcurrencyOpt,
     prompt: Optional[list[str]] = typer.Option(None, help="prompt text (repeatable)"),
     task: Optional[str] = typer.Option(None, help="take prompts from this task's test split"),
     num_problems: int = typer.Option(3, help="problems to take from --task"),
@@ -104,8 +134,7 @@ def generate(
     seed: int = typer.Option(0),
 ):
     """Sample completions from a model and show them with their token counts."""
-    from ponder.generation import SamplingParams, TorchGenerator
-    from ponder.models import load_model
+    from ponder.generation import SamplingParams
 
     problems, texts = None, list(prompt or [])
     if task:
@@ -116,11 +145,11 @@ def generate(
         texts = [t.prompt(p) for p in problems]
     if not texts:
         _fail("give --prompt or --task")
+    _engine_env(api_key, max_concurrency)
     try:
-        m, tok = load_model(_resolve_run_model(model))
+        gen = _open_engine(engine, model)
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e))
-    gen = TorchGenerator(m, tok)
     stops = [s.encode().decode("unicode_escape") for s in (stop or [])]
     sp = SamplingParams(n=n, temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_tokens, stop=stops,
                         seed=seed)
@@ -146,13 +175,14 @@ def demo(
     model: Optional[str] = typer.Option(None, help="tiny:<preset> or a model path"),
     sft_steps: Optional[int] = typer.Option(None, help="SFT optimiser steps"),
     eval_n: Optional[int] = typer.Option(None, help="held-out problems"),
+    engine: Optional[str] = typer.Option(None, "--engine", help="engine sampling the trained models: torch or vllm"),
     runs_dir: Path = typer.Option(Path("runs"), help="parent folder of run directories"),
 ):
     """The main job: SFT, annotation, PRM, RL and test-time scaling on arith, with a report. Resumable."""
     from ponder.pipeline.demo import QUICK, DemoConfig, demo as run_demo
 
     base = dict(QUICK) if quick else {}
-    flags = {**base, **{k: v for k, v in dict(model=model, sft_steps=sft_steps, eval_n=eval_n).items() if v is not None}}
+    flags = {**base, **{k: v for k, v in dict(model=model, sft_steps=sft_steps, eval_n=eval_n, engine=engine).items() if v is not None}}
     cfg = _config(DemoConfig, config, **flags)
     name = run + ("-quick" if quick and run == "demo" else "")
     try:

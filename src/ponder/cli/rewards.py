@@ -8,7 +8,28 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from ponder.cli import ConfigOpt, RunOpt, _config, _fail, _resolve_run_model, _task_args, app, console
+from ponder.cli import (
+    ApiKeyOpt,
+    ConcurrencyOpt,
+    ConfigOpt,
+    EngineOpt,
+    RunOpt,
+    _config,
+    _engine_env,
+    _fail,
+    _resolve_run_model,
+    _task_args,
+    app,
+    console,
+)
+
+
+def _policy(name: str | None, engine: str | None) -> str | None:
+    """A policy given on the command line: a run name resolves to its model folder, except
+    for a server engine, where it is the served model's name."""
+    from ponder.generation import is_url
+
+    return name if name is None or is_url(engine or "") else _resolve_run_model(name)
 
 
 @app.command()
@@ -24,15 +45,21 @@ def annotate(
     max_tokens: Optional[int] = typer.Option(None, help="tokens per solution or rollout"),
     judge_model: Optional[str] = typer.Option(None, help="model used as LLM judge"),
     task_arg: Optional[list[str]] = typer.Option(None, help="task knob key=value (repeatable)"),
+    engine: Optional[str] = EngineOpt,
+    api_key: Optional[str] = ApiKeyOpt,
+    max_concurrency: Optional[int] = ConcurrencyOpt,
+    judge_engine: Optional[str] = typer.Option(None, help="engine of the judge: torch, vllm, or a server URL"),
     seed: Optional[int] = typer.Option(None, help="seed"),
     runs_dir: Optional[str] = typer.Option(None, help="parent folder of run directories"),
 ):
     """Sample solutions and label outcomes and steps (Math-Shepherd, OmegaPRM, judge); resumable."""
     from ponder.annotate import AnnotateConfig, annotate as run_annotate
 
-    cfg = _config(AnnotateConfig, config, run=run, task=task, policy=_resolve_run_model(policy) if policy else None,
+    cfg = _config(AnnotateConfig, config, run=run, task=task, policy=_policy(policy, engine),
                   n_problems=n_problems, samples=samples, methods=method or None, k=k, max_tokens=max_tokens,
-                  judge_model=judge_model, task_args=_task_args(task_arg) or None, seed=seed, runs_dir=runs_dir)
+                  judge_model=judge_model, task_args=_task_args(task_arg) or None, seed=seed, runs_dir=runs_dir,
+                  engine=engine, judge_engine=judge_engine)
+    _engine_env(api_key, max_concurrency)
     try:
         summary = run_annotate(cfg)
     except (FileNotFoundError, ValueError) as e:
@@ -89,15 +116,19 @@ def eval_rm(
     aggregation: Optional[str] = typer.Option(None, help="PRM step aggregation: last, min, prod, mean"),
     threshold: Optional[float] = typer.Option(None, help="step score below this = predicted error"),
     task_arg: Optional[list[str]] = typer.Option(None, help="task knob key=value (repeatable)"),
+    engine: Optional[str] = EngineOpt,
+    api_key: Optional[str] = ApiKeyOpt,
+    max_concurrency: Optional[int] = ConcurrencyOpt,
     seed: Optional[int] = typer.Option(None, help="seed"),
     output: Optional[Path] = typer.Option(None, help="write the JSON result here"),
 ):
     """ProcessBench-style F1 and best-of-N accuracy of reward models, beside majority vote."""
     from ponder.eval.rm import EvalRMConfig, run_eval_rm
 
-    cfg = _config(EvalRMConfig, config, policy=_resolve_run_model(policy) if policy else None, task=task, n=n,
+    cfg = _config(EvalRMConfig, config, policy=_policy(policy, engine), task=task, n=n,
                   samples=samples, max_tokens=max_tokens, aggregation=aggregation, threshold=threshold,
-                  task_args=_task_args(task_arg) or None, seed=seed)
+                  task_args=_task_args(task_arg) or None, seed=seed, engine=engine)
+    _engine_env(api_key, max_concurrency)
     try:
         out = run_eval_rm(rm, cfg)
     except (FileNotFoundError, ValueError) as e:

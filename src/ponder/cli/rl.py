@@ -8,7 +8,19 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from ponder.cli import ConfigOpt, RunOpt, _config, _fail, _task_args, app, console
+from ponder.cli import (
+    ApiKeyOpt,
+    ConcurrencyOpt,
+    ConfigOpt,
+    EngineOpt,
+    RunOpt,
+    _config,
+    _engine_env,
+    _fail,
+    _task_args,
+    app,
+    console,
+)
 
 
 @app.command()
@@ -29,6 +41,9 @@ def rl(
     lora_r: Optional[int] = typer.Option(None, help="LoRA rank (0 = full fine-tuning; needs peft)"),
     n_eval: Optional[int] = typer.Option(None, help="held-out problems for greedy evaluation"),
     task_arg: Optional[list[str]] = typer.Option(None, help="task knob key=value (repeatable)"),
+    engine: Optional[str] = EngineOpt,
+    api_key: Optional[str] = ApiKeyOpt,
+    max_concurrency: Optional[int] = ConcurrencyOpt,
     seed: Optional[int] = typer.Option(None, help="seed"),
     runs_dir: Optional[str] = typer.Option(None, help="parent folder of run directories"),
 ):
@@ -38,8 +53,9 @@ def rl(
 
     args = _config(RLArgs, config, run=run, model=model, task=task, estimator=estimator, steps=steps,
                    prompts_per_step=prompts_per_step, group_size=group_size, max_tokens=max_tokens, lr=lr, beta=beta,
-                   rewards=list(reward) if reward else None, prm=prm, lora_r=lora_r, n_eval=n_eval, seed=seed,
+                   rewards=list(reward) if reward else None, prm=prm, lora_r=lora_r, n_eval=n_eval, seed=seed, engine=engine,
                    runs_dir=runs_dir, task_args=_task_args(task_arg) or None)
+    _engine_env(api_key, max_concurrency)
     try:
         out = run_rl(args)
     except (FileNotFoundError, ValueError, ImportError, RewardError, FloatingPointError) as e:
@@ -61,6 +77,9 @@ def dpo(
     lr: Optional[float] = typer.Option(None, help="peak learning rate"),
     n_eval: Optional[int] = typer.Option(None, help="held-out problems for greedy accuracy"),
     task_arg: Optional[list[str]] = typer.Option(None, help="task knob key=value (repeatable)"),
+    engine: Optional[str] = EngineOpt,
+    api_key: Optional[str] = ApiKeyOpt,
+    max_concurrency: Optional[int] = ConcurrencyOpt,
     seed: Optional[int] = typer.Option(None, help="seed"),
     runs_dir: Optional[str] = typer.Option(None, help="parent folder of run directories"),
 ):
@@ -68,8 +87,9 @@ def dpo(
     from ponder.train.dpo import DPOArgs, run_dpo
 
     args = _config(DPOArgs, config, run=run, model=model, data=str(data) if data else None, step=step, task=task,
-                   beta=beta, steps=steps, batch_size=batch_size, lr=lr, n_eval=n_eval, seed=seed, runs_dir=runs_dir,
+                   beta=beta, steps=steps, batch_size=batch_size, lr=lr, n_eval=n_eval, seed=seed, engine=engine, runs_dir=runs_dir,
                    task_args=_task_args(task_arg) or None)
+    _engine_env(api_key, max_concurrency)
     try:
         out = run_dpo(args)
     except (FileNotFoundError, ValueError, FloatingPointError) as e:
@@ -89,6 +109,9 @@ def iterate(
     sft_steps: Optional[int] = typer.Option(None, help="SFT steps per round"),
     n_eval: Optional[int] = typer.Option(None, help="held-out problems for greedy accuracy"),
     task_arg: Optional[list[str]] = typer.Option(None, help="task knob key=value (repeatable)"),
+    engine: Optional[str] = EngineOpt,
+    api_key: Optional[str] = ApiKeyOpt,
+    max_concurrency: Optional[int] = ConcurrencyOpt,
     seed: Optional[int] = typer.Option(None, help="seed"),
     runs_dir: Optional[str] = typer.Option(None, help="parent folder of run directories"),
 ):
@@ -96,8 +119,9 @@ def iterate(
     from ponder.train.iterate import IterateArgs, run_iterate
 
     args = _config(IterateArgs, config, run=run, model=model, task=task, rounds=rounds, n_problems=n_problems,
-                   samples=samples, sft_steps=sft_steps, n_eval=n_eval, seed=seed, runs_dir=runs_dir,
+                   samples=samples, sft_steps=sft_steps, n_eval=n_eval, seed=seed, engine=engine, runs_dir=runs_dir,
                    task_args=_task_args(task_arg) or None)
+    _engine_env(api_key, max_concurrency)
     try:
         out = run_iterate(args)
     except (FileNotFoundError, ValueError, FloatingPointError) as e:

@@ -7,7 +7,20 @@ from typing import Optional
 
 import typer
 
-from ponder.cli import ConfigOpt, _print_summary, _config, _fail, _resolve_run_model, _task_args, app, console
+from ponder.cli import (
+    ApiKeyOpt,
+    ConcurrencyOpt,
+    ConfigOpt,
+    EngineOpt,
+    _config,
+    _engine_env,
+    _fail,
+    _print_summary,
+    _resolve_run_model,
+    _task_args,
+    app,
+    console,
+)
 
 
 def _progress(total: int, label: str):
@@ -41,6 +54,9 @@ def search_cmd(
     n_problems: Optional[int] = typer.Option(None, help="number of problems"),
     temperature: Optional[float] = typer.Option(None, help="sampling temperature"),
     max_tokens: Optional[int] = typer.Option(None, help="generated tokens per solution, at most"),
+    engine: Optional[str] = EngineOpt,
+    api_key: Optional[str] = ApiKeyOpt,
+    max_concurrency: Optional[int] = ConcurrencyOpt,
     seed: Optional[int] = typer.Option(None, help="seed"),
     output: Optional[Path] = typer.Option(None, help="write the JSON result (summary and records) here"),
 ):
@@ -50,10 +66,12 @@ def search_cmd(
     args = _config(SearchArgs, config, model=model, task=task, strategy=strategy, n=n, beam_width=beam_width,
                    scorer=scorer, aggregation=aggregation, weighted=weighted, share_prefix=share_prefix,
                    n_problems=n_problems,
-                   temperature=temperature, max_tokens=max_tokens, seed=seed, task_args=_task_args(task_arg) or None)
+                   temperature=temperature, max_tokens=max_tokens, seed=seed, task_args=_task_args(task_arg) or None,
+                   engine=engine)
+    _engine_env(api_key, max_concurrency)
     try:
         ctx, problems = setup(args.model, args.task, args.task_args, args.scorer, args.n_problems, args.split,
-                              args.seed, _resolve_run_model)
+                              args.seed, _resolve_run_model, args.engine)
         bar, tick = _progress(len(problems), f"{args.strategy} N={args.n}")
         with bar:
             out = run_search(ctx, problems, args, tick)
@@ -79,6 +97,9 @@ def scale(
     max_tokens: Optional[int] = typer.Option(None, help="generated tokens per solution, at most"),
     difficulty: Optional[str] = typer.Option(None, help="difficulty bins from 'pass_rate' (gold) or 'score'"),
     bins: Optional[int] = typer.Option(None, help="difficulty bins for compute-optimal selection"),
+    engine: Optional[str] = EngineOpt,
+    api_key: Optional[str] = ApiKeyOpt,
+    max_concurrency: Optional[int] = ConcurrencyOpt,
     seed: Optional[int] = typer.Option(None, help="seed"),
 ):
     """Sweep strategies x budgets: scaling table, JSON, plot, and compute-optimal selection."""
@@ -91,13 +112,14 @@ def scale(
         cfg = _config(ScaleConfig, config, model=model, task=task, strategies=_csv(strategies),
                       budgets=_csv(budgets, int), scorer=scorer, n_problems=n_problems, beam_width=beam_width,
                       temperature=temperature, max_tokens=max_tokens, difficulty=difficulty, bins=bins, seed=seed,
-                      task_args=_task_args(task_arg) or None)
+                      task_args=_task_args(task_arg) or None, engine=engine)
+        _engine_env(api_key, max_concurrency)
         for s in cfg.strategies:
             get_strategy(s)
         if not cfg.budgets or any(b < 1 for b in cfg.budgets):
             raise ValueError(f"budgets must be positive integers, got {cfg.budgets}")
         ctx, problems = setup(cfg.model, cfg.task, cfg.task_args, cfg.scorer, cfg.n_problems, cfg.split, cfg.seed,
-                              _resolve_run_model)
+                              _resolve_run_model, cfg.engine)
         runs = sum(1 if s == "greedy" else len(cfg.budgets) for s in cfg.strategies) * len(problems)
         bar, tick = _progress(runs, "scale")
         with bar:

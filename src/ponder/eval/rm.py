@@ -135,7 +135,9 @@ def evaluate_reward_model(scorer: Scorer, data: SampleSet, aggregation: str = "l
 @dataclass
 class EvalRMConfig:
     policy: str = "runs/demo/sft/model"
-    """policy that samples the solutions to judge"""
+    """policy that samples the solutions to judge (with a server engine: the served name)"""
+    engine: str = "torch"
+    """engine of the policy: torch, vllm, or an OpenAI-compatible server URL"""
     task: str = "arith"
     """task name or dataset path"""
     task_args: dict | None = None
@@ -160,8 +162,7 @@ class EvalRMConfig:
 
 def run_eval_rm(rm_paths: list[str], cfg: EvalRMConfig) -> dict:
     """Evaluate each reward model (PRM or ORM dir, or `verifier`) on one shared sample set."""
-    from ponder.generation import TorchGenerator
-    from ponder.models import load_model
+    from ponder.generation import make_engine
     from ponder.rewards.base import VerifierScorer
     from ponder.rewards.model import load_reward_model
     from ponder.tasks import get_task
@@ -171,7 +172,7 @@ def run_eval_rm(rm_paths: list[str], cfg: EvalRMConfig) -> dict:
     scorers = {}
     for path in rm_paths:
         scorers[path] = VerifierScorer(task, problems) if path == "verifier" else load_reward_model(path)
-    generator = TorchGenerator(*load_model(cfg.policy), progress=True)
+    generator = make_engine(cfg.engine, cfg.policy, progress=True)
     data = sample_solutions(generator, task, problems, cfg.samples, cfg.temperature, cfg.max_tokens, cfg.seed)
     ns = [k for k in (1, 2, 4, 8, 16, 32, 64) if k <= cfg.samples]
     maj, oracle = vote_and_oracle(data, ns)

@@ -12,6 +12,8 @@ engine honours the contract in base.py; heavy engines are imported only when ask
 """
 from __future__ import annotations
 
+import os
+
 from ponder.generation.base import EngineError, Generator
 
 ENGINES = ("torch", "vllm", "http(s)://host:port/v1")
@@ -30,7 +32,7 @@ def make_engine(
     progress: bool = False,
     seed: int = 0,
     api_key: str | None = None,
-    max_concurrency: int = 16,
+    max_concurrency: int | None = None,
     timeout: float = 600.0,
     **options,
 ) -> Generator:
@@ -38,8 +40,8 @@ def make_engine(
 
     `batch_size`, `progress`: rows decoded together and a progress bar (torch). `seed`: the
     engine-wide seed where an engine is seeded once (offline vLLM). `api_key` (default:
-    $OPENAI_API_KEY), `max_concurrency` (requests in flight) and `timeout` (seconds per
-    request): server engines. Other `options` go to the engine class (e.g. `chat`,
+    $OPENAI_API_KEY), `max_concurrency` (requests in flight; default $PONDER_MAX_CONCURRENCY
+    or 16) and `timeout` (seconds per request): server engines. Other `options` go to the engine class (e.g. `chat`,
     `column_major` for torch; `gpu_memory_utilization` for vLLM)."""
     spec = (spec or "torch").strip()
     if spec == "torch":
@@ -66,6 +68,9 @@ def make_engine(
         if model is not None and not isinstance(model, str):
             raise ValueError(f"engine {spec}: a server serves its own weights; give the served model's name, "
                              "not a loaded model")
+        api_key = api_key or os.environ.get("OPENAI_API_KEY")
+        if max_concurrency is None:
+            max_concurrency = int(os.environ.get("PONDER_MAX_CONCURRENCY", "16"))
         return HTTPGenerator(spec, model, api_key=api_key, max_concurrency=max_concurrency, timeout=timeout,
                              progress=progress, **options)
     raise EngineError(f"unknown engine {spec!r}: expected one of {', '.join(ENGINES)}")

@@ -85,6 +85,9 @@ class DemoConfig:
     """budgets N of the sweep"""
     scale_strategies: list = field(default_factory=lambda: ["greedy", "majority", "best_of_n", "beam"])
     """strategies of the sweep (best_of_n and beam use the PRM)"""
+    engine: str = "torch"
+    """engine that samples from the trained models (evaluation, annotation, RL rollouts,
+    scaling sweep): torch or vllm. A server URL does not fit: the demo trains its own models"""
     seed: int = 0
     """seed for data, initialisation and sampling"""
 
@@ -95,8 +98,12 @@ QUICK = dict(n_train=3000, sft_steps=150, batch_size=16, eval_n=24, eval_k=4, de
 
 
 def demo(run_dir: Path, cfg: DemoConfig, force: bool = False) -> dict:
+    from ponder.generation import is_url, make_engine
     from ponder.tasks import get_task
 
+    if is_url(cfg.engine):
+        raise ValueError(f"engine {cfg.engine}: the demo trains its own models and samples from each in turn, "
+                         "which a server serving one model cannot do; use --engine torch or --engine vllm")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     saved = run_dir / "config.yaml"
@@ -130,7 +137,6 @@ def demo(run_dir: Path, cfg: DemoConfig, force: bool = False) -> dict:
         return {"model_dir": str(out), "params": count_params(model), "spec": cfg.model}
 
     def sft(results):
-        from ponder.generation import TorchGenerator
         from ponder.generation.base import SamplingParams
         from ponder.models import load_model
         from ponder.train.loop import TrainConfig
@@ -141,7 +147,7 @@ def demo(run_dir: Path, cfg: DemoConfig, force: bool = False) -> dict:
         dev = split()[1]
 
         def dev_accuracy(m):
-            gen = TorchGenerator(m, tokenizer)
+            gen = make_engine("torch", m, tokenizer=tokenizer)  # the model in training
             outs = gen.generate([task.prompt(p) for p in dev], SamplingParams(temperature=0.0, max_tokens=cfg.max_tokens))
             return {"greedy_accuracy": sum(task.is_correct(p, o[0].text) for p, o in zip(dev, outs)) / len(dev)}
 
@@ -153,13 +159,11 @@ def demo(run_dir: Path, cfg: DemoConfig, force: bool = False) -> dict:
 
     def evaluate_policy(name: str, model_dir: str) -> dict:
         from ponder.eval import EvalConfig, evaluate
-        from ponder.generation import TorchGenerator
-        from ponder.models import load_model
 
-        model, tokenizer = load_model(model_dir)
         ec = EvalConfig(n=cfg.eval_n, k=cfg.eval_k, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
                         seed=cfg.seed + 7)
-        out = evaluate(TorchGenerator(model, tokenizer), task, split()[0], ec)
+        with make_engine(cfg.engine, model_dir) as engine:
+            out = evaluate(engine, task, split()[0], ec)
         path = run_dir / f"eval_{name}_records.jsonl"
         with open(path, "w") as f:
             for r in out["records"]:
@@ -171,7 +175,7 @@ def demo(run_dir: Path, cfg: DemoConfig, force: bool = False) -> dict:
 
         methods = ["math_shepherd", "omega_prm"] + (["truth"] if task.has_step_checker else [])
         ac = AnnotateConfig(run="annotate", runs_dir=str(run_dir), task=cfg.task, task_args=cfg.task_args,
-                            n_problems=cfg.annotate_n, policy=results["sft"]["model_dir"],
+                            n_problems=cfg.annotate_n, policy=results["sft"]["model_dir"], engine=cfg.engine,
                             samples=cfg.annotate_samples, k=cfg.annotate_k, temperature=1.0,
                             max_tokens=cfg.max_tokens, methods=methods, chunk=32, seed=cfg.seed)
         summary = annotate(ac)
@@ -179,8 +183,6 @@ def demo(run_dir: Path, cfg: DemoConfig, force: bool = False) -> dict:
 
     def prm_stage(results):
         from ponder.eval.rm import evaluate_reward_model, sample_solutions, vote_and_oracle
-        from ponder.generation import TorchGenerator
-        from ponder.models import load_model
         from ponder.rewards.model import load_prm
         from ponder.train.rm import RMArgs, run_train_rm
 
@@ -189,8 +191,8 @@ def demo(run_dir: Path, cfg: DemoConfig, force: bool = False) -> dict:
                                       model=results["sft"]["model_dir"], steps=cfg.prm_steps, seed=cfg.seed))
         prm = load_prm(trained["model_dir"])
         held_out = split()[0][:cfg.prm_eval_n]
-        gen = TorchGenerator(*load_model(results["sft"]["model_dir"]))
-        samples = sample_solutions(gen, task, held_out, cfg.prm_eval_samples, 1.0, cfg.max_tokens, cfg.seed + 11)
+        with make_engine(cfg.engine, results["sft"]["model_dir"]) as gen:
+            samples = sample_solutions(gen, task, held_out, cfg.prm_eval_samples, 1.0, cfg.max_tokens, cfg.seed + 11)
         quality = evaluate_reward_model(prm, samples, prm.aggregation)
         maj, oracle = vote_and_oracle(samples, list(quality["best_of_n"]))
         return {"model_dir": trained["model_dir"], "train_examples": trained["examples"], "final_loss": trained["loss"],
@@ -207,13 +209,12 @@ def demo(run_dir: Path, cfg: DemoConfig, force: bool = False) -> dict:
                       save_every=max(cfg.rl_steps // 4, 1), seed=cfg.seed)
         rewards, _ = build_rewards(RLArgs(rewards=["outcome"], max_tokens=cfg.max_tokens), task)
         train = task.problems("train", n=max(cfg.rl_steps * cfg.rl_prompts, cfg.rl_prompts), seed=cfg.seed + 1)
-        trainer = RLTrainer(model, tokenizer, task, train, split()[1], rewards, rc, run_dir / "rl")
+        trainer = RLTrainer(model, tokenizer, task, train, split()[1], rewards, rc, run_dir / "rl",
+                            engine=cfg.engine)
         final = trainer.train()
         return {"model_dir": str(run_dir / "rl" / "model"), "final": final, "metrics": str(run_dir / "rl" / "metrics.jsonl")}
 
     def scale_stage(results):
-        from ponder.generation import TorchGenerator
-        from ponder.models import load_model
         from ponder.rewards.model import load_prm
         from ponder.search import SearchContext
         from ponder.search.scale import ScaleConfig, run_scale
@@ -225,8 +226,8 @@ def demo(run_dir: Path, cfg: DemoConfig, force: bool = False) -> dict:
                          seed=cfg.seed)
         out = {}
         for name in ("sft", "rl"):
-            ctx = SearchContext(TorchGenerator(*load_model(results[name]["model_dir"])), task, prm)
-            res = run_scale(ctx, problems, sc)
+            with make_engine(cfg.engine, results[name]["model_dir"]) as engine:
+                res = run_scale(SearchContext(engine, task, prm), problems, sc)
             path = run_dir / f"scale_{name}_records.jsonl"
             with open(path, "w") as f:
                 for r in res["records"]:

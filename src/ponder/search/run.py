@@ -17,7 +17,10 @@ class SearchArgs(SearchConfig):
     """`ponder search`: a strategy, its SearchConfig knobs, and what to run it on."""
 
     model: str = "runs/demo/sft/model"
-    """policy: a model dir, a .gguf, smollm2, or a run name under runs/"""
+    """policy: a model dir, a .gguf, smollm2, or a run name under runs/ (with a server engine:
+    the served model's name)"""
+    engine: str = "torch"
+    """engine of the policy: torch, vllm, or an OpenAI-compatible server URL (http://host:port/v1)"""
     task: str = "arith"
     """task name or dataset path"""
     task_args: dict = field(default_factory=dict)
@@ -33,18 +36,17 @@ class SearchArgs(SearchConfig):
 
 
 def setup(model: str, task_name: str, task_args: dict, scorer: str, n_problems: int, split: str, seed: int,
-          resolve: Callable[[str], str] = lambda s: s) -> tuple[SearchContext, list[Problem]]:
+          resolve: Callable[[str], str] = lambda s: s, engine: str = "torch") -> tuple[SearchContext, list[Problem]]:
     """The search context (policy, task, scorer) and the problems of a command."""
-    from ponder.generation import TorchGenerator
-    from ponder.models import load_model
+    from ponder.generation import is_url, make_engine
     from ponder.search.scorers import load_scorer
     from ponder.tasks import get_task
 
     task = get_task(task_name, **task_args)
     problems = task.problems(split, n=n_problems, seed=seed)
     sc = load_scorer(scorer, task, problems)
-    m, tok = load_model(resolve(model))
-    return SearchContext(TorchGenerator(m, tok), task, sc), problems
+    generator = make_engine(engine, model if is_url(engine) else resolve(model), seed=seed)
+    return SearchContext(generator, task, sc), problems
 
 
 def run_search(ctx: SearchContext, problems: list[Problem], args: SearchArgs,

@@ -27,7 +27,10 @@ class ScaleConfig(SearchConfig):
     """`ponder scale`: the SearchConfig fields apply to every run (`n` is set by `budgets`)."""
 
     model: str = "runs/demo/sft/model"
-    """policy: a model dir, a .gguf, smollm2, or a run name under runs/"""
+    """policy: a model dir, a .gguf, smollm2, or a run name under runs/ (with a server engine:
+    the served model's name)"""
+    engine: str = "torch"
+    """engine of the policy: torch, vllm, or an OpenAI-compatible server URL (http://host:port/v1)"""
     task: str = "arith"
     """task name or dataset path"""
     task_args: dict = field(default_factory=dict)

@@ -5,10 +5,10 @@ self_refine); the step-level ones grow solutions in steps.py instead.
 """
 from __future__ import annotations
 
-from ponder.generation.base import SamplingParams, model_text
+from ponder.generation.base import SamplingParams
 from ponder.rewards.base import aggregate
 from ponder.search.base import Candidate, SearchConfig, SearchContext, seed_for
-from ponder.search.steps import generate, root_text
+from ponder.search.steps import generate, root_ids
 from ponder.tasks.base import Problem
 
 
@@ -17,7 +17,7 @@ def sample(ctx: SearchContext, problem: Problem, cfg: SearchConfig, n: int, temp
     """`n` complete solutions of `problem` (one prompt, so its prefill is shared), or of a
     user-text `prompt` given instead (e.g. a revision request); `call` numbers the calls of
     one search, so each draws fresh noise."""
-    text = root_text(ctx, problem) if prompt is None else model_text(ctx.generator, prompt)
+    text = root_ids(ctx, problem) if prompt is None else prompt
     params = SamplingParams(n=n, temperature=temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens,
                             seed=seed_for(cfg.seed, problem, call), logprobs=False)
     [samples] = generate(ctx, [text], params)

@@ -1,16 +1,16 @@
 """The world model of step-level search: how a partial solution grows and how it is scored.
 
-A node is a partial solution: the text generated so far (no prompt) and the scorer's score
-of each of its steps. Growing it means asking the policy for one more step, i.e. sampling
-from `root + text` with the step delimiter as a stop string (kept in the output, so texts
-concatenate exactly). The root is the task prompt *formatted once* by the engine (chat
-template or not) and passed verbatim afterwards (`formatted=True`): continuing
-`format(prompt + partial)` would close the user turn after the partial and start a new
-assistant turn, which is not a continuation at all.
+A node is a partial solution: the text and token ids generated so far (no prompt) and the
+scorer's score of each of its steps. Growing it means asking the policy for one more step,
+i.e. sampling from `root + ids` with the step delimiter as a stop string (kept in the output,
+so texts concatenate exactly). The root is the task prompt as model-ready token ids
+(`engine.prompt_ids`: chat template applied once), and a node continues from token ids, never
+from text: templating `prompt + partial` again would close the user turn after the partial,
+and re-tokenising generated text can change its ids on BPE models.
 
 Prefix sharing: the M children of one node are sampled as one prompt with `n=M`, so the
-engine prefills the node's text once for all of them (TorchGenerator copies the prompt's KV
-cache rows; vLLM's prefix cache does the same across calls). With `share_prefix=False` each
+engine prefills the node's text once for all of them (the torch engine copies the prompt's
+KV cache rows; vLLM's prefix cache does the same across calls). With `share_prefix=False` each
 child is its own prompt and the text is prefilled M times - only useful to measure the
 difference.
 
@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from ponder.generation.base import Sample, SamplingParams, generate_verbatim, model_text
+from ponder.generation.base import Prompt, Sample, SamplingParams
 from ponder.rewards.base import aggregate
 from ponder.search.base import Candidate, SearchConfig, SearchContext, seed_for
 from ponder.tasks.base import Problem
@@ -37,6 +37,8 @@ class Node:
 
     text: str = ""
     """the solution so far, without the prompt"""
+    ids: list[int] = field(default_factory=list)
+    """its token ids, as the policy generated them"""
     tokens: int = 0
     """generated tokens in `text`"""
     steps: int = 0
@@ -56,17 +58,18 @@ class Node:
         ended = sample.finish_reason == "stop" and sample.stop_reason is None  # EOS
         done = (ended or FINAL_MARKER.search(sample.text) is not None
                 or self.steps + 1 >= cfg.max_steps or self.tokens + sample.num_tokens >= cfg.max_tokens)
-        return Node(text=text, tokens=self.tokens + sample.num_tokens, steps=self.steps + 1, done=done)
+        return Node(text=text, ids=self.ids + sample.token_ids, tokens=self.tokens + sample.num_tokens,
+                    steps=self.steps + 1, done=done)
 
 
-def generate(ctx: SearchContext, texts: list[str], params: SamplingParams) -> list[list[Sample]]:
-    """`ctx.generator.generate` on model-ready texts (see `generate_verbatim`)."""
-    return generate_verbatim(ctx.generator, texts, params)
+def generate(ctx: SearchContext, prompts: list[Prompt], params: SamplingParams) -> list[list[Sample]]:
+    """`ctx.generator.generate` (prompts are model-ready ids or user texts)."""
+    return ctx.generator.generate(prompts, params)
 
 
-def root_text(ctx: SearchContext, problem: Problem) -> str:
-    """The task prompt as the model reads it (the chat template applied once, if any)."""
-    return model_text(ctx.generator, ctx.task.prompt(problem))
+def root_ids(ctx: SearchContext, problem: Problem) -> list[int]:
+    """The task prompt as model-ready token ids (the chat template applied once, if any)."""
+    return ctx.generator.prompt_ids([ctx.task.prompt(problem)])[0]
 
 
 class StepPolicy:
@@ -74,7 +77,7 @@ class StepPolicy:
 
     def __init__(self, ctx: SearchContext, problem: Problem, cfg: SearchConfig):
         self.ctx, self.problem, self.cfg = ctx, problem, cfg
-        self.root = root_text(ctx, problem)
+        self.root = root_ids(ctx, problem)
         self.calls = 0
 
     def params(self, n: int, temperature: float | None = None, max_tokens: int | None = None) -> SamplingParams:
@@ -94,7 +97,7 @@ class StepPolicy:
         # budget, so a solution may end up to one step over it when nodes differ).
         room = max(self.cfg.max_tokens - node.tokens for node in nodes)
         params = self.params(m, temperature, max_tokens=max(1, min(self.cfg.max_step_tokens, room)))
-        texts = [self.root + node.text for node in nodes]
+        texts = [self.root + node.ids for node in nodes]
         if self.cfg.share_prefix or m == 1:
             out = generate(self.ctx, texts, params)
         else:  # each child its own prompt: the node's text is prefilled m times

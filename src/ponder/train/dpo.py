@@ -230,13 +230,19 @@ class DPOArgs:
     """tokens per prompt + completion, at most"""
     n_eval: int = 200
     """held-out problems for greedy accuracy before and after (0 = none)"""
+    engine: str = "torch"
+    """engine that samples the policy (pairs, evaluation): torch, vllm, or a server URL that takes weights"""
     seed: int = 0
     """seed"""
 
 
-def greedy_accuracy(generator, task, problems, max_tokens: int) -> float:
+def greedy_accuracy(generator, task, problems, max_tokens: int, model=None) -> float:
+    """Held-out greedy accuracy; `model`: a policy in training whose weights to push into the
+    engine first."""
     from ponder.generation.base import SamplingParams
 
+    if model is not None:
+        generator.update_weights(model.named_parameters())
     outs = generator.generate([task.prompt(p) for p in problems], SamplingParams(n=1, temperature=0.0,
                                                                                   max_tokens=max_tokens))
     return sum(task.is_correct(p, o[0].text) for p, o in zip(problems, outs)) / max(len(problems), 1)
@@ -244,16 +250,16 @@ def greedy_accuracy(generator, task, problems, max_tokens: int) -> float:
 
 def run_dpo(args: DPOArgs, progress: bool = True) -> dict:
     from ponder.config import to_dict, write_yaml
-    from ponder.generation.torch_engine import TorchGenerator
     from ponder.models import model_from_spec
     from ponder.tasks import get_task
+    from ponder.train.policy_engine import policy_engine
 
     run_dir = Path(args.runs_dir) / args.run
     run_dir.mkdir(parents=True, exist_ok=True)
     write_yaml(run_dir / "config.yaml", to_dict(args))
     task = get_task(args.task, **args.task_args)
     model, tokenizer = model_from_spec(args.model, seed=args.seed)
-    gen = TorchGenerator(model, tokenizer)
+    gen = policy_engine(args.engine, model, tokenizer, run_dir, seed=args.seed)
     step = args.step
     if args.data:
         rows = read_preferences(args.data)
@@ -271,7 +277,7 @@ def run_dpo(args: DPOArgs, progress: bool = True) -> dict:
             tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
             tmp.replace(cache)
     held_out = task.problems("test", n=args.n_eval, seed=args.seed) if args.n_eval else []
-    eval_fn = (lambda m: {"accuracy": greedy_accuracy(gen, task, held_out, args.max_tokens)}) if held_out else None
+    eval_fn = (lambda m: {"accuracy": greedy_accuracy(gen, task, held_out, args.max_tokens, model)}) if held_out else None
     initial = eval_fn(model)["accuracy"] if eval_fn and not (run_dir / "checkpoint").exists() else None
     cfg = TrainConfig(lr=args.lr, max_steps=args.steps, warmup_steps=args.warmup_steps, seed=args.seed,
                       eval_every=0, save_every=max(args.steps // 5, 1), log_every=max(1, args.steps // 50))

@@ -50,6 +50,8 @@ class IterateArgs:
     """fine-tune the starting model each round (ReST-EM) instead of the previous round's"""
     n_eval: int = 200
     """held-out problems for greedy accuracy per round"""
+    engine: str = "torch"
+    """engine that samples the policy: torch, vllm, or a server URL that takes weights"""
     seed: int = 0
     """seed"""
 
@@ -70,11 +72,11 @@ def verified_rows(task, problems, outs) -> tuple[list[dict], int]:
 def run_iterate(args: IterateArgs, progress: bool = True) -> dict:
     from ponder.config import to_dict, write_yaml
     from ponder.generation.base import SamplingParams
-    from ponder.generation.torch_engine import TorchGenerator
     from ponder.models import load_model, model_from_spec
     from ponder.tasks import get_task
     from ponder.train.dpo import greedy_accuracy
     from ponder.train.loop import TrainConfig
+    from ponder.train.policy_engine import policy_engine
     from ponder.train.sft import train_sft
 
     run_dir = Path(args.runs_dir) / args.run
@@ -86,8 +88,9 @@ def run_iterate(args: IterateArgs, progress: bool = True) -> dict:
     log = run_dir / "rounds.jsonl"
     done = [json.loads(l) for l in log.read_text().splitlines()] if log.exists() else []
     model, tokenizer = model_from_spec(args.model, seed=args.seed)
+    gen = policy_engine(args.engine, model, tokenizer, run_dir, seed=args.seed)
     if not done:
-        acc = greedy_accuracy(TorchGenerator(model, tokenizer), task, held_out, args.max_tokens)
+        acc = greedy_accuracy(gen, task, held_out, args.max_tokens, model)
         done = [{"round": 0, "accuracy": acc}]
         log.write_text(json.dumps(done[0]) + "\n")
     for r in range(1, args.rounds + 1):
@@ -97,7 +100,7 @@ def run_iterate(args: IterateArgs, progress: bool = True) -> dict:
             continue
         if args.from_base and r > 1:
             model, tokenizer = model_from_spec(args.model, seed=args.seed)
-        gen = TorchGenerator(model, tokenizer)
+        gen.update_weights(model.named_parameters())  # this round's starting policy
         problems = train[(r - 1) * args.n_problems: r * args.n_problems]
         data = round_dir / "data.jsonl"
         round_dir.mkdir(exist_ok=True)
@@ -118,7 +121,7 @@ def run_iterate(args: IterateArgs, progress: bool = True) -> dict:
                           save_every=max(args.sft_steps // 2, 1), seed=args.seed + r)
         train_sft(model, tokenizer, rows, round_dir, cfg, batch_size=args.batch_size, progress=progress)
         model.eval()
-        acc = greedy_accuracy(TorchGenerator(model, tokenizer), task, held_out, args.max_tokens)
+        acc = greedy_accuracy(gen, task, held_out, args.max_tokens, model)
         rec = {"round": r, "kept": len(rows), "sampled": sampled, "kept_fraction": len(rows) / max(sampled, 1),
                "accuracy": acc}
         done.append(rec)

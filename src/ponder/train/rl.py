@@ -3,9 +3,11 @@
 One RL step is:
 
 1. Rollout: `prompts_per_step` training problems, `group_size` samples each, from the
-   in-process generation engine at the current weights. The problems and the sampling seed
-   are a pure function of (seed, rollout index), so a resumed run regenerates exactly what an
-   uninterrupted run would have (checkpoints are written only between rollouts).
+   generation engine at the current weights. The problems and the sampling seed are a pure
+   function of (seed, rollout index), so a resumed run regenerates exactly what an
+   uninterrupted run would have (checkpoints are written only between rollouts). Prompts
+   are tokenised here, once, and the engine continues those ids, so the trainer scores
+   exactly the tokens that were sampled.
 2. Rewards: the weighted sum of the reward functions (`ponder.rewards.functions`); with
    dynamic sampling (DAPO §3.2) groups whose rewards are all equal carry no signal and are
    replaced by fresh prompts. A process scorer (a PRM, or the exact step verifier) gives
@@ -25,9 +27,13 @@ to the policy loss, so when the loss is the policy loss alone they are left out 
 forward/backward (`rl_batch.drop_zero_rows`, keeping the full batch's denominators): same
 gradient, less compute.
 
+Engines: `engine="torch"` (default) samples in this process from the policy itself, so its
+weights are always current. Any other engine (`vllm`, a server URL) holds its own copy: the
+trainer pushes its weights into it (`update_weights`) after optimiser steps, before the next
+rollout or evaluation - TRL's, verl's and OpenRLHF's weight sync, on one machine.
+
 Deliberate simplifications: the whole rollout batch is one forward per mini-batch (no
-micro-batching), rewards are computed in this process, and the engine is the in-process
-torch engine sharing the policy's weights (no weight sync needed).
+micro-batching) and rewards are computed in this process.
 """
 from __future__ import annotations
 
@@ -40,12 +46,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ponder.generation.base import SamplingParams
+from ponder.generation import SamplingParams
 from ponder.generation.prefill import left_pad
-from ponder.generation.torch_engine import TorchGenerator
+from ponder.models import encode_prompts
 from ponder.rewards.functions import RewardError, RewardFunction, combine
 from ponder.train.advantages import ESTIMATORS, AdvantageInputs, compute_advantages
 from ponder.train.loop import MetricsLog, TrainConfig, TrainLoop
+from ponder.train.policy_engine import policy_engine
 from ponder.train.rl_batch import ActorCritic, drop_zero_rows, response_logprobs, step_token_ends
 from ponder.train.policy_loss import (
     AGGREGATIONS,
@@ -154,8 +161,13 @@ class RLTrainer:
 
     def __init__(self, model, tokenizer, task, train_problems, eval_problems, rewards: list[RewardFunction],
                  cfg: RLConfig, run_dir: str | Path, process_scorer=None, progress: bool = True,
-                 batch_size: int = 64, lora: dict | None = None):
+                 batch_size: int = 64, lora: dict | None = None, engine: str = "torch"):
+        """`engine`: torch (in this process, sharing the policy's weights), vllm, or a server
+        URL (see policy_engine.py); weights are pushed to it before the first rollout too, so
+        a resumed run is in sync."""
         cfg.check()
+        if lora and engine != "torch":
+            raise ValueError(f"LoRA training samples with the in-process engine only (engine torch), got {engine!r}")
         if not rewards and cfg.estimator != "process_grpo":
             raise ValueError("give at least one reward function (e.g. the task's outcome verifier)")
         if cfg.estimator == "process_grpo" and process_scorer is None:
@@ -177,7 +189,9 @@ class RLTrainer:
         if cfg.beta > 0 and self.peft is None:
             self.ref = copy.deepcopy(model).eval().requires_grad_(False)
         self.trainable = ActorCritic(model) if cfg.estimator == "gae" else (self.peft or model)
-        self.generator = TorchGenerator(model, tokenizer, batch_size=batch_size)
+        self.generator = policy_engine(engine, model, tokenizer, run_dir, batch_size=batch_size, seed=cfg.seed)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+        self._stale = True  # the engine's weights may differ from the policy's
         self._cache: tuple[int, list[dict]] | None = None
         self._orders: dict[int, list[int]] = {}
         self.timing = {"generate_s": 0.0, "score_s": 0.0, "completions": 0}
@@ -200,18 +214,30 @@ class RLTrainer:
             picks.append(self.train_problems[self._orders[epoch][j % n]])
         return picks
 
+    def _sync_weights(self) -> None:
+        """Push the policy's weights into the engine if an optimiser step changed them since
+        the last push (free when the engine shares the policy's tensors)."""
+        if self._stale:
+            t0 = time.perf_counter()
+            self.generator.update_weights(self.policy.named_parameters())
+            self.timing["sync_s"] = self.timing.get("sync_s", 0.0) + time.perf_counter() - t0
+            self._stale = False
+
     def _sample_groups(self, r: int, attempt: int) -> list[dict]:
         cfg = self.cfg
         problems = self._prompts(r, attempt)
         prompts = [self.task.prompt(p) for p in problems]
+        prompt_ids = encode_prompts(self.tokenizer, prompts)
         params = SamplingParams(n=cfg.group_size, temperature=cfg.temperature, top_p=cfg.top_p,
                                 max_tokens=cfg.max_tokens, seed=_seed(cfg.seed, r, attempt),
                                 logprobs=False)  # recomputed by the trainer where the loss needs them
+        self._sync_weights()
         t0 = time.perf_counter()
-        samples = self.generator.generate(prompts, params)
+        samples = self.generator.generate(prompt_ids, params)
         self.timing["generate_s"] += time.perf_counter() - t0
         t0 = time.perf_counter()
-        rows = [{"problem": p, "prompt": q, "sample": s} for p, q, group in zip(problems, prompts, samples) for s in group]
+        rows = [{"problem": p, "prompt": q, "prompt_ids": ids, "sample": s}
+                for p, q, ids, group in zip(problems, prompts, prompt_ids, samples) for s in group]
         self.timing["completions"] += len(rows)
         self._score(rows)
         self.timing["score_s"] += time.perf_counter() - t0
@@ -310,11 +336,10 @@ class RLTrainer:
         return self._minibatches(batch, r, stats, generated=sum(lengths))
 
     def _tensorize(self, rows: list[dict]) -> dict:
-        prompt_ids = self.generator.encode([x["prompt"] for x in rows])
-        ids, attn = left_pad(prompt_ids, self.generator.pad_id, torch.device("cpu"))
+        ids, attn = left_pad([x["prompt_ids"] for x in rows], self.pad_id, torch.device("cpu"))
         P = ids.shape[1]
         T = max(len(x["sample"].token_ids) for x in rows)
-        response = torch.full((len(rows), T), self.generator.pad_id, dtype=torch.long)
+        response = torch.full((len(rows), T), self.pad_id, dtype=torch.long)
         mask = torch.zeros(len(rows), T)
         for i, x in enumerate(rows):
             t = x["sample"].token_ids
@@ -362,6 +387,7 @@ class RLTrainer:
 
     def loss_fn(self, model, mb: dict) -> tuple[torch.Tensor, dict]:
         cfg = self.cfg
+        self._stale = True  # an optimiser step follows this loss
         gae = cfg.estimator == "gae"
         logp, entropy, values = response_logprobs(model, mb, cfg.temperature, with_values=gae)
         mask = mb["mask"]
@@ -385,7 +411,8 @@ class RLTrainer:
         return loss, stats
 
     def evaluate(self, model=None, n_tokens: int | None = None) -> dict:
-        prompts = [self.task.prompt(p) for p in self.eval_problems]
+        prompts = encode_prompts(self.tokenizer, [self.task.prompt(p) for p in self.eval_problems])
+        self._sync_weights()
         out = self.generator.generate(prompts, SamplingParams(n=1, temperature=0.0, max_tokens=n_tokens or self.cfg.max_tokens))
         correct = [self.task.is_correct(p, s[0].text) for p, s in zip(self.eval_problems, out)]
         return {"accuracy": float(np.mean(correct)), "mean_tokens": float(np.mean([s[0].num_tokens for s in out]))}

@@ -46,6 +46,9 @@ class RLArgs(RLConfig):
     """LoRA alpha"""
     gen_batch_size: int = 64
     """rows decoded together by the generation engine"""
+    engine: str = "torch"
+    """rollout engine: torch (in this process, sharing the policy), vllm (weights pushed after
+    every optimiser step), or the URL of a server that takes weights (`ponder serve`)"""
 
 
 def _load_scorer(kind: str, path: str):
@@ -122,7 +125,7 @@ def run_rl(args: RLArgs, progress: bool = True) -> dict:
     cfg = RLConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(RLConfig)})
     lora = {"r": args.lora_r, "alpha": args.lora_alpha} if args.lora_r > 0 else None
     trainer = RLTrainer(model, tokenizer, task, train, held_out, rewards, cfg, run_dir, process_scorer=process_scorer,
-                        progress=progress, batch_size=args.gen_batch_size, lora=lora)
+                        progress=progress, batch_size=args.gen_batch_size, lora=lora, engine=args.engine)
     final = trainer.train()
     summary = {"run_dir": str(run_dir), "model_dir": str(run_dir / "model"), **final}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
