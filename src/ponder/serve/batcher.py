@@ -1,0 +1,203 @@
+"""Concurrent requests batched into engine calls, on one engine thread.
+
+HTTP handler threads never touch the engine. They put a job on a queue and wait for its
+result; one worker thread owns the engine and drains the queue:
+
+1. it blocks until a job arrives, then keeps collecting for up to `max_wait_s` after that
+   job's arrival (or until `max_rows` sample rows are waiting: a full engine batch gains
+   nothing from waiting longer);
+2. it runs the collected jobs in arrival order; consecutive generation jobs whose sampling
+   params are equal apart from the seed form a group, and each group is ONE
+   `engine.generate(prompts, params, seeds=[...])` call;
+3. other work that must not overlap a generation (a search, teacher-forced scoring, a weight
+   update) is a `call(fn)` job, run on the same thread in its turn.
+
+Seeds: a request seeded with s gives its k-th prompt the seed derived from (s, k) (numpy's
+SeedSequence hashing), and the engine samples each prompt "as if alone in a call with that
+seed" (the `seeds` argument of the engine contract). So a seeded request gets the same
+samples whether it was batched with others or sent alone. An unseeded request draws a
+fresh random seed. (The engine's caveat holds: a matmul over a different number of rows may
+round differently in the last bit, which can flip a draw sitting on a near-exact tie.)
+
+If a group's call fails, its jobs are retried one by one, so a request that breaks the
+engine fails alone instead of taking the requests it was batched with down with it.
+"""
+from __future__ import annotations
+
+import queue
+import secrets
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from ponder.generation.base import EngineError, Generator, Sample, SamplingParams
+
+_STOP = object()
+
+
+def prompt_seed(seed: int, k: int) -> int:
+    """The seed of prompt `k` of a request seeded with `seed`: a well-mixed 63-bit value."""
+    state = np.random.SeedSequence([seed % 2**63, k]).generate_state(1, np.uint64)[0]
+    return int(state) >> 1
+
+
+@dataclass
+class Generated:
+    """A generation job's result: `params.n` samples per prompt, and the prompt tokens the
+    engine served from its prefix cache, apportioned to this request by its prompt tokens
+    when the call carried several requests."""
+
+    samples: list[list[Sample]]
+    cached_tokens: int
+
+
+@dataclass
+class _Job:
+    prompts: list[list[int]] | None = None
+    params: SamplingParams | None = None
+    seed: int | None = None
+    fn: Callable | None = None
+    """set for a `call` job instead of the generation fields"""
+    arrived: float = field(default_factory=time.monotonic)
+    future: Future = field(default_factory=Future)
+
+    @property
+    def rows(self) -> int:
+        return len(self.prompts) * self.params.n if self.fn is None else 0
+
+
+class Batcher:
+    """Owns the engine; `generate` and `call` may be used from any thread."""
+
+    def __init__(self, engine: Generator, max_wait_s: float = 0.005, max_rows: int = 64):
+        self.engine = engine
+        self.max_wait_s = max(0.0, max_wait_s)
+        self.max_rows = max(1, max_rows)
+        self._queue: queue.Queue = queue.Queue()
+        self._closed = False
+        self._lock = threading.Lock()
+        self._stats = {"generate_calls": 0, "generate_requests": 0, "max_requests_per_call": 0, "other_calls": 0}
+        self._thread = threading.Thread(target=self._run, name="ponder-engine", daemon=True)
+        self._thread.start()
+
+    # ----- any thread -----
+
+    def generate(self, prompts: list[list[int]], params: SamplingParams, seed: int | None) -> Generated:
+        """Samples for token-id `prompts`; blocks until the engine call that carried them ends."""
+        return self._submit(_Job(prompts=prompts, params=params, seed=seed))
+
+    def call(self, fn: Callable):
+        """`fn()` run on the engine thread, between batched generations; its result or error."""
+        return self._submit(_Job(fn=fn))
+
+    def stats(self) -> dict:
+        """Engine calls so far and the requests they carried."""
+        with self._lock:
+            return dict(self._stats)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the worker after the work in hand; jobs still queued fail. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+
+    def _submit(self, job: _Job):
+        with self._lock:
+            if self._closed:
+                raise EngineError("the server is shutting down")
+            self._queue.put(job)
+        return job.future.result()
+
+    # ----- the engine thread -----
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is _STOP:
+                break
+            jobs, rows = [first], first.rows
+            while rows < self.max_rows:
+                try:
+                    job = self._queue.get(timeout=max(0.0, first.arrived + self.max_wait_s - time.monotonic()))
+                except queue.Empty:
+                    break
+                if job is _STOP:
+                    stopping = True
+                    break
+                jobs.append(job)
+                rows += job.rows
+            self._run_jobs(jobs)
+        while True:  # fail whatever arrived after the stop
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if job is not _STOP:
+                job.future.set_exception(EngineError("the server is shutting down"))
+
+    def _run_jobs(self, jobs: list[_Job]) -> None:
+        """Jobs in arrival order; between two `call` jobs, generation jobs with equal params
+        are grouped (a call job may change what later generations see, e.g. the weights)."""
+        segment: list[_Job] = []
+        for job in jobs + [None]:
+            if job is not None and job.fn is None:
+                segment.append(job)
+                continue
+            groups: list[list[_Job]] = []
+            for g in segment:
+                same = next((grp for grp in groups if grp[0].params == g.params), None)
+                if same is None:
+                    groups.append([g])
+                else:
+                    same.append(g)
+            for grp in groups:
+                self._run_group(grp)
+            segment = []
+            if job is not None:
+                self._run_call(job)
+
+    def _run_call(self, job: _Job) -> None:
+        with self._lock:
+            self._stats["other_calls"] += 1
+        try:
+            job.future.set_result(job.fn())
+        except BaseException as e:  # the waiting handler reports it
+            job.future.set_exception(e)
+
+    def _run_group(self, group: list[_Job]) -> None:
+        prompts, seeds = [], []
+        for job in group:
+            base = job.seed if job.seed is not None else secrets.randbits(63)
+            prompts += job.prompts
+            seeds += [prompt_seed(base, k) for k in range(len(job.prompts))]
+        cached0 = self.engine.usage.cached_tokens
+        try:
+            samples = self.engine.generate(prompts, group[0].params, seeds=seeds)
+        except Exception as e:
+            if len(group) > 1:
+                for job in group:
+                    self._run_group([job])
+            else:
+                group[0].future.set_exception(e)
+            return
+        with self._lock:
+            self._stats["generate_calls"] += 1
+            self._stats["generate_requests"] += len(group)
+            self._stats["max_requests_per_call"] = max(self._stats["max_requests_per_call"], len(group))
+        cached = self.engine.usage.cached_tokens - cached0
+        total = sum(len(p) for p in prompts)
+        # Cached tokens apportioned by prompt tokens; the first job takes the rounding remainder.
+        shares = [cached * sum(len(p) for p in job.prompts) // total for job in group]
+        shares[0] += cached - sum(shares)
+        start = 0
+        for job, mine in zip(group, shares):
+            job.future.set_result(Generated(samples[start : start + len(job.prompts)], mine))
+            start += len(job.prompts)
