@@ -15,6 +15,7 @@ tokens added, as vLLM does), a chat request goes through the tokenizer's chat te
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from ponder.generation.base import SamplingParams
@@ -72,8 +73,8 @@ def get_number(body: dict, name: str, default=None):
     v = body.get(name)
     if v is None:
         return default
-    if not _is_number(v):
-        raise bad(name, f"'{name}' must be a number, got {v!r}")
+    if not _is_number(v) or not math.isfinite(v):  # json.loads accepts NaN and Infinity
+        raise bad(name, f"'{name}' must be a finite number, got {v!r}")
     return float(v)
 
 
