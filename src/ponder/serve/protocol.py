@@ -87,15 +87,6 @@ def get_bool(body: dict, name: str, default: bool = False) -> bool:
     return v
 
 
-def get_str(body: dict, name: str, default=None):
-    v = body.get(name)
-    if v is None:
-        return default
-    if not isinstance(v, str):
-        raise bad(name, f"'{name}' must be a string, got {v!r}")
-    return v
-
-
 def check_model(body: dict, served: str) -> None:
     """`model` may be omitted; when given it must be the served name (404 otherwise)."""
     name = body.get("model")
@@ -277,7 +268,7 @@ def parse_chat(body: dict, tokenizer, max_len: int) -> Request:
     if top:
         raise bad("top_logprobs", f"'top_logprobs': ponder serve returns the sampled tokens' logprobs only, not the "
                                   f"top {top} alternatives; leave it out or send 0")
-    # The search extension reads the conversation's last user turn as its question.
+    # The search extension searches from a lone user message (its text, for the engine to template).
     user = messages[-1]["content"] if len(messages) == 1 and messages[0]["role"] == "user" else None
     return Request([ids], [user], params, seed, 0 if get_bool(body, "logprobs") else None, False,
                    get_bool(body, "return_token_ids"), _extension(body))
