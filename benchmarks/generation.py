@@ -25,7 +25,8 @@ import time
 
 import torch
 
-from ponder.generation import SamplingParams, TorchGenerator
+from ponder.generation import SamplingParams, make_engine
+from ponder.generation.torch_engine import TorchGenerator  # type of the engine measured
 
 TINY_STOPS = [".", "?", "\n"]
 
@@ -96,7 +97,7 @@ def run_engine(engine: TorchGenerator, prompts, params: SamplingParams):
 
 
 def bench_model(name: str, model, tokenizer, args) -> list[tuple]:
-    engine = TorchGenerator(model, tokenizer, batch_size=args.batch)
+    engine = make_engine("torch", model, tokenizer=tokenizer, batch_size=args.batch)
     prompts = questions(args.batch)
     greedy = SamplingParams(temperature=0, max_tokens=args.max_tokens, stop=[], logprobs=False)
     timed = greedy if name != "tiny" else SamplingParams(
