@@ -221,3 +221,33 @@ def test_cli_eval_through_the_server_equals_in_process(served, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "ponder", "eval", *args, "--engine", url, "--model", "nope"],
                          capture_output=True, text=True, env=env)
     assert bad.returncode == 2 and "does not serve model 'nope'" in bad.stdout and "Traceback" not in bad.stderr
+
+
+def test_same_greedy_answers_through_the_server(arith_policy):
+    """Greedy eval of a trained arith policy on 64 held-out problems: the in-process engine
+    and `ponder serve` give the same accuracy; any completion that differs is reported with
+    the position and the logprob margin there (a near-tie), and there must be none that is
+    not a near-tie."""
+    from conftest import greedy_differences
+    from ponder.eval import EvalConfig, evaluate
+    from ponder.tasks import get_task
+
+    task = get_task("arith", instruction=False)
+    problems = task.problems("test", n=64, seed=0)
+    cfg = EvalConfig(n=64, k=0, max_tokens=80)
+    port = free_port()
+    proc = start_server(arith_policy, port, "policy")
+    try:
+        local = make_engine("torch", arith_policy)
+        with make_engine(f"http://127.0.0.1:{port}/v1", "policy") as remote:
+            ours, theirs = evaluate(local, task, problems, cfg), evaluate(remote, task, problems, cfg)
+            ids = local.prompt_ids([task.prompt(p) for p in problems])
+            diffs = greedy_differences(local, ids, local.tokenize([r["greedy"] for r in ours["records"]]),
+                                       local.tokenize([r["greedy"] for r in theirs["records"]]))
+    finally:
+        stop(proc)
+    print(f"greedy accuracy torch {ours['summary']['greedy_accuracy']:.3f}, "
+          f"ponder serve {theirs['summary']['greedy_accuracy']:.3f}; differing completions: {diffs}")
+    assert 0 < ours["summary"]["greedy_accuracy"] < 1  # a policy that is right on some, wrong on others
+    assert not [d for d in diffs if d["why"] == "MISMATCH"]
+    assert theirs["summary"]["greedy_accuracy"] == ours["summary"]["greedy_accuracy"]
