@@ -28,8 +28,9 @@ import pytest
 import torch
 
 from ponder.generation import Generator, Sample, SamplingParams, Usage, make_engine
+from ponder.generation.base import prompt_seed
 from ponder.models import build_char_tokenizer, build_tiny_model
-from ponder.serve.batcher import Batcher, prompt_seed
+from ponder.serve.batcher import Batcher
 
 MAX_LEN = 128
 KEY = "test-key"

@@ -99,6 +99,15 @@ class Usage:
         return Usage(self.prefill_tokens, self.generated_tokens, self.calls, self.cached_tokens)
 
 
+def prompt_seed(seed: int, index: int) -> int:
+    """A well-mixed seed for prompt `index` of a call (or request) seeded `seed` (numpy's
+    SeedSequence hashing, so neighbouring pairs give unrelated streams). Below 2**62: vLLM
+    seeds sample j of a request with seed + j, and servers want a signed 64-bit int."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed % 2**63, index]).generate_state(1, np.uint64)[0]) >> 2
+
+
 class Generator:
     """The engine contract. Subclasses implement `generate`, `prompt_ids` and `tokenize`;
     `logprobs` and `update_weights` where the engine can (else they raise `EngineError`).

@@ -23,8 +23,8 @@ backoff (honouring Retry-After), anything else fails at once with the server's m
 the URL. A capability the server lacks (no `/tokenize`, no weight loading, no logprobs) is an
 `EngineError` saying so, never a silent fallback.
 
-Seeds: each request carries its own seed (the call's seed mixed with the prompt's index, or
-the caller's per-prompt seed), which vLLM and ponder serve honour; a server that ignores
+Seeds: each request carries its own seed (`prompt_seed` of the call's seed and the prompt's
+index, or the caller's per-prompt seed), which vLLM and ponder serve honour; a server that ignores
 seeds gives unseeded samples. Logprobs: vLLM returns the model's raw log-probabilities by
 default, which match the contract's log_softmax(logits / T) only at T = 1 (or 0), so other
 temperatures are refused for servers other than ponder serve.
@@ -41,9 +41,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
-
-from ponder.generation.base import EngineError, Generator, Sample, SamplingParams, Usage
+from ponder.generation.base import EngineError, Generator, Sample, SamplingParams, Usage, prompt_seed
 
 # Servers that take vLLM's extra sampling fields (`owned_by` of their models).
 EXTRAS = ("vllm", "sglang", "ponder")
@@ -189,7 +187,7 @@ class HTTPGenerator(Generator):
         if seeds is not None and len(seeds) != len(prompts):
             raise ValueError(f"got {len(seeds)} seeds for {len(prompts)} prompts; give one seed per prompt")
         if seeds is None and params.seed is not None:
-            seeds = [_prompt_seed(params.seed, i) for i in range(len(prompts))]
+            seeds = [prompt_seed(params.seed, i) for i in range(len(prompts))]
         jobs = [(p, None if seeds is None else int(seeds[i])) for i, p in enumerate(prompts)]
         out = self._map(lambda job: self._one(job[0], params, job[1]), jobs)
         with self._lock:
@@ -336,8 +334,3 @@ def _message(response) -> str:
     except Exception:
         return response.text[:500]
 
-
-def _prompt_seed(seed: int, index: int) -> int:
-    """A request's seed: the call's seed mixed with the prompt's index (so prompts of one
-    call draw different noise), kept below 2**31 for servers that want a 32-bit int."""
-    return int(np.random.SeedSequence([seed % 2**63, index]).generate_state(1)[0]) >> 1

@@ -12,8 +12,7 @@ result; one worker thread owns the engine and drains the queue:
 3. other work that must not overlap a generation (a search, teacher-forced scoring, a weight
    update) is a `call(fn)` job, run on the same thread in its turn.
 
-Seeds: a request seeded with s gives its k-th prompt the seed derived from (s, k) (numpy's
-SeedSequence hashing), and the engine samples each prompt "as if alone in a call with that
+Seeds: a request seeded with s gives its k-th prompt the seed `prompt_seed(s, k)`, and the engine samples each prompt "as if alone in a call with that
 seed" (the `seeds` argument of the engine contract). So a seeded request gets the same
 samples whether it was batched with others or sent alone. An unseeded request draws a
 fresh random seed. (The engine's caveat holds: a matmul over a different number of rows may
@@ -32,17 +31,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Callable
 
-import numpy as np
-
-from ponder.generation.base import EngineError, Generator, Sample, SamplingParams
+from ponder.generation.base import EngineError, Generator, Sample, SamplingParams, prompt_seed
 
 _STOP = object()
-
-
-def prompt_seed(seed: int, k: int) -> int:
-    """The seed of prompt `k` of a request seeded with `seed`: a well-mixed 63-bit value."""
-    state = np.random.SeedSequence([seed % 2**63, k]).generate_state(1, np.uint64)[0]
-    return int(state) >> 1
 
 
 @dataclass
