@@ -135,8 +135,10 @@ def test_usage_counts(engines):
 
 
 def test_update_weights_switches_to_the_new_model(engines, tiny, tiny_other):
-    """After update_weights(state dict of another model) the engine generates, and scores,
-    as that model does; loading the first model's weights back restores it."""
+    """After update_weights(another model's parameters) the engine generates, and scores,
+    as that model does; loading the first model's state dict back restores it. The tiny
+    model ties its embeddings: `named_parameters()` (what the RL trainer pushes) has no
+    `lm_head.weight`, a state dict has it."""
     v, t = engines
     _, other_model, tokenizer = tiny_other
     other = make_engine("torch", other_model, tokenizer=tokenizer)
@@ -145,14 +147,19 @@ def test_update_weights_switches_to_the_new_model(engines, tiny, tiny_other):
     expected = other.generate(PROMPTS, params)
     assert [s[0].token_ids for s in before] != [s[0].token_ids for s in expected]
 
-    v.update_weights(other_model.state_dict().items())
+    v.update_weights(other_model.named_parameters())
     after = v.generate(PROMPTS, params)
     assert [s[0].token_ids for s in after] == [s[0].token_ids for s in expected]
+    for [a], [b] in zip(after, expected):
+        assert a.logprobs == pytest.approx(b.logprobs, abs=LOGPROB_TOL)
     [lp] = v.logprobs(["hi"], [after[2][0].token_ids])
     assert lp == pytest.approx(expected[2][0].logprobs, abs=LOGPROB_TOL)
 
     v.update_weights(tiny[1].state_dict().items())  # the module's other tests expect seed 0
-    assert [s[0].token_ids for s in v.generate(PROMPTS, params)] == [s[0].token_ids for s in before]
+    restored = v.generate(PROMPTS, params)
+    assert [s[0].token_ids for s in restored] == [s[0].token_ids for s in before]
+    for [a], [b] in zip(restored, before):
+        assert a.logprobs == pytest.approx(b.logprobs, abs=LOGPROB_TOL)
 
 
 def test_update_weights_needs_the_engine_core_in_process(engines, monkeypatch):

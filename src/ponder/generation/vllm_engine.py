@@ -46,9 +46,7 @@ import os
 import warnings
 from typing import Iterable, Sequence
 
-import numpy as np
-
-from ponder.generation.base import EngineError, Generator, Prompt, Sample, SamplingParams, Usage
+from ponder.generation.base import EngineError, Generator, Prompt, Sample, SamplingParams, Usage, prompt_seed
 from ponder.generation.torch_engine import _check_params
 
 MULTIPROCESSING_ENV = "VLLM_ENABLE_V1_MULTIPROCESSING"
@@ -154,8 +152,8 @@ class VLLMGenerator(Generator):
 
         def request_seed(i: int) -> int | None:
             if seeds is not None:
-                return _prompt_seed(seeds[i], 0)
-            return None if params.seed is None else _prompt_seed(params.seed, i)
+                return prompt_seed(seeds[i], 0)
+            return None if params.seed is None else prompt_seed(params.seed, i)
 
         requests = [
             VLLMParams(
@@ -231,15 +229,34 @@ class VLLMGenerator(Generator):
 
     def update_weights(self, named_tensors: Iterable[tuple[str, "object"]]) -> None:
         """Load new weights (Hugging Face names -> tensors) into vLLM's model in place and
-        reset the prefix cache. Give whole layers (a full state dict is simplest): vLLM
-        reloads layer by layer and re-packs each layer it received. Tied embeddings may
-        come with or without `lm_head.weight`. 1.3 s for SmolLM2-135M on 2 cores."""
+        reset the prefix cache. Give whole layers (`named_parameters()` or a state dict):
+        vLLM reloads layer by layer and re-packs each layer it received, and a layer that
+        received nothing keeps its old weights. 1.3-1.5 s for SmolLM2-135M on 2 cores.
+
+        Tied embeddings: `named_parameters()` yields the shared tensor once, as
+        `model.embed_tokens.weight`, but vLLM holds the LM head as a layer of its own, which
+        would keep the old embedding (RL's sampler and trainer then disagree); so the
+        embedding is also sent as `lm_head.weight` when the caller did not send that."""
         runner = self._model_runner()
         try:
-            runner.reload_weights(weights_iterator=iter(named_tensors))
+            runner.reload_weights(weights_iterator=self._with_lm_head(named_tensors))
         except Exception as exc:
             raise EngineError(f"engine vllm: could not load the new weights: {type(exc).__name__}: {exc}") from exc
         self.llm.reset_prefix_cache()
+
+    def _with_lm_head(self, named_tensors):
+        """The (name, tensor) pairs, plus `lm_head.weight` = the input embedding for a model
+        with tied embeddings when the pairs lack it (see `update_weights`)."""
+        config = self.llm.llm_engine.model_config.hf_text_config
+        tied = getattr(config, "tie_word_embeddings", False)
+        embedding, head = None, False
+        for name, tensor in named_tensors:
+            if name.endswith("embed_tokens.weight"):
+                embedding = tensor
+            head = head or name == "lm_head.weight"
+            yield name, tensor
+        if tied and embedding is not None and not head:
+            yield "lm_head.weight", embedding
 
     def _model_runner(self):
         if self.llm is None:
@@ -292,9 +309,3 @@ def _sample(completion, with_logprobs: bool) -> Sample:
         num_tokens=len(token_ids),
         stop_reason=stop,
     )
-
-
-def _prompt_seed(seed: int, prompt: int) -> int:
-    """A well-mixed seed for prompt `prompt` of a call seeded `seed` (numpy's SeedSequence
-    hashing). vLLM seeds sample j of a request with seed + j, so this stays below 2**62."""
-    return int(np.random.SeedSequence([seed % 2**63, prompt]).generate_state(1, np.uint64)[0]) >> 2
