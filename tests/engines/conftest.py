@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from pathlib import Path
 
 import pytest
 
@@ -40,20 +39,6 @@ TINY_CHAT_TEMPLATE = (
     "{% for m in messages %}{% if m['role'] == 'user' %}Q: {{ m['content'] }}\n{% endif %}{% endfor %}"
     "{% if add_generation_prompt %}A:{% endif %}"
 )
-
-
-
-def _shared_helpers():
-    """tests/conftest.py, loaded under another name: test modules here that write `from
-    conftest import ...` get this conftest (both are named `conftest`), so it re-exports the
-    shared suite's helpers. Only helpers: its fixtures reach these tests as they are."""
-    spec = importlib.util.spec_from_file_location("ponder_tests_conftest", Path(__file__).parents[1] / "conftest.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-greedy_differences = _shared_helpers().greedy_differences
 
 
 @pytest.fixture(scope="session", autouse=True)

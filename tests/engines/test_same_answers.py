@@ -22,7 +22,7 @@ from contextlib import contextmanager
 import pytest
 import torch
 
-from conftest import greedy_differences
+from ponder.eval.compare import greedy_differences
 from ponder.eval import EvalConfig, evaluate
 from ponder.generation import SamplingParams, make_engine
 from ponder.tasks import get_task
@@ -41,7 +41,8 @@ def vllm_server(model_dir: str, name: str):
     env = {k: v for k, v in os.environ.items() if k != "VLLM_ENABLE_V1_MULTIPROCESSING"}
     proc = subprocess.Popen([sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir,
                              "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
-                             "--served-model-name", name, "--enable-prompt-tokens-details"],
+                             "--served-model-name", name, "--enable-prompt-tokens-details",
+                             "--enforce-eager"],  # compiling the graph would add ~1.5 min to start-up
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     url = f"http://127.0.0.1:{port}/v1"
     try:

@@ -184,9 +184,6 @@ def test_http_engine_seeds(remote):
     assert [[s.token_ids for s in g] for g in other] != first
 
 
-@pytest.mark.xfail(strict=True, reason="the HTTP engine sends seeds[i] as the request seed as it is, while a call "
-                   "seeded s sends prompt_seed(s, i); the contract wants seeds[i] to sample prompt i as if alone "
-                   "in a call seeded seeds[i], i.e. prompt_seed(seeds[i], 0), as the torch and vLLM engines do")
 def test_http_engine_per_prompt_seeds_sample_as_if_alone(remote):
     alone = remote.generate(["hi"], SamplingParams(n=3, temperature=1.0, max_tokens=10, seed=4))
     mixed = remote.generate(["What is 2+3?", "hi"], SamplingParams(n=3, temperature=1.0, max_tokens=10), seeds=[9, 4])

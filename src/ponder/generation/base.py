@@ -54,9 +54,25 @@ class SamplingParams:
     """keep the matched stop string at the end of `Sample.text` (vLLM semantics)"""
     seed: int | None = None
     """seed for this call; the same seed and inputs give the same samples (on engines that
-    honour seeds: torch, a vLLM server; offline vLLM is seeded once, at construction)"""
+    honour seeds: torch, vLLM offline or served, ponder serve; a hosted API may not)"""
     logprobs: bool = True
     """return the log-probability of each generated token"""
+
+
+def check_params(params: SamplingParams) -> None:
+    """A ValueError naming the field for sampling parameters no engine can honour."""
+    if params.n < 1:
+        raise ValueError(f"SamplingParams.n must be >= 1, got {params.n}")
+    if params.max_tokens < 1:
+        raise ValueError(f"SamplingParams.max_tokens must be >= 1, got {params.max_tokens}")
+    if params.temperature < 0:
+        raise ValueError(f"SamplingParams.temperature must be >= 0 (0 = greedy), got {params.temperature}")
+    if not 0 < params.top_p <= 1:
+        raise ValueError(f"SamplingParams.top_p must be in (0, 1], got {params.top_p}")
+    if params.top_k < 0:
+        raise ValueError(f"SamplingParams.top_k must be >= 0 (0 = off), got {params.top_k}")
+    if isinstance(params.stop, str) or any(not isinstance(s, str) or not s for s in params.stop):
+        raise ValueError(f"SamplingParams.stop must be a list of non-empty strings, got {params.stop!r}")
 
 
 @dataclass

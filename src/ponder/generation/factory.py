@@ -38,8 +38,8 @@ def make_engine(
 ) -> Generator:
     """An engine for `model` (see the module docstring).
 
-    `batch_size`, `progress`: rows decoded together and a progress bar (torch). `seed`: the
-    engine-wide seed where an engine is seeded once (offline vLLM). `api_key` (default:
+    `batch_size`, `progress`: rows decoded together and a progress bar (torch). `seed`: seeds
+    the engine's own generator, used by calls without a seed (offline vLLM). `api_key` (default:
     $OPENAI_API_KEY), `max_concurrency` (requests in flight; default $PONDER_MAX_CONCURRENCY
     or 16) and `timeout` (seconds per request): server engines. Other `options` go to the engine class (e.g. `chat`,
     `column_major` for torch; `gpu_memory_utilization` for vLLM)."""

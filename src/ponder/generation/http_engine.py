@@ -186,7 +186,11 @@ class HTTPGenerator(Generator):
         prompts = list(prompts)
         if seeds is not None and len(seeds) != len(prompts):
             raise ValueError(f"got {len(seeds)} seeds for {len(prompts)} prompts; give one seed per prompt")
-        if seeds is None and params.seed is not None:
+        # Prompt i alone in a call seeded s is a request seeded prompt_seed(s, 0): the server
+        # (vLLM, ponder serve) takes that seed as is, so `seeds[i]` is mixed the same way.
+        if seeds is not None:
+            seeds = [prompt_seed(int(s), 0) for s in seeds]
+        elif params.seed is not None:
             seeds = [prompt_seed(params.seed, i) for i in range(len(prompts))]
         jobs = [(p, None if seeds is None else int(seeds[i])) for i, p in enumerate(prompts)]
         out = self._map(lambda job: self._one(job[0], params, job[1]), jobs)

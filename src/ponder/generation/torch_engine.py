@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ponder.generation.base import EngineError, Generator, Prompt, Sample, SamplingParams, Usage
+from ponder.generation.base import EngineError, Generator, Prompt, Sample, SamplingParams, Usage, check_params
 from ponder.generation.kv_cache import GROW_BY
 from ponder.generation.prefill import left_pad, positions_of, prefill
 from ponder.generation.sampling import select_tokens, token_logprobs
@@ -152,7 +152,7 @@ class TorchGenerator(Generator):
         """For each prompt, `params.n` samples (see the module docstring). `seeds`: one seed
         per prompt instead of `params.seed`, prompt i then sampled as if it were alone in a
         call seeded with seeds[i] (a server batching independent requests)."""
-        _check_params(params)
+        check_params(params)
         prompt_ids = self.encode(prompts)
         if seeds is not None and len(seeds) != len(prompt_ids):
             raise ValueError(f"got {len(seeds)} seeds for {len(prompt_ids)} prompts; give one seed per prompt")
@@ -369,18 +369,3 @@ def _row_seed(seed: int, prompt: int, sample: int) -> int:
     hashing, so neighbouring triples give unrelated streams)."""
     state = np.random.SeedSequence([seed % 2**63, prompt, sample]).generate_state(1, np.uint64)[0]
     return int(state) >> 1
-
-
-def _check_params(params: SamplingParams) -> None:
-    if params.n < 1:
-        raise ValueError(f"SamplingParams.n must be >= 1, got {params.n}")
-    if params.max_tokens < 1:
-        raise ValueError(f"SamplingParams.max_tokens must be >= 1, got {params.max_tokens}")
-    if params.temperature < 0:
-        raise ValueError(f"SamplingParams.temperature must be >= 0 (0 = greedy), got {params.temperature}")
-    if not 0 < params.top_p <= 1:
-        raise ValueError(f"SamplingParams.top_p must be in (0, 1], got {params.top_p}")
-    if params.top_k < 0:
-        raise ValueError(f"SamplingParams.top_k must be >= 0 (0 = off), got {params.top_k}")
-    if isinstance(params.stop, str) or any(not isinstance(s, str) or not s for s in params.stop):
-        raise ValueError(f"SamplingParams.stop must be a list of non-empty strings, got {params.stop!r}")

@@ -48,8 +48,16 @@ import os
 import warnings
 from typing import Iterable, Sequence
 
-from ponder.generation.base import EngineError, Generator, Prompt, Sample, SamplingParams, Usage, prompt_seed
-from ponder.generation.torch_engine import _check_params
+from ponder.generation.base import (
+    EngineError,
+    Generator,
+    Prompt,
+    Sample,
+    SamplingParams,
+    Usage,
+    check_params,
+    prompt_seed,
+)
 
 MULTIPROCESSING_ENV = "VLLM_ENABLE_V1_MULTIPROCESSING"
 
@@ -145,7 +153,7 @@ class VLLMGenerator(Generator):
         from vllm import SamplingParams as VLLMParams
         from vllm.inputs import TokensPrompt
 
-        _check_params(params)
+        check_params(params)
         ids = self.encode(prompts)
         if seeds is not None and len(seeds) != len(ids):
             raise ValueError(f"got {len(seeds)} seeds for {len(ids)} prompts; give one seed per prompt")
