@@ -150,6 +150,18 @@ class Generator:
         inserts into a continuation, or a completion given as text)."""
         raise NotImplementedError
 
+    def encode(self, prompts: Sequence[Prompt]) -> list[list[int]]:
+        """Token ids of each prompt: user texts through `prompt_ids` (one call for all of
+        them), ids as they are. Every prompt must have a token."""
+        texts = [i for i, p in enumerate(prompts) if isinstance(p, str)]
+        out = [None if isinstance(p, str) else [int(t) for t in p] for p in prompts]
+        for i, ids in zip(texts, self.prompt_ids([prompts[i] for i in texts])):
+            out[i] = ids
+        for i, row in enumerate(out):
+            if not row:
+                raise ValueError(f"prompt {i} has no tokens; give every prompt some text")
+        return out
+
     def logprobs(self, prompts: Sequence[Prompt], completions: Sequence[str | list[int]],
                  temperature: float = 1.0) -> list[list[float]]:
         """Teacher-forced log-probability of each completion token given its prompt, under

@@ -274,10 +274,7 @@ class HTTPGenerator(Generator):
         if temperature not in (0.0, 1.0) and self.owner != "ponder":
             raise EngineError(f"server {self.base} gives the model's raw log-probabilities, i.e. temperature 1; "
                               f"temperature {temperature} needs ponder serve (or rescale on your side)")
-        texts = [i for i, p in enumerate(prompts) if isinstance(p, str)]
-        prompt_ids = [None if isinstance(p, str) else list(p) for p in prompts]
-        for i, ids in zip(texts, self.prompt_ids([prompts[i] for i in texts])):
-            prompt_ids[i] = ids
+        prompt_ids = self.encode(prompts)
         comp_text = [i for i, c in enumerate(completions) if isinstance(c, str)]
         comp_ids = [None if isinstance(c, str) else list(c) for c in completions]
         for i, ids in zip(comp_text, self.tokenize([completions[i] for i in comp_text])):

@@ -133,17 +133,6 @@ class TorchGenerator(Generator):
         texts = list(texts)
         return self.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
 
-    def encode(self, prompts: list[Prompt]) -> list[list[int]]:
-        """Token ids of each prompt: user texts through `prompt_ids`, ids as they are."""
-        texts = [i for i, p in enumerate(prompts) if isinstance(p, str)]
-        out = [None if isinstance(p, str) else list(p) for p in prompts]
-        for i, ids in zip(texts, self.prompt_ids([prompts[i] for i in texts])):
-            out[i] = ids
-        for i, row in enumerate(out):
-            if not row:
-                raise ValueError(f"prompt {i} has no tokens; give every prompt some text")
-        return out
-
     # ----- generation -----
 
     @torch.inference_mode()

