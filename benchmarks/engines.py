@@ -108,7 +108,7 @@ def generation_rows(label: str, engine, prompts, max_tokens: int, sampled: int) 
 
 def search_row(label: str, engine, policy_problems, task) -> dict:
     from ponder.rewards.base import VerifierScorer
-    from ponder.search import SearchConfig, SearchContext
+    from ponder.search import SearchContext
     from ponder.search.run import SearchArgs, run_search
 
     ctx = SearchContext(engine, task, VerifierScorer(task, policy_problems))
@@ -120,7 +120,6 @@ def search_row(label: str, engine, policy_problems, task) -> dict:
            "prefill": used.prefill_tokens, "cached": used.cached_tokens, "wall_s": out["summary"]["wall_s"]}
     print(f"  {label:<30} acc {row['accuracy']:.3f} generated {row['generated']:>6} prefill {row['prefill']:>7} "
           f"cached {row['cached']:>7} computed {row['prefill'] - row['cached']:>7} {row['wall_s']:>6.1f} s", flush=True)
-    assert SearchConfig  # the knobs are SearchArgs' (a SearchConfig)
     return row
 
 

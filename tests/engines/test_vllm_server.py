@@ -12,20 +12,15 @@ compilation).
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 
 import pytest
 
+from conftest import vllm_server
 from ponder.generation import SamplingParams, make_engine
 
 NAME = "tiny"
-STARTUP_S = 600
 LOGPROB_TOL = 1e-3  # same weights in fp32; vLLM's CPU kernels vs PyTorch
 
 
@@ -42,41 +37,9 @@ def post(url: str, body: dict) -> dict:
 def server(tiny, tmp_path_factory):
     """(API base URL `http://127.0.0.1:PORT/v1`, server root URL) of a vLLM server for the
     tiny model; stopped when the module is done."""
-    folder = tiny[0]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     log = tmp_path_factory.mktemp("vllm_server") / "server.log"
-    # A server runs its engine core in a child process, as vLLM does by default.
-    env = {k: v for k, v in os.environ.items() if k != "VLLM_ENABLE_V1_MULTIPROCESSING"}
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(folder),
-           "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--served-model-name", NAME,
-           "--seed", "0", "--logprobs-mode", "processed_logprobs", "--enable-prompt-tokens-details",
-           "--enforce-eager"]
-    root = f"http://127.0.0.1:{port}"
-    start = time.perf_counter()
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
-    try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"the vLLM server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            if time.perf_counter() - start > STARTUP_S:
-                pytest.fail(f"the vLLM server did not answer within {STARTUP_S} s:\n{log.read_text()[-3000:]}")
-            try:
-                urllib.request.urlopen(f"{root}/v1/models", timeout=2).close()
-                break
-            except OSError:
-                time.sleep(1)
-        print(f"vLLM server answered after {time.perf_counter() - start:.0f} s")
+    with vllm_server(tiny[0], NAME, log, "--seed", "0", "--logprobs-mode", "processed_logprobs") as root:
         yield f"{root}/v1", root
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(scope="module")
