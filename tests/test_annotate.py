@@ -33,11 +33,12 @@ ROOT = Path(__file__).resolve().parents[1]
 class OraclePolicy(Generator):
     """A scripted arith policy for exact label checks: from a state whose steps are all
     correct, the first `good` of its n samples finish the solution correctly and the rest
-    answer -1; from a state with a wrong step, every sample carries on from the wrong
-    expression (so it never reaches the gold answer)."""
+    answer -1 (or, with `blank`, end at once: an empty completion); from a state with a wrong
+    step, every sample carries on from the wrong expression (so it never reaches the gold
+    answer)."""
 
-    def __init__(self, task, good: int):
-        self.task, self.good, self.usage = task, good, Usage()
+    def __init__(self, task, good: int, blank: bool = False):
+        self.task, self.good, self.blank, self.usage = task, good, blank, Usage()
         self.states = []
 
     def prompt_ids(self, prompts):  # characters as tokens
@@ -58,7 +59,7 @@ class OraclePolicy(Generator):
             samples = []
             for j in range(params.n):
                 if check is None or check.first_error is None:
-                    text = "\n".join(solve(last)) if j < self.good else "Answer: -1"
+                    text = "\n".join(solve(last)) if j < self.good else ("" if self.blank else "Answer: -1")
                 else:
                     try:
                         text = "\n".join(solve(last))
@@ -144,6 +145,24 @@ def test_omega_prm_labels_and_saves_rollouts(arith):
         assert bad_sol.rollouts <= 4 * max(1, (n - 1).bit_length()) < 4 * (n - 1) + 1
     ms = math_shepherd(gen, arith, [(p, g[1][0], False) for p, g in groups], k=4)
     assert sum(t[1].rollouts for t in trees) < sum(m.rollouts for m in ms)
+
+
+def test_omega_prm_never_searches_a_blank_rollout(arith):
+    """An empty incorrect rollout (immediate EOS) from a prefix with 0 < MC < 1 has no step
+    to localise: searching it would mark the prefix's last step as the first error although
+    its MC is 0.5, and would spend one of `search_limit`'s selections."""
+    [p] = [p for p in arith.problems("test", n=80, seed=4) if len(solve(p.question)) >= 4][:1]
+    gen = OraclePolicy(arith, good=2, blank=True)
+    gen.problems = [p]
+    ok = arith.split_steps(arith.reference(p))
+    bad2, bad1 = _wrong_at(arith, p, 2), _wrong_at(arith, p, 1)
+    [sols] = omega_prm(gen, arith, [(p, [(ok, True, 10), (bad2, False, 10), (bad1, False, 10)])],
+                       OmegaConfig(k=4, search_limit=2))
+    # Both selections go to the policy's two incorrect solutions, each localised exactly.
+    assert sols[1].first_error == 2 and sols[1].soft == [0.5, 0.5] + [0.0] * (len(bad2) - 2)
+    assert sols[2].first_error == 1 and sols[2].soft == [0.5] + [0.0] * (len(bad1) - 1)
+    blanks = [s for s in sols[3:] if not s.correct]
+    assert blanks and all(s.soft is None for s in blanks)
 
 
 def test_judge_verdicts_and_consensus():

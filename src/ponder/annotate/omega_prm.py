@@ -14,7 +14,10 @@ holds incorrect rollouts r hanging off states with MC(s) < 1. Each iteration:
    hi = len(r) known bad, probe the prefix s + r[:m] at m = (lo + hi) // 2 with k rollouts;
    MC > 0 means the prefix can still reach the answer, so the error lies after m (lo = m),
    otherwise at or before it (hi = m). The first error is step hi. Every probed prefix
-   becomes a node; its incorrect rollouts join the pool when 0 < MC < 1.
+   becomes a node; its incorrect rollouts join the pool when 0 < MC < 1 and they have at
+   least one step (an empty rollout - the policy ended at once - holds no step that could be
+   the first error: searching it would start with hi = 0 and blame the state's own last
+   step, whose MC > 0 says it can still reach the answer).
 3. Maintain: N(s) += 1 for the selected state; Q changes with the new MC estimates.
 
 It stops when the pool is empty or `search_limit` selections were made. Binary search needs
@@ -142,7 +145,7 @@ class OmegaTree:
             self.root.hits += int(correct)
             sol = LabelledSolution(list(steps), [1.0] * len(steps) if correct else None, i, correct=correct)
             self.solutions.append(sol)
-            if not correct:
+            if not correct and steps:
                 self.pool.append(_Candidate(self.root, Rollout(list(steps), False, tokens), sol))
 
     # -- selection --------------------------------------------------------------------
@@ -212,7 +215,7 @@ class OmegaTree:
             else:
                 sol = LabelledSolution(full, None, None)
                 self.solutions.append(sol)
-                if 0 < node.mc < 1:
+                if 0 < node.mc < 1 and r.steps:
                     self.pool.append(_Candidate(node, r, sol))
 
 
