@@ -14,7 +14,7 @@ import pytest
 
 from ponder.generation.base import Generator, Sample, SamplingParams, Usage
 from ponder.rewards.base import Scorer, ScorerUsage
-from ponder.search import SearchConfig, SearchContext, search
+from ponder.search import SearchParams, SearchContext, search
 from ponder.search.steps import Node, StepPolicy
 from ponder.tasks.base import Problem, Task
 
@@ -98,7 +98,7 @@ class StepTable(Scorer):
 
 def run(strategy, gen, scorer=None, **cfg):
     ctx = SearchContext(gen, Toy(), scorer)
-    return search(strategy, ctx, PROBLEM, SearchConfig(**cfg))
+    return search(strategy, ctx, PROBLEM, SearchParams(**cfg))
 
 
 # ----- whole-solution strategies -----
@@ -197,8 +197,22 @@ def test_beam_width_must_divide_n(strategy):
 def test_dvts_runs_n_over_m_independent_subtrees():
     gen = Scripted(tree=TREE)
     r = run("dvts", gen, StepTable(SCORES), n=4, beam_width=2)
-    assert len(r.candidates) == 2
+    assert len(r.candidates) == 4  # N/M = 2 subtrees, each returning its M final siblings
     assert gen.prompts[0] == ROOT  # the first steps of both subtrees share one prefill
+
+
+def test_dvts_votes_over_all_n_final_siblings():
+    # Both subtrees walk "2+12" -> "14"; their last expansions draw the answers in turn:
+    # subtree 0 gets 14, 14 and subtree 1 gets 14, 9. "Answer: 9" scores 0.99, "Answer: 14" 0.5.
+    tree = {**TREE, "2+12\n14\n": ["Answer: 14", "Answer: 14", "Answer: 14", "Answer: 9"]}
+    scores = {**SCORES, "Answer: 14": 0.5, "Answer: 9": 0.99}
+    naive = run("dvts", Scripted(tree=tree), StepTable(scores), n=4, beam_width=2)
+    assert sorted(c.answer for c in naive.candidates) == ["14", "14", "14", "9"]
+    assert naive.answer == "9"  # the single best score
+    # The weighted vote over all N: 14 collects 3 * 0.5 = 1.5 > 0.99. Over the N/M kept
+    # leaves alone (14 at 0.5, 9 at 0.99) it would pick 9.
+    weighted = run("dvts", Scripted(tree=tree), StepTable(scores), n=4, beam_width=2, weighted=True)
+    assert weighted.answer == "14"
 
 
 def test_lookahead_sees_past_a_tempting_step():
@@ -220,6 +234,32 @@ def test_mcts_backs_up_values_and_revisits_the_best_branch():
     answers = sorted(c.answer for c in r.candidates)
     assert r.answer == "14" and "14" in answers
     assert r.compute.generated_tokens == gen.usage.generated_tokens
+
+
+def test_mcts_puct_visits_and_value_sums_by_hand():
+    """Three simulations, M = 2, c_puct = 2, uniform prior 1/2, values = last-step scores.
+    1. root expands to a (0.8), b (0.5); the walk takes a, expands it to a14 (0.9), a9 (0.2)
+       and ends at a14: root, a, a14 get (1 visit, 0.9).
+    2. PUCT at root: a = 0.9 + 2 * 0.5 * sqrt(1) / 2 = 1.4; b (unvisited: its score)
+       = 0.5 + 2 * 0.5 * 1 / 1 = 1.5 -> b, which expands to b7 (0.6), b8 (0.4) and ends at b7.
+    3. root: a = 0.9 + sqrt(2) / 2 = 1.61; b = 0.6 + sqrt(2) / 2 = 1.31 -> a; under a:
+       a14 = 0.9 + 0.5 = 1.4, a9 = 0.2 + 1 = 1.2 -> a14, already finished: backed up again.
+    Picking the worst child instead would visit a9 at simulation 2."""
+    from ponder.search.mcts import run_mcts
+
+    tree = {"": ["a\n", "b\n"], "a\n": ["Answer: 14", "Answer: 9"], "b\n": ["Answer: 7", "Answer: 8"]}
+    scores = {"a": 0.8, "b": 0.5, "Answer: 14": 0.9, "Answer: 9": 0.2, "Answer: 7": 0.6, "Answer: 8": 0.4}
+    cfg = SearchParams(n=3, beam_width=2, c_puct=2.0)
+    policy = StepPolicy(SearchContext(Scripted(tree=tree), Toy(), StepTable(scores)), PROBLEM, cfg)
+    root, finished = run_mcts(policy, cfg)
+    assert [len(root.children)] + [len(c.children) for c in root.children] == [2, 2, 2]
+    a, b = root.children
+    (a14, a9), (b7, b8) = a.children, b.children
+    stats = lambda node: (node.visits, round(node.value_sum, 9))  # noqa: E731
+    assert stats(root) == (3, 2.4)
+    assert (stats(a), stats(a14), stats(a9)) == ((2, 1.8), (2, 1.8), (0, 0.0))
+    assert (stats(b), stats(b7), stats(b8)) == ((1, 0.6), (1, 0.6), (0, 0.0))
+    assert [n.text for n in finished] == ["a\nAnswer: 14", "b\nAnswer: 7"]
 
 
 # ----- budget forcing and self-refine -----
@@ -247,6 +287,30 @@ def test_unknown_strategy_lists_the_known_ones():
         run("beems", Scripted())
 
 
+def test_every_module_that_registers_a_strategy_is_imported_by_the_package():
+    """A strategy module missing from STRATEGY_MODULES would be absent from the registry
+    unless someone happened to import it; the package lists them all."""
+    import re
+    from pathlib import Path
+
+    import ponder.search as search_pkg
+    from ponder.search import STRATEGIES, STRATEGY_MODULES
+    from ponder.search.base import register_strategy
+
+    folder = Path(search_pkg.__file__).parent
+    registering = {}
+    for path in folder.glob("*.py"):
+        names = re.findall(r'@register_strategy\("([^"]+)"\)', path.read_text())
+        if names:
+            registering[path.stem] = names
+    assert sorted(registering) == sorted(STRATEGY_MODULES)
+    for module, names in registering.items():
+        for name in names:
+            assert STRATEGIES[name].__module__ == f"ponder.search.{module}"
+    with pytest.raises(ValueError, match="'beam' registered twice"):
+        register_strategy("beam")(lambda ctx, problem, cfg: ([], None))
+
+
 # ----- continuation on a real engine -----
 
 def test_step_by_step_continuation_reproduces_whole_generation():
@@ -266,7 +330,7 @@ def test_step_by_step_continuation_reproduces_whole_generation():
     task = Colon()
     [[whole]] = gen.generate([task.prompt(PROBLEM)], SamplingParams(temperature=0, max_tokens=24))
     assert whole.text.count(":") >= 4  # the premise: several steps
-    policy = StepPolicy(SearchContext(gen, task, None), PROBLEM, SearchConfig(max_steps=30, max_tokens=24, max_step_tokens=16))
+    policy = StepPolicy(SearchContext(gen, task, None), PROBLEM, SearchParams(max_steps=30, max_tokens=24, max_step_tokens=16))
     [node] = policy.rollout([Node()], 30)
     assert node.text == whole.text and node.tokens == whole.num_tokens == 24
     assert node.steps == whole.text.count(":") + (not whole.text.endswith(":"))

@@ -1,6 +1,6 @@
 """The search contract: what every test-time strategy gets, returns and spends.
 
-    result = search("beam", ctx, problem, SearchConfig(n=16, beam_width=4))
+    result = search("beam", ctx, problem, SearchParams(n=16, beam_width=4))
     result.answer, result.candidates, result.compute
 
 A strategy is a function `strategy(ctx, problem, cfg) -> (candidates, chosen)`, registered
@@ -25,8 +25,10 @@ from ponder.tasks.base import Problem, Task
 
 
 @dataclass
-class SearchConfig:
-    """Knobs shared by the strategies; each strategy reads the ones it needs."""
+class SearchParams:
+    """The knobs of one search call (budget, widths, sampling, selection), shared by the
+    strategies; each strategy reads the ones it needs. Not LLM Reasoners' `SearchConfig`
+    (their policy + reward): here the policy, task and scorer are the `SearchContext`."""
 
     n: int = 4
     """budget: samples (majority, best_of_n), beams (beam, dvts, lookahead), simulations
@@ -127,14 +129,19 @@ class SearchContext:
         return self.scorer
 
 
-Strategy = Callable[[SearchContext, Problem, SearchConfig], "tuple[list[Candidate], int | None]"]
+Strategy = Callable[[SearchContext, Problem, SearchParams], "tuple[list[Candidate], int | None]"]
 STRATEGIES: dict[str, Strategy] = {}
+"""name -> strategy; filled by the modules that `ponder.search` imports (STRATEGY_MODULES)"""
 
 
 def register_strategy(name: str):
-    """Function decorator adding a strategy to the registry under `name`."""
+    """Function decorator adding a strategy to the registry under `name`. The module must be
+    listed in `ponder.search.STRATEGY_MODULES` (a test checks every module that registers)."""
 
     def wrap(fn: Strategy) -> Strategy:
+        if name in STRATEGIES and STRATEGIES[name] is not fn:
+            raise ValueError(f"search strategy {name!r} registered twice ({STRATEGIES[name].__module__} "
+                             f"and {fn.__module__})")
         STRATEGIES[name] = fn
         return fn
 
@@ -142,14 +149,15 @@ def register_strategy(name: str):
 
 
 def get_strategy(name: str) -> Strategy:
-    import ponder.search  # noqa: F401  (populates the registry)
+    """The strategy registered as `name`; an unknown name lists the known ones."""
+    import ponder.search  # noqa: F401  (imports every strategy module, filling the registry)
 
     if name not in STRATEGIES:
         raise ValueError(f"unknown search strategy {name!r}: expected one of {', '.join(sorted(STRATEGIES))}")
     return STRATEGIES[name]
 
 
-def search(strategy: str, ctx: SearchContext, problem: Problem, cfg: SearchConfig) -> SearchResult:
+def search(strategy: str, ctx: SearchContext, problem: Problem, cfg: SearchParams) -> SearchResult:
     """Run one strategy on one problem and measure what it spent."""
     fn = get_strategy(strategy)
     gen0 = ctx.generator.usage.copy()
@@ -176,12 +184,12 @@ def seed_for(seed: int, problem: Problem, call: int = 0) -> int:
     return int.from_bytes(digest[:8], "big") >> 2
 
 
-def search_config(cfg: SearchConfig) -> SearchConfig:
-    """The plain SearchConfig inside a command's config that extends it."""
-    return SearchConfig(**{f.name: getattr(cfg, f.name) for f in fields(SearchConfig)})
+def search_params(cfg: SearchParams) -> SearchParams:
+    """The plain SearchParams inside a command's config that extends it."""
+    return SearchParams(**{f.name: getattr(cfg, f.name) for f in fields(SearchParams)})
 
 
-def check_width(cfg: SearchConfig, strategy: str) -> int:
+def check_width(cfg: SearchParams, strategy: str) -> int:
     """n / M for the tree strategies, with an error a user can act on when M does not divide n."""
     n, m = cfg.n, cfg.beam_width
     if n < 1 or m < 1:
@@ -192,3 +200,8 @@ def check_width(cfg: SearchConfig, strategy: str) -> int:
             f"try beam_width in {[d for d in range(1, n + 1) if n % d == 0]}"
         )
     return n // m
+
+
+# old names, removed once callers move
+SearchConfig = SearchParams
+search_config = search_params

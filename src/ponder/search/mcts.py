@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 
-from ponder.search.base import SearchConfig, SearchContext, register_strategy
+from ponder.search.base import SearchContext, SearchParams, register_strategy
 from ponder.search.steps import Node, StepPolicy
 from ponder.search.vote import choose
 from ponder.tasks.base import Problem
@@ -35,13 +35,10 @@ def puct(parent: Node, child: Node, c_puct: float) -> float:
     return q + c_puct * prior * math.sqrt(parent.visits) / (1 + child.visits)
 
 
-@register_strategy("mcts")
-def mcts(ctx: SearchContext, problem: Problem, cfg: SearchConfig):
-    if cfg.n < 1 or cfg.beam_width < 1:
-        raise ValueError(f"mcts: n (simulations) and beam_width (children per node) must be >= 1, "
-                         f"got n={cfg.n}, beam_width={cfg.beam_width}")
-    ctx.need_scorer("mcts")
-    policy = StepPolicy(ctx, problem, cfg)
+def run_mcts(policy: StepPolicy, cfg: SearchParams) -> tuple[Node, list[Node]]:
+    """`cfg.n` simulations from a fresh root; returns (root, finished leaves in the order
+    found). Every node on a simulation's path gets visits += 1 and value_sum += the value of
+    the finished solution it reached (the leaf's aggregated PRM score)."""
     root = Node()
     finished: list[Node] = []
     for _ in range(cfg.n):
@@ -59,5 +56,16 @@ def mcts(ctx: SearchContext, problem: Problem, cfg: SearchConfig):
         for visited in path:  # 3. back up
             visited.visits += 1
             visited.value_sum += node.score
+    return root, finished
+
+
+@register_strategy("mcts")
+def mcts(ctx: SearchContext, problem: Problem, cfg: SearchParams):
+    if cfg.n < 1 or cfg.beam_width < 1:
+        raise ValueError(f"mcts: n (simulations) and beam_width (children per node) must be >= 1, "
+                         f"got n={cfg.n}, beam_width={cfg.beam_width}")
+    ctx.need_scorer("mcts")
+    policy = StepPolicy(ctx, problem, cfg)
+    _, finished = run_mcts(policy, cfg)
     candidates = [policy.candidate(leaf) for leaf in finished]
     return candidates, choose(candidates, cfg.weighted)
