@@ -38,6 +38,29 @@ def test_grpo_group_all_equal_gives_zero():
     assert adv.abs().sum() == 0
 
 
+@pytest.mark.parametrize("value,group_size", [(0.7, 8), (0.675, 8), (1 / 3, 16)])
+def test_all_equal_group_gets_exactly_zero_advantage(value, group_size):
+    # float32 cannot hold these values exactly: the group mean can come out one ulp off, and
+    # GRPO's division by (std + eps) with std ~ 1e-8 used to turn that into +-0.056 per token
+    rewards = torch.full((group_size,), value)
+    mask = torch.ones(group_size, 3)
+    token_rewards = torch.zeros(group_size, 3)
+    token_rewards[:, -1] = rewards
+    steps = [[value, value]] * group_size
+    for adv in (grpo_advantages(rewards, mask, group_size), dr_grpo_advantages(rewards, mask, group_size),
+                rloo_advantages(rewards, mask, group_size), reinforce_pp_advantages(token_rewards, mask),
+                process_grpo_advantages(steps, [[0, 2]] * group_size, mask, group_size)):
+        assert adv.abs().max().item() == 0.0
+
+
+def test_all_equal_group_next_to_a_mixed_one():
+    rewards = torch.tensor([0.7] * 8 + [1.0, 0.0] * 4)
+    adv = grpo_advantages(rewards, torch.ones(16, 1), group_size=8)[:, 0]
+    assert adv[:8].abs().max().item() == 0.0
+    # mean 0.5, unbiased std sqrt(8 * 0.25 / 7)
+    assert adv[8:10].tolist() == pytest.approx([0.5 / math.sqrt(2 / 7), -0.5 / math.sqrt(2 / 7)], abs=1e-5)
+
+
 def test_dr_grpo_and_rloo():
     assert dr_grpo_advantages(R, M, 4)[:, 0].tolist() == pytest.approx([0.75, -0.25, -0.25, -0.25])
     # r_i minus the mean of the other three: 1 - 0, 0 - 1/3

@@ -49,13 +49,25 @@ def _groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
     return rewards.view(-1, group_size)
 
 
+def centered(x: torch.Tensor) -> torch.Tensor:
+    """x minus the mean of each row, (N, G) -> (N, G), with the mean taken around the row's
+    first entry: mean = x_0 + mean(x - x_0). A row of equal values then gives exact zeros.
+    The plain x - x.mean() does not: in float32, the mean of eight copies of 0.7 is one ulp
+    off 0.7, and dividing that leftover by a near-zero group std makes it an advantage of
+    +-0.056 for a group that carries no signal at all."""
+    d = x - x[:, :1]
+    return d - d.mean(dim=1, keepdim=True)
+
+
 def grpo_advantages(rewards: torch.Tensor, mask: torch.Tensor, group_size: int, eps: float = 1e-6) -> torch.Tensor:
     """GRPO outcome supervision (Shao et al. 2024, DeepSeekMath §4.1.2): every token of
     completion i gets (r_i - mean(group)) / (std(group) + eps). std is the unbiased
-    (n-1) standard deviation, as in TRL and verl. rewards (B,), mask (B, T) -> (B, T)."""
+    (n-1) standard deviation, as in TRL and verl. A group whose rewards are all equal gets
+    exactly zero. rewards (B,), mask (B, T) -> (B, T)."""
     g = _groups(rewards, group_size)
-    std = g.std(dim=1, keepdim=True) if group_size > 1 else torch.zeros_like(g[:, :1])
-    adv = (g - g.mean(dim=1, keepdim=True)) / (std + eps)
+    dev = centered(g)
+    std = dev.std(dim=1, keepdim=True) if group_size > 1 else torch.zeros_like(g[:, :1])
+    adv = dev / (std + eps)
     return adv.reshape(-1, 1) * mask
 
 
@@ -64,8 +76,7 @@ def dr_grpo_advantages(rewards: torch.Tensor, mask: torch.Tensor, group_size: in
     the group mean, without dividing by the group std (which over-weights groups that are
     almost all right or all wrong). Pair it with loss_agg='seq-mean-token-sum-norm'.
     rewards (B,), mask (B, T) -> (B, T)."""
-    g = _groups(rewards, group_size)
-    return (g - g.mean(dim=1, keepdim=True)).reshape(-1, 1) * mask
+    return centered(_groups(rewards, group_size)).reshape(-1, 1) * mask
 
 
 def rloo_advantages(rewards: torch.Tensor, mask: torch.Tensor, group_size: int) -> torch.Tensor:
@@ -74,8 +85,9 @@ def rloo_advantages(rewards: torch.Tensor, mask: torch.Tensor, group_size: int) 
     if group_size < 2:
         raise ValueError("rloo needs group_size >= 2 (the baseline is the other samples' mean)")
     g = _groups(rewards, group_size)
-    baseline = (g.sum(dim=1, keepdim=True) - g) / (group_size - 1)
-    return (g - baseline).reshape(-1, 1) * mask
+    d = g - g[:, :1]  # around the first sample, so that equal rewards give exact zeros
+    baseline = (d.sum(dim=1, keepdim=True) - d) / (group_size - 1)
+    return (d - baseline).reshape(-1, 1) * mask
 
 
 def discounted_returns(token_rewards: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0) -> torch.Tensor:
@@ -89,11 +101,17 @@ def discounted_returns(token_rewards: torch.Tensor, mask: torch.Tensor, gamma: f
 
 
 def masked_whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """(x - mean) / std over the masked entries (population std). (B, T) -> (B, T)."""
-    n = mask.sum().clamp(min=1)
-    mean = (x * mask).sum() / n
-    var = (((x - mean) * mask) ** 2).sum() / n
-    return (x - mean) * torch.rsqrt(var + eps) * mask
+    """(x - mean) / std over the masked entries (population std); zero everywhere when the
+    masked entries are all equal (see `centered`). (B, T) -> (B, T)."""
+    on = mask > 0
+    if not on.any():
+        return torch.zeros_like(x)
+    d = torch.where(on, x - x[on][0], 0.0)  # around one masked entry, as in `centered`
+    n = mask.sum()
+    mean = (d * mask).sum() / n
+    dev = (d - mean) * mask
+    var = (dev ** 2).sum() / n
+    return dev * torch.rsqrt(var + eps)
 
 
 def reinforce_pp_advantages(token_rewards: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0) -> torch.Tensor:
@@ -127,24 +145,34 @@ def process_grpo_advantages(
     """GRPO with process supervision (DeepSeekMath §4.1.3): the step rewards of all
     completions in a group are normalised together, r~ = (r - mean(R)) / std(R) over the
     group's set R of step rewards, and the advantage of token t is the sum of the normalised
-    rewards of the steps that end at or after t. A completion without steps gets zero.
+    rewards of the steps that end at or after t. A completion without steps gets zero, and so
+    does every token of a group whose step rewards are all equal.
+
+    Outcome rewards play no part: as in DeepSeekMath §4.1.3, process supervision uses only the
+    step rewards (a final answer counts only through the score of the step that states it).
     step_rewards/step_ends: B lists (index j: reward of step j / token index where it ends);
     mask (B, T) -> (B, T)."""
     B, T = mask.shape
     if len(step_rewards) != B or len(step_ends) != B:
         raise ValueError(f"expected {B} rows of step rewards and step ends")
+    for i, (r, e) in enumerate(zip(step_rewards, step_ends)):
+        if len(r) != len(e):
+            raise ValueError(f"row {i}: {len(r)} step rewards for {len(e)} step ends")
     adv = torch.zeros(B, T)
     for start in range(0, B, group_size):
         rows = range(start, start + group_size)
         flat = torch.tensor([r for i in rows for r in step_rewards[i]], dtype=torch.float32)
         if flat.numel() == 0:
             continue
-        mean = flat.mean()
-        std = flat.std() if flat.numel() > 1 else torch.tensor(0.0)
+        dev = centered(flat[None])[0]
+        std = dev.std() if flat.numel() > 1 else torch.tensor(0.0)
+        norm = (dev / (std + eps)).tolist()
+        k = 0
         for i in rows:
-            for r, end in zip(step_rewards[i], step_ends[i], strict=True):
+            for end in step_ends[i]:
                 # the step's normalised reward counts for every token up to its end
-                adv[i, : end + 1] += (r - mean) / (std + eps)
+                adv[i, : end + 1] += norm[k]
+                k += 1
     return adv * mask
 
 
