@@ -131,6 +131,49 @@ def test_kl_estimators():
     assert kl_penalty(logp, logp, "k3").item() == 0
 
 
+def expected_loss_gradient(estimator, logits, ref_logp):
+    """d/dlogits of E_{x ~ pi}[k(x)] with the samples x held fixed, as a loss term sees it:
+    sum_x pi(x) grad k(x), pi not differentiated."""
+    logits = logits.clone().requires_grad_(True)
+    logp = torch.log_softmax(logits, -1)
+    (logp.exp().detach() * kl_penalty(logp, ref_logp, estimator)).sum().backward()
+    return logits.grad
+
+
+def test_kl_loss_gradients_on_a_categorical():
+    logits = torch.tensor([0.3, -1.2, 0.8, 0.1], dtype=torch.float64)
+    ref_logp = torch.log_softmax(torch.tensor([-0.5, 0.4, 0.2, 1.0], dtype=torch.float64), -1)
+    x = logits.clone().requires_grad_(True)
+    logp = torch.log_softmax(x, -1)
+    (logp.exp() * (logp - ref_logp)).sum().backward()  # exact KL(pi || pi_ref)
+    reverse = x.grad
+    x = logits.clone().requires_grad_(True)
+    logp = torch.log_softmax(x, -1)
+    (ref_logp.exp() * (ref_logp - logp)).sum().backward()  # exact KL(pi_ref || pi)
+    forward = x.grad
+    # k2 as a loss: the gradient of the reverse KL; k1: zero; k3: the gradient of the forward KL
+    assert torch.allclose(expected_loss_gradient("k2", logits, ref_logp), reverse, atol=1e-12)
+    assert torch.allclose(expected_loss_gradient("k1", logits, ref_logp), torch.zeros(4, dtype=torch.float64),
+                          atol=1e-12)
+    assert torch.allclose(expected_loss_gradient("k3", logits, ref_logp), forward, atol=1e-12)
+    assert not torch.allclose(forward, reverse, atol=1e-2)  # a distribution where the two differ
+    # as a detached reward penalty, the gradient is the score-function term E_pi[k grad log pi]
+    x = logits.clone().requires_grad_(True)
+    logp = torch.log_softmax(x, -1)
+    k = {e: kl_penalty(logp.detach(), ref_logp, e) for e in ("k1", "k3")}
+    grads = [torch.autograd.grad((logp.exp().detach() * k[e] * logp).sum(), x, retain_graph=True)[0]
+             for e in ("k1", "k3")]
+    assert torch.allclose(grads[0], reverse, atol=1e-12)
+    assert torch.allclose(grads[1], reverse - forward, atol=1e-12)
+
+
+def test_kl_k2_value():
+    logp, ref = torch.log(torch.tensor([0.5])), torch.log(torch.tensor([0.25]))
+    assert kl_penalty(logp, ref, "k2").item() == pytest.approx(0.5 * math.log(2) ** 2)
+    with pytest.raises(ValueError, match="unknown KL estimator 'k4': expected 'k1', 'k2' or 'k3'"):
+        kl_penalty(logp, ref, "k4")
+
+
 def test_value_loss_takes_the_clipped_max():
     v = value_loss(torch.tensor([[1.0]]), torch.tensor([[0.5]]), torch.tensor([[0.0]]), torch.ones(1, 1), clip=0.2)
     assert v.item() == pytest.approx(0.5)  # max(1.0^2, 0.7^2) / 2

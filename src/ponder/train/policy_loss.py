@@ -88,17 +88,48 @@ def policy_loss(name: str, *args, **kwargs) -> tuple[torch.Tensor, dict]:
     return POLICY_LOSSES[name](*args, **kwargs)
 
 
+KL_ESTIMATORS = ("k1", "k2", "k3")
+
+
 def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, estimator: str = "k3") -> torch.Tensor:
-    """Per-token estimate of KL(pi || pi_ref) from samples of pi (Schulman 2020, "Approximating
-    KL divergence"): k1 = logp - ref_logp (unbiased, high variance, can be negative);
-    k3 = exp(ref_logp - logp) - (ref_logp - logp) - 1 (unbiased, always >= 0; the estimator
-    of DeepSeekMath eq. 4). (B, T) -> (B, T)."""
+    """Per-token estimate of KL(pi || pi_ref) from tokens sampled from pi (Schulman 2020,
+    "Approximating KL divergence"), with log r = ref_logp - logp. (B, T) -> (B, T).
+
+        k1 = -log r                    unbiased value, high variance, can be negative
+        k2 = (log r)^2 / 2             biased value (exact to second order in log r), >= 0;
+                                       verl calls it "mse"
+        k3 = r - 1 - log r             unbiased value, low variance, >= 0 (DeepSeekMath eq. 4)
+
+    What an estimator is worth depends on how it enters training, because the gradient of an
+    unbiased estimate is not an unbiased estimate of the gradient (Tang & Munos 2025, "On a
+    few pitfalls in KL divergence gradient estimation for RL"). For one token's distribution,
+    context held fixed, tokens sampled from pi (on-policy):
+
+    As a loss term (differentiated, `kl_in_reward` off), E_pi[grad k] is
+        k1: 0, since E_pi[grad log pi] = 0: the term pulls nothing toward pi_ref;
+        k2: E_pi[log(pi/pi_ref) grad log pi] = grad KL(pi || pi_ref), the true gradient;
+        k3: E_pi[(1 - pi_ref/pi) grad log pi] = -E_pi_ref[grad log pi] = grad KL(pi_ref || pi),
+            the gradient of the forward KL, which agrees with the reverse KL's only to first
+            order in log(pi/pi_ref).
+    Summed over tokens, each of these treats the contexts as fixed: it leaves out how earlier
+    tokens change the states at which later tokens' KL is taken, so even k2 gives only that
+    partial gradient of the sequence KL (Tang & Munos 2025, §4).
+
+    As a reward penalty (`kl_in_reward`: a detached number in the return, so its gradient is
+    the score-function term E_pi[k grad log pi]):
+        k1: grad KL(pi || pi_ref), since the missing pathwise term E_pi[grad k1] is 0; with the
+            penalty of every token in the sequence's return, this is the sequence KL's gradient;
+        k2: not the KL gradient (the penalty's expectation is not the KL);
+        k3: grad KL(pi || pi_ref) - grad KL(pi_ref || pi): biased, although E_pi[k3] = KL.
+    `tests/test_rl_math.py` checks each of these identities on a categorical distribution."""
+    d = ref_logp - logp
     if estimator == "k1":
-        return logp - ref_logp
+        return -d
+    if estimator == "k2":
+        return 0.5 * d ** 2
     if estimator == "k3":
-        d = ref_logp - logp
         return torch.exp(d) - d - 1.0
-    raise ValueError(f"unknown KL estimator {estimator!r}: expected 'k1' or 'k3'")
+    raise ValueError(f"unknown KL estimator {estimator!r}: expected 'k1', 'k2' or 'k3'")
 
 
 def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,

@@ -56,6 +56,7 @@ from ponder.train.policy_engine import policy_engine
 from ponder.train.rl_batch import ActorCritic, drop_zero_rows, response_logprobs, step_token_ends
 from ponder.train.policy_loss import (
     AGGREGATIONS,
+    KL_ESTIMATORS,
     POLICY_LOSSES,
     aggregate,
     kl_penalty,
@@ -68,7 +69,9 @@ from ponder.train.policy_loss import (
 @dataclass
 class RLConfig:
     estimator: str = "grpo"
-    """advantage estimator: grpo, dr_grpo, rloo, reinforce_pp, gae (PPO with a value head), process_grpo"""
+    """advantage estimator: grpo, dr_grpo, rloo, reinforce_pp, gae (PPO with a value head), process_grpo
+    (the process scorer's step rewards only: as in DeepSeekMath §4.1.3, the reward functions'
+    outcome rewards do not enter its advantages and are only logged)"""
     steps: int = 50
     """RL steps (rollouts); each makes ppo_epochs * num_minibatches optimiser steps"""
     prompts_per_step: int = 8
@@ -96,9 +99,12 @@ class RLConfig:
     beta: float = 0.0
     """KL coefficient to the frozen initial policy (0 = no reference model)"""
     kl_estimator: str = "k3"
-    """k1 or k3"""
+    """k1, k2 or k3 (Schulman 2020). In the loss (kl_in_reward off), on-policy: k2's gradient is
+    that of KL(pi||pi_ref); k3's (DeepSeekMath's choice) is that of the forward KL(pi_ref||pi),
+    equal to first order only; k1's is zero in expectation. As a reward penalty, k1 gives the
+    KL(pi||pi_ref) gradient and k2, k3 do not. Per token, contexts held fixed (see kl_penalty)"""
     kl_in_reward: bool = False
-    """subtract beta * KL from the reward instead of adding it to the loss"""
+    """subtract beta * KL from the reward instead of adding it to the loss (use k1 there)"""
     dynamic_sampling: bool = False
     """DAPO: drop groups whose rewards are all equal and refill with new prompts"""
     max_refills: int = 4
@@ -137,8 +143,8 @@ class RLConfig:
             raise ValueError(f"unknown loss {self.loss!r}: expected one of {', '.join(sorted(POLICY_LOSSES))}")
         if self.loss_agg not in AGGREGATIONS:
             raise ValueError(f"unknown loss_agg {self.loss_agg!r}: expected one of {', '.join(AGGREGATIONS)}")
-        if self.kl_estimator not in ("k1", "k3"):
-            raise ValueError(f"kl_estimator must be 'k1' or 'k3', got {self.kl_estimator!r}")
+        if self.kl_estimator not in KL_ESTIMATORS:
+            raise ValueError(f"kl_estimator must be one of {', '.join(KL_ESTIMATORS)}, got {self.kl_estimator!r}")
         for name in ("steps", "prompts_per_step", "group_size", "max_tokens", "ppo_epochs", "num_minibatches"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
