@@ -8,8 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from ponder.cli import app
-from ponder.search.compute_optimal import choose_strategies, compute_optimal, difficulty_bins, halves
-from ponder.search.scale import summarize, tokens_to_match
+from ponder.search.compute_optimal import choose_settings, compute_optimal, difficulty_bins, halves, token_budgets
+from ponder.search.scale import ScaleConfig, read_records, summarize, sweep, tokens_to_match, validate_sweep
 from ponder.search.scorers import load_scorer
 from ponder.tasks import get_task
 
@@ -32,19 +32,62 @@ def test_difficulty_bins_rank_problems_easiest_first():
         difficulty_bins({"a": 1.0}, 0)
 
 
+def test_difficulty_bins_keep_equal_difficulties_together():
+    # Three problems share pass rate 1.0: by order, c would fall into bin 1 with d. Mid-ranks
+    # 1, 3 and 4.5 of 6 put the tie groups in bins 0, 1 and 2, whatever the ids' order.
+    rates = {"a": 1.0, "b": 1.0, "c": 1.0, "d": 0.5, "e": 0.0, "f": 0.0}
+    assert difficulty_bins(rates, 3) == {"a": 0, "b": 0, "c": 0, "d": 1, "e": 2, "f": 2}
+    assert difficulty_bins(dict(reversed(list(rates.items()))), 3) == difficulty_bins(rates, 3)
+    assert set(difficulty_bins({"a": 0.5, "b": 0.5, "c": 0.5, "d": 0.5}, 2).values()) == {0}  # one tie, one bin
+
+
 def test_compute_optimal_picks_per_bin_and_scores_held_out():
-    # Easy problems e*: majority and beam both right, majority cheaper. Hard h*: only beam right.
+    # Easy problems e*: majority and beam both right, majority cheaper. Hard h*: only beam
+    # right, at the same tokens as majority.
     easy, hard = [f"e{i}" for i in range(4)], [f"h{i}" for i in range(4)]
     records = []
     for p in easy:
-        records += [rec("majority", 4, p, True, 40), rec("beam", 4, p, True, 50)]
+        records += [rec("majority", 4, p, True, 40), rec("beam", 4, p, True, 40)]
     for p in hard:
-        records += [rec("majority", 4, p, False, 40), rec("beam", 4, p, True, 60)]
+        records += [rec("majority", 4, p, False, 40), rec("beam", 4, p, True, 40)]
     bin_of = {**{p: 0 for p in easy}, **{p: 1 for p in hard}}
-    assert choose_strategies(records, set(easy + hard), bin_of) == {(0, 4): "majority", (1, 4): "beam"}
+    assert token_budgets(records) == {4: 40.0}
+    assert choose_settings(records, set(easy + hard), bin_of, 40.0) == {0: ("beam", 4), 1: ("beam", 4)}
     out = compute_optimal(records, bin_of, seed=1)
-    assert out["budgets"][4] == {"accuracy": 1.0, "generated_tokens": 50.0, "problems": 8}
-    assert all(c == {"bin0@4": "majority", "bin1@4": "beam"} for c in out["choices"])
+    assert out["budgets"][4] == {"token_budget": 40.0, "accuracy": 1.0, "generated_tokens": 40.0, "problems": 8}
+
+
+def test_compute_optimal_compares_at_equal_generated_tokens():
+    # beam@2 costs what majority@4 costs (40 tokens) and is always right; beam@4 costs 80.
+    # At majority@2's 20 tokens only majority@2 fits. Choosing per N instead would put
+    # beam@2 at N=2 (accuracy 1.0 for twice the tokens).
+    records = []
+    for p in ("p0", "p1", "p2", "p3"):
+        records += [rec("majority", 2, p, False, 20), rec("majority", 4, p, False, 40),
+                    rec("beam", 2, p, True, 40), rec("beam", 4, p, True, 80)]
+    bin_of = {p: 0 for p in ("p0", "p1", "p2", "p3")}
+    out = compute_optimal(records, bin_of, seed=0)
+    assert out["budgets"][2] == {"token_budget": 20.0, "accuracy": 0.0, "generated_tokens": 20.0, "problems": 4}
+    assert out["budgets"][4] == {"token_budget": 40.0, "accuracy": 1.0, "generated_tokens": 40.0, "problems": 4}
+    assert out["choices"] == [{"bin0@2": "majority@2", "bin0@4": "beam@2"}] * 2
+
+
+def test_compute_optimal_reports_the_held_out_fold():
+    # The halves disagree: on half A majority@4 is right everywhere and beam@4 nowhere; on
+    # half B beam@4 is right everywhere and majority@4 on one of two. Each half is scored
+    # with the other half's choice: B with majority (1 of 2), A with beam (0 of 2) -> 0.25.
+    # Choosing and scoring on the same half would report 1.0.
+    bin_of = {p: 0 for p in ("p0", "p1", "p2", "p3")}
+    a, b = halves(bin_of, seed=0)
+    a, b = sorted(a), sorted(b)
+    records = []
+    for p in a:
+        records += [rec("majority", 4, p, True, 40), rec("beam", 4, p, False, 40)]
+    for i, p in enumerate(b):
+        records += [rec("majority", 4, p, i == 0, 40), rec("beam", 4, p, True, 40)]
+    out = compute_optimal(records, bin_of, seed=0)
+    assert out["choices"] == [{"bin0@4": "majority@4"}, {"bin0@4": "beam@4"}]
+    assert out["budgets"][4]["accuracy"] == 0.25 and out["budgets"][4]["problems"] == 4
 
 
 def test_summary_oracle_and_tokens_to_match():
@@ -59,6 +102,58 @@ def test_summary_oracle_and_tokens_to_match():
     assert tokens_to_match(curve, "majority", 0.7) == pytest.approx(20.0)  # halfway in log tokens
     assert tokens_to_match(curve, "majority", 0.4) == 10
     assert tokens_to_match(curve, "majority", 0.95) is None
+
+
+def test_validate_sweep_names_every_bad_cell_before_anything_runs():
+    from test_search import SOLUTIONS, Scripted, Toy
+
+    from ponder.search import SearchContext
+    from ponder.tasks.base import Problem
+
+    cfg = ScaleConfig(strategies=("majority", "beam", "dvts"), budgets=(2, 4, 6), beam_width=4)
+    message = r"beam: budget 6 is not a multiple of beam_width 4.*dvts: budget 6 is not a multiple of beam_width 4"
+    with pytest.raises(ValueError, match=message):
+        validate_sweep(cfg)
+    gen = Scripted(solutions=SOLUTIONS)
+    with pytest.raises(ValueError, match=message):
+        sweep(SearchContext(gen, Toy()), [Problem("p0", "2+3*4", "14")], cfg)
+    assert gen.usage.calls == 0  # nothing ran
+    validate_sweep(ScaleConfig(strategies=("beam",), budgets=(1, 2, 4, 8), beam_width=4))  # min(M, N) divides N
+    with pytest.raises(ValueError, match="unknown search strategy 'beems'"):
+        validate_sweep(ScaleConfig(strategies=("beems",)))
+
+
+def test_sweep_resumes_from_its_records_file(tmp_path):
+    from test_search import SOLUTIONS, Scripted, StepTable, Toy
+
+    from ponder.search import SearchContext
+    from ponder.tasks.base import Problem
+
+    problems = [Problem("p0", "2+3*4", "14"), Problem("p1", "4*5", "20")]
+    cfg = ScaleConfig(strategies=("greedy", "majority", "best_of_n"), budgets=(1, 2))
+    table = {"2+12": 0.9, "Answer: 14": 0.8, "5*4": 0.6, "Answer: 20": 0.7}
+    ctx = lambda gen: SearchContext(gen, Toy(), StepTable(table))  # noqa: E731
+    drop_wall = lambda rs: [{k: v for k, v in r.items() if k != "wall_s"} for r in rs]  # noqa: E731
+    full_path = tmp_path / "full.jsonl"
+    full = sweep(ctx(Scripted(solutions=SOLUTIONS)), problems, cfg, records_path=full_path)
+    assert len(full) == 2 * (1 + 2 + 2) and drop_wall(read_records(full_path)) == drop_wall(full)
+    # A run killed after 3 records, in the middle of writing the 4th.
+    killed = tmp_path / "killed.jsonl"
+    lines = full_path.read_text().splitlines(keepends=True)
+    killed.write_text("".join(lines[:3]) + lines[3][:20])
+    gen = Scripted(solutions=SOLUTIONS)
+    resumed = sweep(ctx(gen), problems, cfg, records_path=killed)
+    assert gen.usage.calls == len(full) - 3  # one engine call per cell not yet recorded
+    assert drop_wall(resumed) == drop_wall(full)
+    assert drop_wall(read_records(killed)) == drop_wall(full)
+    # A rerun of a finished sweep computes nothing.
+    gen = Scripted(solutions=SOLUTIONS)
+    assert drop_wall(sweep(ctx(gen), problems, cfg, records_path=killed)) == drop_wall(full)
+    assert gen.usage.calls == 0
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(lines[0] + "not json\n" + lines[1])
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: expected a JSON sweep record"):
+        read_records(bad)
 
 
 def test_load_scorer_verifier_and_bad_paths(tmp_path):

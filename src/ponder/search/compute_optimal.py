@@ -1,31 +1,52 @@
 """Compute-optimal test-time scaling (Snell et al. 2024, §3.2 and §5.3): choose, for each
-problem difficulty and budget, the strategy that does best, and check the choice on
-problems it was not made on.
+problem difficulty and each generation budget, the strategy setting that does best within
+that budget, and check the choice on problems it was not made on.
 
 Difficulty is estimated per problem as in Snell et al. (§3.2): from the policy's own pass
 rate over its samples (oracle difficulty, uses the gold answers), or from the scorer's mean
-score of those samples (predicted difficulty, no gold answers needed). Problems are ranked
-and cut into `bins` equal quantile bins, bin 0 the easiest.
+score of those samples (predicted difficulty, no gold answers needed). Problems are cut into
+`bins` quantile bins by that estimate, bin 0 the easiest; problems with equal difficulty
+always share a bin.
 
-Selection is two-fold: problems are split in two halves (a seeded shuffle within each bin);
-the strategy per (bin, budget) is chosen on one half and scored on the other, then the
-other way round, so every problem is scored by a choice made without it. Pure functions
-over the sweep's records (dicts with `strategy`, `budget`, `problem`, `correct`,
-`generated_tokens`).
+Budgets are compared at equal generated tokens, not at equal N: Snell et al. compare
+strategies at an equal generation budget (§5.1: lookahead with k steps costs N(k + 1)
+samples' worth, not N). A *setting* is a (strategy, N) point of the sweep; for each bin and
+each token budget B, the chosen setting is the most accurate one whose mean generated tokens
+per problem fit B. The budgets default to what majority@N (self-consistency, Snell et al.'s
+parallel-sampling baseline) spends at each N of the sweep, so the compute-optimal row at N
+answers "what is best for the tokens N samples cost". Measured tokens, not the paper's
+sample counts, are the unit here: every strategy's engine reports them exactly.
+
+Selection is two-fold cross-fitting: problems are split in two halves (a seeded shuffle
+within each bin); the setting per (bin, budget) is chosen on one half - its accuracy and
+its token cost both measured there - and scored on the other, then the other way round, so
+every problem is scored by a choice made without it. Pure functions over the sweep's
+records (dicts with `strategy`, `budget`, `problem`, `correct`, `generated_tokens`).
 """
 from __future__ import annotations
 
 import random
 from collections import defaultdict
 
+Setting = tuple[str, int]  # (strategy, N)
+
 
 def difficulty_bins(difficulty: dict[str, float], bins: int) -> dict[str, int]:
-    """Problem id -> bin, by rank of `difficulty` (higher = easier, e.g. a pass rate):
-    bin 0 holds the easiest 1/bins of the problems. Ties keep the ids' order."""
+    """Problem id -> bin by quantile of `difficulty` (higher = easier, e.g. a pass rate):
+    bin 0 holds the easiest 1/bins of the problems. A problem's quantile is its mid-rank
+    among the n problems (the mean rank of its group of equal values, 0 = easiest) over n,
+    and its bin floor(quantile * bins): without ties this is rank * bins // n, and equal
+    difficulties always land in the same bin, whatever the order of the ids."""
     if bins < 1:
         raise ValueError(f"bins must be >= 1, got {bins}")
-    ranked = sorted(difficulty, key=lambda pid: -difficulty[pid])
-    return {pid: min(i * bins // len(ranked), bins - 1) for i, pid in enumerate(ranked)}
+    values = sorted(difficulty.values(), reverse=True)
+    n = len(values)
+    first: dict[float, int] = {}
+    last: dict[float, int] = {}
+    for rank, v in enumerate(values):
+        first.setdefault(v, rank)
+        last[v] = rank
+    return {pid: min(int((first[v] + last[v]) / 2 * bins // n), bins - 1) for pid, v in difficulty.items()}
 
 
 def halves(bin_of: dict[str, int], seed: int = 0) -> tuple[set[str], set[str]]:
@@ -42,51 +63,78 @@ def halves(bin_of: dict[str, int], seed: int = 0) -> tuple[set[str], set[str]]:
     return a, b
 
 
-def _cells(records: list[dict], problems: set[str], bin_of: dict[str, int]):
-    """(bin, budget, strategy) -> [accuracy, mean generated tokens] over `problems`."""
+def token_budgets(records: list[dict]) -> dict[int, float]:
+    """N -> mean generated tokens per problem of majority@N (of best_of_n@N when the sweep
+    has no majority): the token budgets compute-optimal selection is compared at."""
+    ref = "majority" if any(r["strategy"] == "majority" for r in records) else "best_of_n"
+    spent: dict[int, list[int]] = defaultdict(list)
+    for r in records:
+        if r["strategy"] == ref:
+            spent[r["budget"]].append(r["generated_tokens"])
+    if not spent:
+        raise ValueError("compute-optimal selection needs 'majority' or 'best_of_n' in the sweep to set token budgets")
+    return {n: sum(t) / len(t) for n, t in sorted(spent.items())}
+
+
+def _cells(records: list[dict], problems: set[str], bin_of: dict[str, int]) -> dict[int, dict[Setting, tuple]]:
+    """bin -> setting -> (accuracy, mean generated tokens) over `problems`."""
     acc: dict[tuple, list] = defaultdict(lambda: [0, 0, 0])
     for r in records:
         if r["problem"] in problems:
-            cell = acc[(bin_of[r["problem"]], r["budget"], r["strategy"])]
+            cell = acc[(bin_of[r["problem"]], (r["strategy"], r["budget"]))]
             cell[0] += r["correct"]
             cell[1] += r["generated_tokens"]
             cell[2] += 1
-    return {k: (c / n, t / n) for k, (c, t, n) in acc.items()}
+    out: dict[int, dict[Setting, tuple]] = defaultdict(dict)
+    for (b, setting), (c, t, n) in acc.items():
+        out[b][setting] = (c / n, t / n)
+    return out
 
 
-def choose_strategies(records: list[dict], problems: set[str], bin_of: dict[str, int]) -> dict[tuple, str]:
-    """(bin, budget) -> the strategy with the best accuracy on `problems` (fewer tokens on a
-    tie, then the name)."""
-    best: dict[tuple, tuple] = {}
-    for (b, budget, strategy), (acc, tokens) in _cells(records, problems, bin_of).items():
-        key = (-acc, tokens, strategy)
-        if (b, budget) not in best or key < best[(b, budget)]:
-            best[(b, budget)] = key
-    return {cell: key[2] for cell, key in best.items()}
+def choose_settings(records: list[dict], problems: set[str], bin_of: dict[str, int],
+                    token_budget: float) -> dict[int, Setting]:
+    """bin -> the setting with the best accuracy on `problems` among those whose mean
+    generated tokens there fit `token_budget` (fewer tokens on a tie, then the name). A bin
+    where nothing fits gets its cheapest setting (it overspends; the report shows its
+    measured tokens)."""
+    chosen = {}
+    for b, cells in _cells(records, problems, bin_of).items():
+        fits = {s: v for s, v in cells.items() if v[1] <= token_budget + 1e-9}
+        if fits:
+            chosen[b] = min(fits, key=lambda s: (-fits[s][0], fits[s][1], s))
+        else:
+            chosen[b] = min(cells, key=lambda s: (cells[s][1], s))
+    return chosen
 
 
-def compute_optimal(records: list[dict], bin_of: dict[str, int], seed: int = 0) -> dict:
-    """Two-fold compute-optimal selection. Returns, per budget, the held-out accuracy and
-    mean generated tokens of the per-bin choice, and the choices made on each fold."""
+def compute_optimal(records: list[dict], bin_of: dict[str, int], budgets: dict[int, float] | None = None,
+                    seed: int = 0) -> dict:
+    """Two-fold compute-optimal selection at equal generated tokens.
+
+    `budgets`: label N -> token budget per problem (default `token_budgets(records)`).
+    Returns {"budgets": {N: {token_budget, accuracy, generated_tokens, problems}}, with the
+    held-out accuracy and mean generated tokens of the per-bin choices, and "choices": per
+    fold, {"bin<b>@<N>": "<strategy>@<N'>"} as chosen on that fold's fitting half}."""
+    budgets = token_budgets(records) if budgets is None else budgets
     a, b = halves(bin_of, seed)
     by_key = {(r["strategy"], r["budget"], r["problem"]): r for r in records}
-    budgets = sorted({r["budget"] for r in records})
-    out: dict = {"budgets": {}, "choices": []}
     folds = [(a, b), (b, a)]
-    choices = [choose_strategies(records, fit, bin_of) for fit, _ in folds]
-    for fold, ((fit, held), chosen) in enumerate(zip(folds, choices)):
-        out["choices"].append({f"bin{k[0]}@{k[1]}": s for k, s in sorted(chosen.items())})
-    for budget in budgets:
+    out: dict = {"budgets": {}, "choices": [{} for _ in folds]}
+    for label, tokens_allowed in budgets.items():
         correct = tokens = n = 0
-        for (fit, held), chosen in zip(folds, choices):
+        for fold, (fit, held) in enumerate(folds):
+            chosen = choose_settings(records, fit, bin_of, tokens_allowed)
+            for k, (strategy, budget) in sorted(chosen.items()):
+                out["choices"][fold][f"bin{k}@{label}"] = f"{strategy}@{budget}"
             for pid in held:
-                strategy = chosen.get((bin_of[pid], budget))
-                r = by_key.get((strategy, budget, pid))
+                setting = chosen.get(bin_of[pid])
+                r = by_key.get((*setting, pid)) if setting else None
                 if r is None:
                     continue
                 correct += r["correct"]
                 tokens += r["generated_tokens"]
                 n += 1
         if n:
-            out["budgets"][budget] = {"accuracy": correct / n, "generated_tokens": tokens / n, "problems": n}
+            out["budgets"][label] = {"token_budget": tokens_allowed, "accuracy": correct / n,
+                                     "generated_tokens": tokens / n, "problems": n}
     return out

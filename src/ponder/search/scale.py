@@ -7,24 +7,38 @@ accuracy and the mean tokens per problem; the pass@N oracle (any of majority's N
 correct) is the ceiling a perfect verifier would reach on those samples. `greedy` is run
 once (budget 1). For tree strategies the beam width is min(beam_width, N), so N=1, 2 are
 valid points too.
+
+A sweep is checked whole before anything runs (`validate_sweep`: every (strategy, budget)
+cell), and with a records file it keeps what it computed: each record is appended as one
+line and fsynced as soon as it exists, and a rerun skips the (problem, strategy, budget)
+cells already there, so a killed sweep resumes where it stopped. Sampling seeds depend on
+the problem and the call only (`seed_for`), so a resumed sweep's records equal an
+uninterrupted one's (wall times aside).
 """
 from __future__ import annotations
 
+import json
 import math
+import os
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Callable
 
-from ponder.search.base import SearchConfig, SearchContext, search, search_config
+from ponder.search.base import SearchContext, SearchParams, get_strategy, search, search_params
 from ponder.search.compute_optimal import compute_optimal, difficulty_bins
 from ponder.tasks.base import Problem
 
 TREE = ("beam", "dvts", "lookahead", "mcts")
+WIDTH_DIVIDES_N = ("beam", "dvts", "lookahead")
+"""tree strategies that keep N/M beams or subtrees, so M must divide N"""
+CHOOSERS = ("best_of_n", *TREE)
+"""strategies that pick an answer by score: best score, or weighted vote with `weighted`"""
 
 
 @dataclass
-class ScaleConfig(SearchConfig):
-    """`ponder scale`: the SearchConfig fields apply to every run (`n` is set by `budgets`)."""
+class ScaleConfig(SearchParams):
+    """`ponder scale`: the SearchParams fields apply to every run (`n` is set by `budgets`)."""
 
     model: str = "runs/demo/sft/model"
     """policy: a model dir, a .gguf, smollm2, or a run name under runs/ (with a server engine:
@@ -54,32 +68,120 @@ class ScaleConfig(SearchConfig):
     """seed of problem selection, sampling and the selection halves"""
 
 
-def sweep(ctx: SearchContext, problems: list[Problem], cfg: ScaleConfig,
-          on_result: Callable[[], None] | None = None) -> list[dict]:
-    """One record per (strategy, budget, problem)."""
-    base = search_config(cfg)
-    records = []
+def cells(cfg: ScaleConfig) -> list[tuple[str, int, SearchParams]]:
+    """Every (strategy, budget, search params) run of the sweep, in sweep order."""
+    base = search_params(cfg)
+    out = []
     for strategy in cfg.strategies:
         for budget in ([1] if strategy == "greedy" else cfg.budgets):
-            run_cfg = replace(base, n=budget)
+            params = replace(base, n=budget)
             if strategy in TREE:
-                run_cfg.beam_width = min(base.beam_width, budget)
+                params.beam_width = min(base.beam_width, budget)
+            out.append((strategy, budget, params))
+    return out
+
+
+def validate_sweep(cfg: ScaleConfig) -> None:
+    """Check every (strategy, budget) cell before anything runs; one ValueError lists all
+    the cells that cannot run, each with its strategy, budget and rule."""
+    for strategy in cfg.strategies:
+        get_strategy(strategy)  # an unknown name lists the known ones
+    if not cfg.budgets or any(not isinstance(b, int) or b < 1 for b in cfg.budgets):
+        raise ValueError(f"budgets must be positive integers, got {cfg.budgets}")
+    problems = []
+    for strategy, budget, params in cells(cfg):
+        if strategy in TREE and params.beam_width < 1:
+            problems.append(f"{strategy}: beam_width must be >= 1, got {cfg.beam_width}")
+        elif strategy in WIDTH_DIVIDES_N and budget % params.beam_width:
+            problems.append(f"{strategy}: budget {budget} is not a multiple of beam_width {params.beam_width} "
+                            f"(N beams keep N/M and expand each M times)")
+        if strategy == "lookahead" and cfg.lookahead < 0:
+            problems.append(f"lookahead: lookahead must be >= 0 steps, got {cfg.lookahead}")
+    if problems:
+        raise ValueError("the sweep cannot run: " + "; ".join(dict.fromkeys(problems)))
+
+
+def _key(r: dict) -> tuple:
+    return (r["problem"], r["strategy"], r["budget"])
+
+
+def read_records(path: Path) -> list[dict]:
+    """The records a previous sweep appended to `path` ([] if there is none). A torn last
+    line (a kill in the middle of a write) is cut off the file; a bad line before it is an
+    error naming the file and the line."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    text = path.read_text()
+    lines = text.split("\n")  # the last item is "" after a complete final line
+    records = []
+    for i, line in enumerate(lines[:-1], 1):
+        try:
+            rec = json.loads(line)
+            _key(rec)
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise ValueError(f"{path}:{i}: expected a JSON sweep record with problem, strategy and budget "
+                             f"({e}); remove the line or the file to recompute it") from None
+        records.append(rec)
+    if lines[-1]:  # torn tail
+        tmp = Path(str(path) + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in lines[:-1]))
+        os.replace(tmp, path)
+    return records
+
+
+def sweep(ctx: SearchContext, problems: list[Problem], cfg: ScaleConfig,
+          on_result: Callable[[], None] | None = None, records_path: str | Path | None = None) -> list[dict]:
+    """One record per (strategy, budget, problem), in sweep order. With `records_path`, the
+    records already in that JSONL file are kept (not recomputed) and each new one is
+    appended to it durably as soon as it exists. `on_result` is called once per cell,
+    kept or computed."""
+    validate_sweep(cfg)
+    done = {_key(r): r for r in read_records(records_path)} if records_path is not None else {}
+    sink = open(records_path, "a") if records_path is not None else None
+    records = []
+    try:
+        for strategy, budget, params in cells(cfg):
             for problem in problems:
-                r = search(strategy, ctx, problem, run_cfg)
-                correct = [ctx.task.is_correct(problem, c.text) for c in r.candidates]
-                scores = [c.score for c in r.candidates if c.score is not None]
-                records.append({
-                    "strategy": strategy, "budget": budget, "problem": problem.id,
-                    "correct": bool(r.text is not None and ctx.task.is_correct(problem, r.text)),
-                    "any_correct": any(correct), "pass_rate": sum(correct) / max(len(correct), 1),
-                    "mean_score": sum(scores) / len(scores) if scores else None,
-                    "candidates": len(r.candidates), "answer": r.answer,
-                    "generated_tokens": r.compute.generated_tokens, "prefill_tokens": r.compute.prefill_tokens,
-                    "scorer_tokens": r.compute.scorer_tokens, "wall_s": r.compute.wall_s,
-                })
+                rec = done.get((problem.id, strategy, budget))
+                if rec is None:
+                    rec = _run_cell(ctx, problem, strategy, budget, params)
+                    if sink is not None:
+                        sink.write(json.dumps(rec) + "\n")  # one write per record, then fsync
+                        sink.flush()
+                        os.fsync(sink.fileno())
+                records.append(rec)
                 if on_result:
                     on_result()
+    finally:
+        if sink is not None:
+            sink.close()
     return records
+
+
+def selection(strategy: str, params: SearchParams) -> str | None:
+    """How `strategy` picks its answer: "majority vote", "weighted vote" or "best score"
+    (None for strategies with one final solution)."""
+    if strategy == "majority":
+        return "majority vote"
+    if strategy in CHOOSERS:
+        return "weighted vote" if params.weighted else "best score"
+    return None
+
+
+def _run_cell(ctx: SearchContext, problem: Problem, strategy: str, budget: int, params: SearchParams) -> dict:
+    r = search(strategy, ctx, problem, params)
+    correct = [ctx.task.is_correct(problem, c.text) for c in r.candidates]
+    scores = [c.score for c in r.candidates if c.score is not None]
+    return {
+        "strategy": strategy, "budget": budget, "problem": problem.id, "selection": selection(strategy, params),
+        "correct": bool(r.text is not None and ctx.task.is_correct(problem, r.text)),
+        "any_correct": any(correct), "pass_rate": sum(correct) / max(len(correct), 1),
+        "mean_score": sum(scores) / len(scores) if scores else None,
+        "candidates": len(r.candidates), "answer": r.answer,
+        "generated_tokens": r.compute.generated_tokens, "prefill_tokens": r.compute.prefill_tokens,
+        "scorer_tokens": r.compute.scorer_tokens, "wall_s": r.compute.wall_s,
+    }
 
 
 def summarize(records: list[dict]) -> list[dict]:
@@ -90,13 +192,15 @@ def summarize(records: list[dict]) -> list[dict]:
     rows = []
     for (strategy, budget), rs in groups.items():
         n = len(rs)
-        row = {"strategy": strategy, "budget": budget, "problems": n, "accuracy": sum(r["correct"] for r in rs) / n}
+        row = {"strategy": strategy, "budget": budget, "problems": n, "accuracy": sum(r["correct"] for r in rs) / n,
+               "selection": rs[0].get("selection")}
         for key in ("generated_tokens", "prefill_tokens", "scorer_tokens", "wall_s"):
             row[key] = sum(r[key] for r in rs) / n
         row["prefill_per_generated"] = row["prefill_tokens"] / max(row["generated_tokens"], 1e-9)
         rows.append(row)
         if strategy == "majority":
-            rows.append({**row, "strategy": "pass@N oracle", "accuracy": sum(r["any_correct"] for r in rs) / n})
+            rows.append({**row, "strategy": "pass@N oracle", "selection": None,
+                         "accuracy": sum(r["any_correct"] for r in rs) / n})
     return rows
 
 
@@ -128,17 +232,21 @@ def tokens_to_match(rows: list[dict], strategy: str, accuracy: float) -> float |
 
 
 def run_scale(ctx: SearchContext, problems: list[Problem], cfg: ScaleConfig,
-              on_result: Callable[[], None] | None = None) -> dict:
-    records = sweep(ctx, problems, cfg, on_result)
+              on_result: Callable[[], None] | None = None, records_path: str | Path | None = None) -> dict:
+    """The sweep (resumable through `records_path`, see `sweep`), its summary rows, and the
+    compute-optimal rows: per N, the best setting per difficulty bin within the tokens
+    majority@N spends (compute_optimal.py), scored on held-out halves."""
+    records = sweep(ctx, problems, cfg, on_result, records_path)
     rows = summarize(records)
     out = {"rows": rows, "records": records}
     if any(r["strategy"] in ("majority", "best_of_n") for r in records):
         bin_of = difficulty_bins(difficulty_of(records, cfg.difficulty), cfg.bins)
-        opt = compute_optimal([r for r in records if r["strategy"] != "greedy"], bin_of, cfg.seed)
+        opt = compute_optimal(records, bin_of, seed=cfg.seed)
         out["compute_optimal"] = opt
         for budget, v in opt["budgets"].items():
             rows.append({"strategy": "compute-optimal", "budget": budget, "problems": v["problems"],
-                         "accuracy": v["accuracy"], "generated_tokens": v["generated_tokens"]})
+                         "accuracy": v["accuracy"], "generated_tokens": v["generated_tokens"],
+                         "token_budget": v["token_budget"]})
     if any(r["strategy"] == "majority" for r in rows):
         for row in rows:
             need = tokens_to_match(rows, "majority", row["accuracy"])
@@ -161,7 +269,8 @@ def table_markdown(rows: list[dict]) -> str:
     floor = majority[0][1] if majority else 0.0
     for r in sorted(rows, key=lambda r: (r["strategy"], r["budget"])):
         lines.append("| " + " | ".join([
-            r["strategy"], str(r["budget"]), f(r["accuracy"], ".3f"), f(r.get("generated_tokens"), ".0f"),
+            r["strategy"] + (" (weighted vote)" if r.get("selection") == "weighted vote" else ""), str(r["budget"]),
+            f(r["accuracy"], ".3f"), f(r.get("generated_tokens"), ".0f"),
             f(r.get("prefill_tokens"), ".0f"), f(r.get("prefill_per_generated"), ".2f"),
             f(r.get("scorer_tokens"), ".0f"), f(r.get("wall_s"), ".2f"),
             ("" if r.get("majority_tokens_to_match") is None else
