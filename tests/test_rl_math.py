@@ -124,6 +124,17 @@ def test_loss_aggregations():
         aggregate(loss, mask, "sum")
 
 
+def test_seq_mean_token_mean_leaves_out_fully_masked_rows():
+    # the second row was truncated and masked out (DAPO overlong filtering): it is no sequence
+    loss = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 0.0, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    assert aggregate(loss, mask, "seq-mean-token-mean").item() == pytest.approx((2 + 7) / 2)
+    # Dr. GRPO's normaliser stays a constant: every row counts
+    assert aggregate(loss, mask, "seq-mean-token-sum-norm", norm=3).item() == pytest.approx((6 / 3 + 7 / 3) / 3)
+    assert aggregate(loss, torch.zeros(3, 3), "seq-mean-token-mean").item() == 0.0  # no NaN from 0 / 0
+    assert aggregate(loss[:0], mask[:0], "seq-mean-token-sum-norm", num_seqs=0).item() == 0.0
+
+
 def test_kl_estimators():
     logp, ref = torch.log(torch.tensor([0.5])), torch.log(torch.tensor([0.25]))
     assert kl_penalty(logp, ref, "k1").item() == pytest.approx(math.log(2))

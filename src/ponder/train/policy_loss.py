@@ -23,24 +23,29 @@ def aggregate(loss_mat: torch.Tensor, mask: torch.Tensor, mode: str = "token-mea
 
     token-mean: sum over all tokens / number of tokens (DAPO eq. 8: every token weighs the
         same, so long completions are not down-weighted).
-    seq-mean-token-mean: the mean over tokens of each sequence, then over sequences (GRPO's
-        original 1/|o_i| normalisation, DeepSeekMath eq. 3).
+    seq-mean-token-mean: the mean over tokens of each sequence, then over the sequences that
+        have tokens in the loss (GRPO's original 1/|o_i| normalisation, DeepSeekMath eq. 3; a
+        row masked out whole, e.g. by DAPO's overlong filtering, is no sequence of the mean,
+        as in verl).
     seq-mean-token-sum-norm: each sequence's token sum divided by a constant `norm` (default
-        T), then the mean over sequences (Dr. GRPO: no length-dependent normaliser).
+        T), then the mean over all rows, masked ones included (Dr. GRPO: no normaliser that
+        depends on lengths or on what the mask left).
 
-    `num_tokens` / `num_seqs` override the denominators (the mask's token and row counts) when
-    rows whose loss is exactly zero were left out of the batch: the result is then the same
-    as over the full batch."""
+    `num_tokens` / `num_seqs` override the denominators (the mask's token count, and the count
+    of rows defined above) when rows whose loss is exactly zero were left out of the batch:
+    the result is then the same as over the full batch. A denominator of 0 counts as 1, so an
+    empty or fully masked batch gives a loss of 0."""
     mask = mask.to(loss_mat.dtype)
-    seqs = num_seqs if num_seqs is not None else loss_mat.shape[0]
     if mode == "token-mean":
-        tokens = num_tokens if num_tokens is not None else mask.sum().clamp(min=1)
-        return (loss_mat * mask).sum() / tokens
+        tokens = num_tokens if num_tokens is not None else mask.sum()
+        return (loss_mat * mask).sum() / max(float(tokens), 1.0)
     if mode == "seq-mean-token-mean":
+        seqs = num_seqs if num_seqs is not None else int((mask.sum(-1) > 0).sum())
         per_seq = (loss_mat * mask).sum(-1) / mask.sum(-1).clamp(min=1)
-        return per_seq.sum() / seqs
+        return per_seq.sum() / max(seqs, 1)
     if mode == "seq-mean-token-sum-norm":
-        return ((loss_mat * mask).sum(-1) / (norm or loss_mat.shape[-1])).sum() / seqs
+        seqs = num_seqs if num_seqs is not None else loss_mat.shape[0]
+        return ((loss_mat * mask).sum(-1) / (norm or loss_mat.shape[-1])).sum() / max(seqs, 1)
     raise ValueError(f"unknown loss aggregation {mode!r}: expected one of {', '.join(AGGREGATIONS)}")
 
 
