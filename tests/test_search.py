@@ -345,3 +345,15 @@ def test_votes_group_equal_numbers_and_break_ties_by_first_seen():
     assert choose(cands, weighted=False) == 3  # the best single score, even without an answer
     assert choose(cands, weighted=True) == 1  # 12 collects 1.1 > 0.9; its best-scored candidate
     assert weighted_vote(cands[:2], [0.5, 0.5]) == 0  # a tie goes to the answer seen first
+
+
+def test_one_weighted_vote_for_search_and_reward_model_evaluation():
+    from ponder.eval.rm import SampleSet, weighted_best_of_n
+    from ponder.search.vote import weighted_winner
+
+    keys, weights = ["gold:14", "20", "20", None, "gold:14"], [0.9, 0.6, 0.5, 1.0, 0.2]
+    assert weighted_winner(keys[:3], weights[:3]) == "20"  # 1.1 > 0.9
+    assert weighted_winner(keys, weights) == "gold:14"  # 1.1 = 1.1: the answer seen first
+    assert weighted_winner([None], [1.0]) is None
+    data = SampleSet([PROBLEM], [ROOT], [[""] * 5], [[[]] * 5], [[True, False, False, False, True]], None, [keys])
+    assert weighted_best_of_n(data, [weights], [3, 5]) == {3: 0.0, 5: 1.0}

@@ -9,7 +9,15 @@ from typer.testing import CliRunner
 
 from ponder.cli import app
 from ponder.search.compute_optimal import choose_settings, compute_optimal, difficulty_bins, halves, token_budgets
-from ponder.search.scale import ScaleConfig, read_records, summarize, sweep, tokens_to_match, validate_sweep
+from ponder.search.scale import (
+    ScaleConfig,
+    read_records,
+    summarize,
+    sweep,
+    table_markdown,
+    tokens_to_match,
+    validate_sweep,
+)
 from ponder.search.scorers import load_scorer
 from ponder.tasks import get_task
 
@@ -154,6 +162,15 @@ def test_sweep_resumes_from_its_records_file(tmp_path):
     bad.write_text(lines[0] + "not json\n" + lines[1])
     with pytest.raises(ValueError, match=r"bad.jsonl:2: expected a JSON sweep record"):
         read_records(bad)
+
+
+def test_weighted_selection_is_named_weighted_vote():
+    rows = summarize([{**rec("best_of_n", 4, "p", True, 40), "selection": "weighted vote"},
+                      {**rec("majority", 4, "p", True, 40), "selection": "majority vote"}])
+    assert [(r["strategy"], r["selection"]) for r in rows] == [
+        ("best_of_n", "weighted vote"), ("majority", "majority vote"), ("pass@N oracle", None)]
+    table = table_markdown(rows)
+    assert "| best_of_n (weighted vote) | 4 |" in table and "| majority | 4 |" in table
 
 
 def test_load_scorer_verifier_and_bad_paths(tmp_path):

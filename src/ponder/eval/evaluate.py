@@ -31,10 +31,15 @@ class EvalConfig:
     """task split to evaluate on"""
 
 
-def answer_key(task: Task, problem: Problem, text: str, correct: bool) -> str | None:
-    """The answer a sample votes for; correct answers collapse onto the gold string so that
-    equivalent forms (e.g. '0.5' and '1/2') vote together."""
+def gold_vote_key(task: Task, problem: Problem, text: str, correct: bool) -> str | None:
+    """The key a sample votes under when the gold answer is known (evaluation only): every
+    correct sample votes "gold:<answer>", so equivalent forms (e.g. '0.5' and '1/2') vote
+    together by the task's own check; an incorrect one votes its extracted answer. Search at
+    test time has no gold answer and groups answers by `ponder.search.vote.answer_key`."""
     return f"gold:{problem.answer}" if correct else task.extract_answer(text)
+
+
+answer_key = gold_vote_key  # old name, removed once callers move
 
 
 def evaluate(generator: Generator, task: Task, problems: list[Problem], cfg: EvalConfig) -> dict:
@@ -71,3 +76,15 @@ def evaluate(generator: Generator, task: Task, problems: list[Problem], cfg: Eva
     out["generated_tokens"] = used.generated_tokens
     out["prefill_tokens"] = used.prefill_tokens
     return {"summary": out, "records": records}
+
+
+def greedy_accuracy(generator: Generator, task: Task, problems: list[Problem], max_tokens: int, model=None) -> float:
+    """Greedy accuracy on `problems` (0 when there are none). `model`: a policy in training,
+    whose weights are pushed into the engine first."""
+    if not problems:
+        return 0.0
+    if model is not None:
+        generator.update_weights(model.named_parameters())
+    outs = generator.generate([task.prompt(p) for p in problems], SamplingParams(n=1, temperature=0.0,
+                                                                                  max_tokens=max_tokens))
+    return sum(task.is_correct(p, o[0].text) for p, o in zip(problems, outs)) / len(problems)

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ponder.eval.evaluate import answer_key
+from ponder.eval.evaluate import gold_vote_key
 from ponder.eval.metrics import majority_vote
 from ponder.generation.base import Generator, SamplingParams
 from ponder.rewards.base import Scorer, aggregate
+from ponder.search.vote import weighted_winner
 from ponder.tasks.base import Problem, Task
 
 
@@ -58,7 +59,7 @@ def sample_solutions(generator: Generator, task: Task, problems: list[Problem], 
     texts = [[s.text for s in o] for o in outs]
     steps = [[task.split_steps(t) for t in ts] for ts in texts]
     correct = [[task.is_correct(p, t) for t in ts] for p, ts in zip(problems, texts)]
-    keys = [[answer_key(task, p, t, c) for t, c in zip(ts, cs)] for p, ts, cs in zip(problems, texts, correct)]
+    keys = [[gold_vote_key(task, p, t, c) for t, c in zip(ts, cs)] for p, ts, cs in zip(problems, texts, correct)]
     first_error = None
     if task.has_step_checker:
         first_error = [[task.check_steps(p, st).first_error if st else 0 for st in sts]
@@ -93,18 +94,15 @@ def best_of_n(data: SampleSet, scores: list[list[float]], ns: list[int]) -> dict
 
 def weighted_best_of_n(data: SampleSet, scores: list[list[float]], ns: list[int]) -> dict[int, float]:
     """Weighted best-of-N (Li et al. 2023; search-and-learn): sum the scores of the samples
-    giving each distinct answer among the first N and pick the answer with the largest sum.
-    It keeps a verifier's signal while resisting its noise: one lucky high score on a wrong
-    answer no longer beats many good scores on the right one."""
+    giving each distinct answer among the first N and pick the answer with the largest sum
+    (the weighted vote search uses: `ponder.search.vote.weighted_winner`; ties go to the
+    answer seen first). It keeps a verifier's signal while resisting its noise: one lucky
+    high score on a wrong answer no longer beats many good scores on the right one."""
     out = {}
     for n in ns:
         hits = 0
         for keys, sc in zip(data.keys, scores):
-            totals: dict[str, float] = {}
-            for k, s in zip(keys[:n], sc[:n]):
-                if k is not None:
-                    totals[k] = totals.get(k, 0.0) + s
-            best = max(totals, key=totals.get) if totals else None
+            best = weighted_winner(keys[:n], sc[:n])
             hits += best is not None and best.startswith("gold:")
         out[n] = hits / len(data.keys) if data.keys else 0.0
     return out

@@ -2,7 +2,8 @@
 
 Pure functions over candidates' answers and scores. Answers are grouped by a normal form
 (numbers compared as numbers, so "12" and "12.0" vote together; anything else as stripped
-text).
+text). `weighted_winner` is the one weighted vote of the project: search strategies and the
+reward-model evaluation (ponder.eval.rm) both call it.
 """
 from __future__ import annotations
 
@@ -24,26 +25,37 @@ def majority(candidates: list[Candidate]) -> int | None:
     return weighted_vote(candidates, [1.0] * len(candidates), set_scores=True)
 
 
-def weighted_vote(candidates: list[Candidate], weights: list[float], set_scores: bool = False) -> int | None:
-    """Weighted best-of-N (Li et al. 2023, "Making Large Language Models Better Reasoners
-    with Step-Aware Verifier"; search-and-learn's `weighted` selection): the answer whose
-    candidates' weights sum highest wins. Returns the index of that answer's best-weighted
-    candidate; ties between answers go to the one seen first."""
+def vote_totals(keys: list[str | None], weights: list[float]) -> dict[str, float]:
+    """Summed weight per key, in order of first appearance; None keys (no answer) abstain."""
     totals: dict[str, float] = {}
-    for c, w in zip(candidates, weights, strict=True):
-        key = answer_key(c.answer)
+    for key, w in zip(keys, weights, strict=True):
         if key is not None:
             totals[key] = totals.get(key, 0.0) + w
+    return totals
+
+
+def weighted_winner(keys: list[str | None], weights: list[float]) -> str | None:
+    """Weighted best-of-N (Li et al. 2023, "Making Large Language Models Better Reasoners
+    with Step-Aware Verifier"; search-and-learn's `weighted` selection): the key whose
+    weights sum highest; ties go to the key seen first; None when no key is given. With unit
+    weights this is the majority vote (self-consistency, Wang et al. 2022)."""
+    totals = vote_totals(keys, weights)
+    return max(totals, key=totals.get) if totals else None  # dicts keep first-seen order
+
+
+def weighted_vote(candidates: list[Candidate], weights: list[float], set_scores: bool = False) -> int | None:
+    """`weighted_winner` over candidates' answers. Returns the index of the winning answer's
+    best-weighted candidate (the best weight overall when no candidate answers)."""
+    keys = [answer_key(c.answer) for c in candidates]
+    totals = vote_totals(keys, weights)
     if not totals:
         return argmax(weights) if candidates else None
     if set_scores:
         total = sum(totals.values())
-        for c in candidates:
-            key = answer_key(c.answer)
+        for c, key in zip(candidates, keys):
             c.score = totals[key] / total if key is not None else 0.0
-    best = max(totals.values())
-    winner = next(answer_key(c.answer) for c in candidates if totals.get(answer_key(c.answer)) == best)
-    members = [i for i, c in enumerate(candidates) if answer_key(c.answer) == winner]
+    winner = weighted_winner(keys, weights)
+    members = [i for i, key in enumerate(keys) if key == winner]
     return max(members, key=lambda i: (weights[i], -i))
 
 
