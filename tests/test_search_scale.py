@@ -143,20 +143,20 @@ def test_sweep_resumes_from_its_records_file(tmp_path):
     ctx = lambda gen: SearchContext(gen, Toy(), StepTable(table))  # noqa: E731
     drop_wall = lambda rs: [{k: v for k, v in r.items() if k != "wall_s"} for r in rs]  # noqa: E731
     full_path = tmp_path / "full.jsonl"
-    full = sweep(ctx(Scripted(solutions=SOLUTIONS)), problems, cfg, records_path=full_path)
+    full = sweep(ctx(Scripted(solutions=SOLUTIONS)), problems, cfg, cells=full_path)
     assert len(full) == 2 * (1 + 2 + 2) and drop_wall(read_records(full_path)) == drop_wall(full)
     # A run killed after 3 records, in the middle of writing the 4th.
     killed = tmp_path / "killed.jsonl"
     lines = full_path.read_text().splitlines(keepends=True)
     killed.write_text("".join(lines[:3]) + lines[3][:20])
     gen = Scripted(solutions=SOLUTIONS)
-    resumed = sweep(ctx(gen), problems, cfg, records_path=killed)
+    resumed = sweep(ctx(gen), problems, cfg, cells=killed)
     assert gen.usage.calls == len(full) - 3  # one engine call per cell not yet recorded
     assert drop_wall(resumed) == drop_wall(full)
     assert drop_wall(read_records(killed)) == drop_wall(full)
     # A rerun of a finished sweep computes nothing.
     gen = Scripted(solutions=SOLUTIONS)
-    assert drop_wall(sweep(ctx(gen), problems, cfg, records_path=killed)) == drop_wall(full)
+    assert drop_wall(sweep(ctx(gen), problems, cfg, cells=killed)) == drop_wall(full)
     assert gen.usage.calls == 0
     bad = tmp_path / "bad.jsonl"
     bad.write_text(lines[0] + "not json\n" + lines[1])

@@ -68,7 +68,7 @@ class ScaleConfig(SearchParams):
     """seed of problem selection, sampling and the selection halves"""
 
 
-def cells(cfg: ScaleConfig) -> list[tuple[str, int, SearchParams]]:
+def sweep_cells(cfg: ScaleConfig) -> list[tuple[str, int, SearchParams]]:
     """Every (strategy, budget, search params) run of the sweep, in sweep order."""
     base = search_params(cfg)
     out = []
@@ -89,7 +89,7 @@ def validate_sweep(cfg: ScaleConfig) -> None:
     if not cfg.budgets or any(not isinstance(b, int) or b < 1 for b in cfg.budgets):
         raise ValueError(f"budgets must be positive integers, got {cfg.budgets}")
     problems = []
-    for strategy, budget, params in cells(cfg):
+    for strategy, budget, params in sweep_cells(cfg):
         if strategy in TREE and params.beam_width < 1:
             problems.append(f"{strategy}: beam_width must be >= 1, got {cfg.beam_width}")
         elif strategy in WIDTH_DIVIDES_N and budget % params.beam_width:
@@ -131,17 +131,17 @@ def read_records(path: Path) -> list[dict]:
 
 
 def sweep(ctx: SearchContext, problems: list[Problem], cfg: ScaleConfig,
-          on_result: Callable[[], None] | None = None, records_path: str | Path | None = None) -> list[dict]:
-    """One record per (strategy, budget, problem), in sweep order. With `records_path`, the
-    records already in that JSONL file are kept (not recomputed) and each new one is
-    appended to it durably as soon as it exists. `on_result` is called once per cell,
-    kept or computed."""
+          on_result: Callable[[], None] | None = None, cells: str | Path | None = None) -> list[dict]:
+    """One record per (strategy, budget, problem), in sweep order. With `cells` (a JSONL
+    file of per-cell records), the records already there are kept (not recomputed) and each
+    new one is appended to it durably as soon as it exists. `on_result` is called once per
+    record, kept or computed."""
     validate_sweep(cfg)
-    done = {_key(r): r for r in read_records(records_path)} if records_path is not None else {}
-    sink = open(records_path, "a") if records_path is not None else None
+    done = {_key(r): r for r in read_records(cells)} if cells is not None else {}
+    sink = open(cells, "a") if cells is not None else None
     records = []
     try:
-        for strategy, budget, params in cells(cfg):
+        for strategy, budget, params in sweep_cells(cfg):
             for problem in problems:
                 rec = done.get((problem.id, strategy, budget))
                 if rec is None:
@@ -232,11 +232,11 @@ def tokens_to_match(rows: list[dict], strategy: str, accuracy: float) -> float |
 
 
 def run_scale(ctx: SearchContext, problems: list[Problem], cfg: ScaleConfig,
-              on_result: Callable[[], None] | None = None, records_path: str | Path | None = None) -> dict:
-    """The sweep (resumable through `records_path`, see `sweep`), its summary rows, and the
+              on_result: Callable[[], None] | None = None, cells: str | Path | None = None) -> dict:
+    """The sweep (resumable through its `cells` file, see `sweep`), its summary rows, and the
     compute-optimal rows: per N, the best setting per difficulty bin within the tokens
     majority@N spends (compute_optimal.py), scored on held-out halves."""
-    records = sweep(ctx, problems, cfg, on_result, records_path)
+    records = sweep(ctx, problems, cfg, on_result, cells)
     rows = summarize(records)
     out = {"rows": rows, "records": records}
     if any(r["strategy"] in ("majority", "best_of_n") for r in records):
