@@ -9,8 +9,8 @@ One RL step is:
    are tokenised here, once, and the engine continues those ids, so the trainer scores
    exactly the tokens that were sampled.
 2. Rewards: the weighted sum of the reward functions (`ponder.rewards.functions`); with
-   dynamic sampling (DAPO §3.2) groups whose rewards are all equal carry no signal and are
-   replaced by fresh prompts. A process scorer (a PRM, or the exact step verifier) gives
+   dynamic sampling (DAPO §3.2) groups whose accuracy is 0 or 1 (every sample wrong, or
+   every sample right, by the task's verifier) are replaced by fresh prompts. A process scorer (a PRM, or the exact step verifier) gives
    step rewards for process-supervised GRPO.
 3. Advantages (`advantages.py`, by name) and, when the update is not purely on-policy, the
    log-probabilities under the sampling weights (for the PPO ratio), under a frozen
@@ -106,7 +106,8 @@ class RLConfig:
     kl_in_reward: bool = False
     """subtract beta * KL from the reward instead of adding it to the loss (use k1 there)"""
     dynamic_sampling: bool = False
-    """DAPO: drop groups whose rewards are all equal and refill with new prompts"""
+    """DAPO §3.2: drop groups whose accuracy (the task's verifier) is 0 or 1 and refill with new
+    prompts; a format or length term in the reward does not keep an all-correct group"""
     max_refills: int = 4
     """extra sampling rounds per step for dynamic sampling"""
     mask_truncated: bool = False
@@ -284,16 +285,24 @@ class RLTrainer:
         cfg = self.cfg
         t0 = time.perf_counter()
         groups = self._sample_groups(r, 0)
-        sampled = len(groups)
+        sampled = kept = len(groups)
         if cfg.dynamic_sampling:
-            groups = [g for g in groups if len({x["reward"] for x in g}) > 1]
+            # DAPO §3.2 (eq. 11): keep a group only if 0 < |{o_i : o_i is correct}| < G; the
+            # accuracy, not the total reward, so a format or overlong term that varies within an
+            # all-correct group does not keep it, and a run without reward functions (process
+            # rewards only) still keeps its groups of mixed accuracy
+            has_signal = lambda g: 0 < sum(x["correct"] for x in g) < len(g)  # noqa: E731
+            groups = [g for g in groups if has_signal(g)]
             for attempt in range(1, cfg.max_refills + 1):
                 if len(groups) >= cfg.prompts_per_step:
                     break
                 more = self._sample_groups(r, attempt)
                 sampled += len(more)
-                groups += [g for g in more if len({x["reward"] for x in g}) > 1]
-            groups = groups[:cfg.prompts_per_step] or self._sample_groups(r, 0)[:1]
+                groups += [g for g in more if has_signal(g)]
+            groups = groups[:cfg.prompts_per_step]
+            kept = len(groups)
+            if not groups:  # nothing to learn from: one group, so that the step still has a batch
+                groups = self._sample_groups(r, 0)[:1]
         rows = [x for g in groups for x in g]
         batch = self._tensorize(rows)
         mask = batch["mask"]
@@ -333,7 +342,7 @@ class RLTrainer:
             "accuracy": float(np.mean([x["correct"] for x in rows])),
             "response_length": float(np.mean(lengths)),
             "truncated": float(np.mean([x["sample"].finish_reason == "length" for x in rows])),
-            "groups_kept": len(groups) / max(sampled, 1) if cfg.dynamic_sampling else 1.0,
+            "groups_kept": kept / max(sampled, 1),
             "rollout_s": time.perf_counter() - t0,
         }
         for name in rows[0]["parts"]:
@@ -369,10 +378,14 @@ class RLTrainer:
         for epoch in range(cfg.ppo_epochs):
             g = torch.Generator().manual_seed(_seed(cfg.seed, r, 1000 + epoch))
             perm = torch.randperm(B, generator=g) if cfg.num_minibatches > 1 else torch.arange(B)
+            # when dynamic sampling kept fewer rows than num_minibatches, the last chunks are
+            # empty: their optimiser steps have no gradient and change nothing (see loss_fn), so
+            # every rollout still takes updates_per_step loop steps and resume stays exact
             for chunk in torch.tensor_split(perm, cfg.num_minibatches):
                 mb = {k: (v[chunk] if torch.is_tensor(v) else v) for k, v in batch.items()}
-                mb["num_tokens"], mb["num_seqs"] = float(mb["mask"].sum().clamp(min=1)), len(chunk)
-                if self._can_skip_zero_rows():
+                seqs = (mb["mask"].sum(-1) > 0).sum() if cfg.loss_agg == "seq-mean-token-mean" else len(chunk)
+                mb["num_tokens"], mb["num_seqs"] = float(mb["mask"].sum()), int(seqs)
+                if self._can_skip_zero_rows() and len(chunk):
                     mb = drop_zero_rows(mb)
                 mb["stats"] = dict(stats, tokens=generated if not out else 0)
                 out.append(mb)
@@ -393,6 +406,10 @@ class RLTrainer:
 
     def loss_fn(self, model, mb: dict) -> tuple[torch.Tensor, dict]:
         cfg = self.cfg
+        if mb["mask"].shape[0] == 0:
+            # an empty mini-batch: a loss without any parameter in its graph leaves every
+            # gradient None, and AdamW skips such parameters (no momentum, no weight decay)
+            return torch.zeros((), requires_grad=True), dict(mb["stats"], loss=0.0)
         self._stale = True  # an optimiser step follows this loss
         gae = cfg.estimator == "gae"
         logp, entropy, values = response_logprobs(model, mb, cfg.temperature, with_values=gae)

@@ -111,7 +111,10 @@ def drop_zero_rows(mb: dict) -> dict:
     right or all wrong), trimmed to the columns the remaining rows use. Their loss and
     gradient are exactly zero, so leaving them out changes nothing but the compute, as long as
     the loss keeps the full batch's denominators (`num_tokens`, `num_seqs`). One row is kept
-    when all are zero, so the loss still has a graph."""
+    when all are zero, so the loss still has a graph; a mini-batch without rows is returned as
+    it is."""
+    if mb["mask"].shape[0] == 0:
+        return mb
     live = ((mb["advantages"] != 0) & (mb["mask"] > 0)).any(-1)
     rows = live.nonzero().squeeze(-1)
     if rows.numel() == 0:

@@ -1,0 +1,136 @@
+"""The RL trainer at the edges: dynamic sampling filters on accuracy (DAPO §3.2), rollouts
+with fewer rows than mini-batches, and rows masked out whole by overlong filtering."""
+import json
+
+import pytest
+import torch
+
+from ponder.models import build_char_tokenizer, build_tiny_model
+from ponder.rewards.functions import RewardFunction
+from ponder.tasks import get_task
+from ponder.train.rl import RLConfig, RLTrainer
+from ponder.train.rl_batch import drop_zero_rows
+
+TASK = get_task("arith", instruction=False)
+PROBLEMS = TASK.problems("train", n=16, seed=0)
+
+
+class ScriptedTask:
+    """The arith task with scripted correctness, independent of what a random model writes:
+    per problem id, every sample is right ("all"), none is ("none", the default), or every
+    other sample in the order the trainer scores them ("alternate": a group of 4 gets 2)."""
+
+    def __init__(self, modes: dict[str, str]):
+        self.modes, self.calls = modes, 0
+
+    def __getattr__(self, name):
+        return getattr(TASK, name)
+
+    def is_correct(self, problem, text):
+        self.calls += 1
+        mode = self.modes.get(problem.id, "none")
+        return mode == "all" or (mode == "alternate" and self.calls % 2 == 0)
+
+
+def distinct(prompts, completions, **_):
+    """Varies between samples of a random model: the share of distinct characters."""
+    return [len(set(c)) / 12 for c in completions]
+
+
+def first_prompts(seed):
+    """The two problems of rollout 0 (before any refill) for prompts_per_step=2."""
+    probe = make_trainer("/tmp/unused", ScriptedTask({}), seed=seed)
+    return [p.id for p in probe._prompts(0, 0)]
+
+
+def make_trainer(run_dir, task, rewards=None, process_scorer=None, **overrides):
+    tok = build_char_tokenizer()
+    model = build_tiny_model(tok, "1m", seed=0)
+    cfg = dict(steps=1, prompts_per_step=2, group_size=4, max_tokens=12, ppo_epochs=1, num_minibatches=1,
+               lr=1e-3, save_every=0, eval_every=0, seed=3)
+    cfg.update(overrides)
+    rewards = [RewardFunction("distinct", distinct)] if rewards is None else rewards
+    return RLTrainer(model, tok, task, PROBLEMS, [], rewards, RLConfig(**cfg), run_dir, progress=False,
+                     process_scorer=process_scorer)
+
+
+def test_dynamic_sampling_drops_all_correct_group_despite_varying_format_reward(tmp_path):
+    a, b = first_prompts(3)
+    task = ScriptedTask({a: "all", b: "alternate"})
+
+    def correct_plus_format(prompts, completions, problem, **_):
+        # an outcome term that is 1 for every sample of a, plus a format term that varies
+        return [float(p.id == a) + len(set(c)) / 100 for p, c in zip(problem, completions)]
+
+    trainer = make_trainer(tmp_path, task, rewards=[RewardFunction("f", correct_plus_format)],
+                           dynamic_sampling=True, max_refills=0)
+    trainer._can_skip_zero_rows = lambda: False
+    [mb] = trainer.rollout(0)
+    assert mb["mask"].shape[0] == 4  # only b's group: a's accuracy is 1, so it carries no signal
+    assert mb["stats"]["accuracy"] == 0.5
+    assert mb["stats"]["groups_kept"] == 0.5
+
+
+class ScriptedSteps:
+    def score_steps(self, prompts, steps):
+        return [[float(len(s) % 2) for s in row] for row in steps]
+
+
+def test_dynamic_sampling_without_reward_functions_keeps_groups_of_mixed_accuracy(tmp_path):
+    a, b = first_prompts(3)
+    task = ScriptedTask({a: "none", b: "alternate"})
+    trainer = make_trainer(tmp_path, task, rewards=[], process_scorer=ScriptedSteps(), estimator="process_grpo",
+                           dynamic_sampling=True, max_refills=0)
+    trainer._can_skip_zero_rows = lambda: False
+    [mb] = trainer.rollout(0)
+    assert mb["mask"].shape[0] == 4
+    assert mb["stats"]["accuracy"] == 0.5  # b's group, not a fallback to a's
+    assert mb["stats"]["groups_kept"] == 0.5
+
+
+def test_no_group_with_signal_falls_back_to_one_group_and_says_none_was_kept(tmp_path):
+    trainer = make_trainer(tmp_path, ScriptedTask({}), dynamic_sampling=True, max_refills=1)
+    trainer._can_skip_zero_rows = lambda: False
+    [mb] = trainer.rollout(0)
+    assert mb["mask"].shape[0] == 4  # one group, so that the step still has a batch
+    assert mb["stats"]["groups_kept"] == 0.0
+
+
+def test_drop_zero_rows_of_an_empty_minibatch():
+    mb = {"input_ids": torch.zeros(0, 5, dtype=torch.long), "attention_mask": torch.zeros(0, 5, dtype=torch.long),
+          "position_ids": torch.zeros(0, 5, dtype=torch.long), "response": torch.zeros(0, 2, dtype=torch.long),
+          "mask": torch.zeros(0, 2), "advantages": torch.zeros(0, 2), "prompt_len": 3}
+    assert drop_zero_rows(mb)["mask"].shape == (0, 2)
+
+
+@pytest.mark.parametrize("extra", [{}, {"entropy_coef": 0.01}], ids=["rows-skipped", "rows-kept"])
+def test_fewer_rows_than_minibatches(tmp_path, extra):
+    # dynamic sampling keeps one group of 4 rows; 8 mini-batches leave 4 of them empty
+    a, b = first_prompts(3)
+    runs = {}
+    for n in (8, 4):
+        trainer = make_trainer(tmp_path / str(n), ScriptedTask({a: "alternate"}), dynamic_sampling=True,
+                               max_refills=0, num_minibatches=n, **extra)
+        trainer.train()
+        runs[n] = trainer
+    records = [json.loads(l) for l in (tmp_path / "8" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(1, 9))
+    assert all(r["loss"] == r["loss"] for r in records)  # no NaN stopped the run
+    assert [r["loss"] for r in records[4:]] == [0.0] * 4
+    # an empty mini-batch's optimiser step changes nothing (no gradient, so AdamW's momentum and
+    # weight decay leave every weight alone): the same weights as 4 mini-batches of one row each
+    for (name, p), (_, q) in zip(runs[8].policy.named_parameters(), runs[4].policy.named_parameters()):
+        assert torch.equal(p, q), name
+    init = build_tiny_model(build_char_tokenizer(), "1m", seed=0)
+    assert not torch.equal(init.lm_head.weight, runs[8].policy.lm_head.weight)
+
+
+def test_fully_truncated_rows_are_not_counted_as_sequences(tmp_path):
+    # max_tokens=12: most random samples run to the limit and mask_truncated masks them out whole
+    trainer = make_trainer(tmp_path, ScriptedTask({}), mask_truncated=True, loss_agg="seq-mean-token-mean",
+                           prompts_per_step=4)
+    trainer._can_skip_zero_rows = lambda: False
+    [mb] = trainer.rollout(0)
+    live = int((mb["mask"].sum(-1) > 0).sum())
+    assert 0 < live < mb["mask"].shape[0]
+    assert mb["num_seqs"] == live
