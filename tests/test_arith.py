@@ -321,3 +321,105 @@ def test_instruction_knob_only_changes_the_prompt():
     assert [x.question for x in p] == [x.question for x in q]
     assert bare.prompt(q[0]) == q[0].question + "\n"
     assert with_inst.prompt(p[0]).startswith(f"Compute {p[0].question}.")
+
+
+# --- next_step: a correct step after a correct prefix (what Step-DPO prefers) -------------------
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), **problem_args)
+def test_next_step_is_accepted_by_the_step_checker_after_any_correct_prefix(data, config, split, seed):
+    task, problem = one_problem(config, split, seed)
+    # a correct prefix along a random valid order of reductions, not only the canonical one
+    prefix, state = [], problem.meta["expr"]
+    for _ in range(data.draw(st.integers(0, len(problem.meta["steps"]) - 1))):
+        state = data.draw(st.sampled_from(brute_next_states(state)))
+        prefix.append(state)
+    step = task.next_step(problem, prefix)
+    assert step == (brute_next_states(state)[0] if brute_next_states(state) else f"Answer: {problem.answer}")
+    assert task.check_steps(problem, prefix + [step]).labels == [True] * (len(prefix) + 1)
+
+
+def test_next_step_walks_the_reference_solution_and_stops_after_the_answer():
+    task = get_task("arith")
+    problem = task.problems("train", n=1, seed=0)[0]
+    steps = problem.meta["steps"]
+    assert [task.next_step(problem, steps[:k]) for k in range(len(steps))] == steps
+    assert task.next_step(problem, steps) is None
+    with pytest.raises(ValueError, match="step 0 of the prefix is wrong"):
+        task.next_step(problem, ["1000"])
+
+
+# --- the registry and task knobs ----------------------------------------------------------------
+
+
+def test_every_task_module_is_imported_by_the_registry():
+    """A module of ponder.tasks that registers a task but is not imported by the package
+    would be missing from `get_task` until something else happened to import it."""
+    import ast
+    import pathlib
+    import subprocess
+    import sys
+
+    import ponder.tasks
+
+    folder = pathlib.Path(ponder.tasks.__file__).parent
+    registering = {
+        f"ponder.tasks.{path.stem}"
+        for path in folder.glob("*.py")
+        if any(isinstance(node, ast.ClassDef) and any("register_task" in ast.unparse(d) for d in node.decorator_list)
+               for node in ast.walk(ast.parse(path.read_text())))
+    }
+    assert {"ponder.tasks.arith", "ponder.tasks.countdown", "ponder.tasks.add_words"} <= registering
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, ponder.tasks; print(' '.join(sys.modules))"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()
+    assert registering - set(loaded) == set()
+
+
+def test_every_task_class_is_registered_or_built_by_get_task():
+    import importlib
+    import pkgutil
+
+    import ponder.tasks
+    from ponder.tasks import TASKS, Task
+    from ponder.tasks.files import FileTask
+    from ponder.tasks.gym import GymTask
+
+    classes = set()
+    for module in pkgutil.iter_modules(ponder.tasks.__path__):
+        mod = importlib.import_module(f"ponder.tasks.{module.name}")
+        classes |= {c for c in vars(mod).values()
+                    if isinstance(c, type) and issubclass(c, Task) and c is not Task and c.__module__ == mod.__name__}
+    # GymTask is reached by "gym:<dataset>" and FileTask by a path; every other task has a name
+    assert classes - {GymTask, FileTask} == set(TASKS.values())
+
+
+def test_unknown_task_lists_the_known_ones():
+    with pytest.raises(ValueError, match=r"unknown task 'arithmetic': expected one of add_words, arith, countdown"):
+        get_task("arithmetic")
+
+
+def test_unknown_knob_is_named_with_the_task_knobs_and_defaults():
+    with pytest.raises(ValueError) as e:
+        get_task("arith", num_op=3)
+    message = str(e.value)
+    assert message.startswith("task 'arith' has no knob 'num_op' (did you mean 'num_ops'?)")
+    assert "num_ops=(2, 4), digits=1, operators='+-*', parens=True, max_value=None, instruction=True" in message
+    with pytest.raises(ValueError, match=r"task 'countdown' has no knob 'digits'; its knobs \(with defaults\): "
+                                         r"count=\(3, 4\), max_number=99, max_target=100"):
+        get_task("countdown", digits=2)
+
+
+@pytest.mark.parametrize("value", ["maybe", "", 2, None, [True]])
+def test_a_boolean_knob_refuses_what_is_not_a_boolean(value):
+    with pytest.raises(ValueError, match=rf"task 'arith': knob 'instruction' must be true or false, got {re.escape(repr(value))}"):
+        get_task("arith", instruction=value)
+
+
+def test_a_boolean_knob_takes_booleans_spelled_as_text():
+    assert get_task("arith", instruction="false").instruction is False
+    assert get_task("arith", instruction="True").instruction is True
+    assert get_task("arith", parens="no").parens is False
+    assert get_task("arith", instruction=0).instruction is False

@@ -158,3 +158,67 @@ def test_bad_knobs_are_reported():
         Countdown(count=1)
     with pytest.raises(ValueError, match="split must be one of"):
         Countdown().problems("dev", n=1)
+
+
+# --- exact step checking and next_step ------------------------------------------------------
+
+
+def test_step_checker_labels_by_availability_value_and_reachability():
+    task = Countdown()
+    problem = make([3, 5, 7], 56)  # (3+5)*7
+    assert task.has_step_checker and task.has_next_step
+    good = task.check_steps(problem, ["3+5=8", " 8 * 7 = 56", "Answer: (3+5)*7"])
+    assert good.labels == [True, True, True] and good.first_error is None
+    # another route is fine too, and the answer may be any right equation
+    assert task.check_steps(problem, ["5+3=8", "7*8=56", "<answer>7*(5+3)</answer>"]).first_error is None
+
+    def reason(steps):
+        check = task.check_steps(problem, steps)
+        return check.first_error, check.reasons[check.first_error]
+
+    assert reason(["3+4=7"]) == (0, "uses a number not available: the numbers left are [3, 5, 7]")
+    assert reason(["3+5=8", "3*8=24"]) == (1, "uses a number not available: the numbers left are [7, 8]")
+    assert reason(["3+5=9"]) == (0, "wrong value: 3+5 is 8, not 9")
+    assert reason(["7/3=2"]) == (0, "wrong value: 7/3 is 7/3, not 2")
+    assert reason(["3*5=15"]) == (0, "dead end: 56 cannot be reached from [7, 15]")
+    assert reason(["3+5+7=15"]) == (0, "expected one operation on two numbers, 'a op b = c'")
+    assert reason(["3+5"]) == (0, "expected one operation 'a op b = c' or 'Answer: <equation>'")
+    assert reason(["3+5=8", "Answer: (3+5)*7"]) == (1, "answer given before the steps reached the target")
+    assert reason(["3+5=8", "8*7=56", "Answer: 8*7"]) == (
+        2, "wrong answer: uses numbers not available (each given number may be used once): 8")
+    assert reason(["3+5=8", "8*7=56", "Answer: (3+5)*7", "1+1=2"]) == (3, "step after the answer")
+    assert task.check_steps(problem, ["3+5=9", "8*7=56"]).labels == [False, False]
+
+
+def test_step_checker_takes_repeated_numbers_as_a_multiset():
+    task = Countdown()
+    assert task.check_steps(make([5, 5, 2], 15), ["5*2=10", "10+5=15", "Answer: 5*2+5"]).first_error is None
+    assert task.check_steps(make([5, 5, 2], 50), ["5*5=25", "25*2=50", "Answer: 5*5*2"]).first_error is None
+    check = task.check_steps(make([5, 2, 3], 25), ["5*5=25"])
+    assert check.reasons == ["uses a number not available: the numbers left are [2, 3, 5]"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(split=st.sampled_from(["train", "test"]), seed=st.integers(0, 10**6), count=st.sampled_from([2, 3, 4]),
+       cut=st.integers(0, 4))
+def test_next_step_is_accepted_by_the_step_checker(split, seed, count, cut):
+    task = Countdown(count=count)
+    problem = task.problems(split, n=1, seed=seed)[0]
+    reference = problem.meta["steps"]
+    assert task.check_steps(problem, reference).first_error is None
+    prefix = reference[: min(cut, len(reference) - 1)]
+    while (step := task.next_step(problem, prefix)) is not None:
+        prefix = prefix + [step]
+        assert task.check_steps(problem, prefix).labels == [True] * len(prefix), prefix
+    assert prefix[-1].startswith("Answer: ") and task.is_correct(problem, "\n".join(prefix))
+
+
+def test_next_step_builds_the_answer_from_the_lines_written():
+    task = Countdown()
+    problem = make([3, 5, 7], 56)
+    assert task.next_step(problem, ["3+5=8", "8*7=56"]) == "Answer: (3+5)*7"
+    assert task.next_step(problem, ["3+5=8", "8*7=56", "Answer: (3+5)*7"]) is None
+    assert task.check_steps(problem, [task.next_step(problem, [])]).labels == [True]
+    assert task.next_step(make([1, 1], 50), []) is None  # no solution at all
+    with pytest.raises(ValueError, match=r"step 0 of the prefix is wrong \(dead end"):
+        task.next_step(problem, ["3*5=15"])

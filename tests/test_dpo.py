@@ -1,4 +1,4 @@
-"""DPO / Step-DPO: the loss by hand, data handling, pair building from arith's step checker."""
+"""DPO: the loss by hand, sequence log-probs, and preference rows (plain and conversational)."""
 import json
 import math
 
@@ -6,9 +6,7 @@ import pytest
 import torch
 
 from ponder.models import build_char_tokenizer, build_tiny_model
-from ponder.tasks import get_task
 from ponder.train.dpo import (
-    arith_next_step,
     collate_pairs,
     dpo_loss,
     read_preferences,
@@ -49,10 +47,28 @@ def test_bad_preference_row_is_named(tmp_path):
         read_preferences(path)
 
 
-def test_arith_next_step_from_a_correct_prefix():
-    task = get_task("arith", instruction=False)
-    p = task.problems("train", n=1, seed=0)[0]
-    steps = p.meta["steps"]
-    assert arith_next_step(p, []) == steps[0]
-    assert arith_next_step(p, steps[:1]) == steps[1]
-    assert arith_next_step(p, steps) is None  # ends with the answer
+def test_a_trailing_assistant_message_is_continued_not_closed():
+    tok = build_char_tokenizer()
+    rows = [{"prompt": [{"role": "user", "content": "7*5-2\n"}, {"role": "assistant", "content": "35-2\n"}],
+             "chosen": "33\n", "rejected": "34\n"},
+            {"prompt": [{"role": "user", "content": "7*5-2\n"}], "chosen": "35-2\n", "rejected": "36-2\n"}]
+    continued, fresh = tokenize_preferences(tok, rows, 64, append_eos=False)
+
+    def ids(text):
+        return tok(text, add_special_tokens=False)["input_ids"]
+
+    assert continued.prompt == ids("7*5-2\n") + ids("35-2\n") and continued.chosen == ids("33\n")
+    assert fresh.prompt == ids("7*5-2\n") and fresh.rejected == ids("36-2\n")
+
+
+def test_bad_conversational_prompt_is_named(tmp_path):
+    path = tmp_path / "prefs.jsonl"
+    good = {"prompt": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "chosen": "b",
+            "rejected": "c"}
+    bad = dict(good, prompt=[{"role": "assistant", "content": "a"}])
+    path.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
+    with pytest.raises(ValueError, match=r"prefs.jsonl:2: field 'prompt': expected a user message, optionally "
+                                         r"followed by an assistant message"):
+        read_preferences(path)
+    path.write_text(json.dumps(good) + "\n")
+    assert read_preferences(path) == [good]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 
 from ponder.tasks.answers import answers_equal
-from ponder.tasks.base import Problem, Task, register_task, stable_split
+from ponder.tasks.base import Problem, Task, draw_problems, register_task
 
 NAMES = ("Mia", "Tom", "Ava", "Sam", "Lily", "Ben", "Zoe", "Leo")
 THINGS = ("stickers", "apples", "marbles", "books", "coins", "shells", "pencils", "cards")
@@ -41,21 +41,19 @@ class AddWords(Task):
         """`n` problems (default 500) of `split`; problem i depends only on (split, seed, i)."""
         if split not in ("train", "test"):
             raise ValueError(f"add_words: split must be 'train' or 'test', got {split!r}")
-        n = 500 if n is None else n
-        rng = random.Random(f"add_words:{split}:{seed}")
         low, high = (0 if self.digits == 1 else 10 ** (self.digits - 1)), 10**self.digits - 1
-        out, seen = [], set()
-        while len(out) < n:
+
+        def sample(rng: random.Random) -> tuple[str, tuple[str, int, int]]:
             a, b = rng.randint(low, high), rng.randint(low, high)
             name, things, template = rng.choice(NAMES), rng.choice(THINGS), rng.choice(TEMPLATES)
             question = template.format(name=name, pron=PRONOUN[name], a=a, b=b, things=things)
-            if question in seen or stable_split(f"add_words:{question}") != split:
-                continue
-            seen.add(question)
-            steps = [f"{a} + {b} = {a + b}", f"Answer: {a + b}"]
-            out.append(Problem(f"add_words-{split}-{len(out)}", question, str(a + b),
-                               meta={"a": a, "b": b, "steps": steps, "difficulty": self.digits}))
-        return out
+            return f"add_words:{question}", (question, a, b)
+
+        drawn = draw_problems("add_words", split, 500 if n is None else n, seed, sample, f"digits={self.digits}")
+        return [Problem(f"add_words-{split}-{i}", question, str(a + b),
+                        meta={"a": a, "b": b, "steps": [f"{a} + {b} = {a + b}", f"Answer: {a + b}"],
+                              "difficulty": self.digits})
+                for i, (question, a, b) in enumerate(drawn)]
 
     def prompt(self, problem: Problem) -> str:
         # Asking for "Answer: N" makes SmolLM2-135M write a literal "N"; this it follows.

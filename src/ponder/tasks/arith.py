@@ -37,7 +37,7 @@ from fractions import Fraction
 from dataclasses import replace
 
 from ponder.tasks.answers import answers_equal
-from ponder.tasks.base import Problem, StepCheck, Task, register_task, stable_split
+from ponder.tasks.base import Problem, StepCheck, Task, draw_problems, register_task
 from ponder.tasks.safe_arith import (
     BinOp,
     ExpressionError,
@@ -147,28 +147,20 @@ class Arith(Task):
         duplicates within a split are skipped."""
         if split not in SPLITS:
             raise ValueError(f"arith: split must be one of {SPLITS}, got {split!r}")
-        n = 1000 if n is None else n
-        rng = random.Random(f"arith:{split}:{seed}")
-        seen: set[str] = set()
-        out: list[Problem] = []
-        attempts = 0
-        while len(out) < n:
-            attempts += 1
-            if attempts > 1000 * n + 10_000:
-                raise ValueError(
-                    f"arith: found only {len(out)} distinct {split} problems of the {n} asked "
-                    f"for with num_ops={self.num_ops}, digits={self.digits}, "
-                    f"operators={self.operators!r}; widen the knobs or ask for fewer"
-                )
+
+        def sample(rng: random.Random) -> tuple[str, str] | None:
             expr = self._sample(rng)
-            if expr is None or expr in seen or stable_split(f"arith:{expr}") != split:
-                continue
-            seen.add(expr)
+            return None if expr is None else (f"arith:{expr}", expr)
+
+        knobs = f"num_ops={self.num_ops}, digits={self.digits}, operators={self.operators!r}"
+        exprs = draw_problems("arith", split, 1000 if n is None else n, seed, sample, knobs)
+        out = []
+        for i, expr in enumerate(exprs):
             steps = solve(expr)
             num_ops = sum(expr.count(op) for op in "+-*/")
             out.append(
                 Problem(
-                    id=f"arith-{split}-{len(out)}",
+                    id=f"arith-{split}-{i}",
                     question=expr,
                     answer=steps[-1].removeprefix("Answer: "),
                     meta={"expr": expr, "steps": steps, "num_ops": num_ops, "difficulty": num_ops},
@@ -281,6 +273,24 @@ class Arith(Task):
         if isinstance(tree, Num):
             return f"not a valid next step: already reduced, expected 'Answer: {tree.value}'", tree
         return "not a valid next step", tree
+
+    def next_step(self, problem: Problem, prefix: list[str]) -> str | None:
+        """The canonical next step (the leftmost permissible operation) after a correct
+        prefix; the answer line once the expression is a number; None after the answer line.
+        A wrong prefix is a ValueError: no step can make it right."""
+        tree = parse(problem.meta.get("expr", problem.question))
+        for i, step in enumerate(prefix):
+            text = "".join(step.split())
+            if not text:
+                continue
+            reason, tree = self._judge(tree, text)
+            if reason:
+                raise ValueError(f"arith: step {i} of the prefix is wrong ({reason}): {step!r}")
+            if _ANSWER.fullmatch(text):
+                return None
+        if isinstance(tree, Num):
+            return f"Answer: {tree.value}"
+        return render(next_states(tree)[0])
 
     def is_complete(self, problem: Problem, steps: list[str]) -> bool:
         """True iff every step is correct and the last non-blank one is the answer line."""

@@ -14,19 +14,32 @@ so correctness is checked by a verifier, not by comparing strings:
 TinyZero requires every number to be used exactly once; we follow the usual statement of the
 game ("at most once") and say so in the prompt. Generated problems have a known solution
 that uses all the numbers, with positive integer intermediates and exact divisions only.
+
+Steps, checked exactly (`check_steps`): a solution writes one operation per line, `a op b = c`,
+on numbers still available (the given ones, and the results of earlier lines; each is used up
+once combined), and ends with `Answer: <equation>`. A line is correct iff its arithmetic is
+exact, its operands are available, and the target can still be reached from what is left. That
+last condition is Math-Shepherd's notion of a good step (Wang et al. 2023, §3.3: a step is good
+iff some continuation reaches the right answer), computed exactly by search instead of
+estimated by rollouts, so a true but hopeless line (a dead end) is a wrong step. Continuations
+are searched over lines that can be written in this grammar: integer results only, no
+negatives (an equation with a fractional intermediate still counts for `is_correct`).
 """
 from __future__ import annotations
 
 import random
 import re
 from collections import Counter
+from fractions import Fraction
+from functools import lru_cache
 
-from ponder.tasks.base import Problem, Task, register_task, stable_split
+from ponder.tasks.base import Problem, StepCheck, Task, draw_problems, register_task
 from ponder.tasks.safe_arith import (
     BinOp,
     ExpressionError,
     Node,
     Num,
+    apply,
     evaluate,
     leaves,
     parse,
@@ -109,29 +122,20 @@ class Countdown(Task):
         are disjoint by a hash of (sorted numbers, target), and no instance repeats."""
         if split not in SPLITS:
             raise ValueError(f"countdown: split must be one of {SPLITS}, got {split!r}")
-        n = 1000 if n is None else n
-        rng = random.Random(f"countdown:{split}:{seed}")
-        seen: set[str] = set()
-        out: list[Problem] = []
-        attempts = 0
-        while len(out) < n:
-            attempts += 1
-            if attempts > 1000 * n + 10_000:
-                raise ValueError(
-                    f"countdown: found only {len(out)} distinct {split} problems of the {n} "
-                    f"asked for with count={self.count}; widen the knobs or ask for fewer"
-                )
+
+        def sample(rng: random.Random) -> tuple[str, tuple[list[int], Node]] | None:
             numbers, solution = self._sample(rng)
             if solution is None:
-                continue
+                return None
+            return f"countdown:{sorted(numbers)}->{int(evaluate(solution))}", (numbers, solution)
+
+        drawn = draw_problems("countdown", split, 1000 if n is None else n, seed, sample, f"count={self.count}")
+        out = []
+        for i, (numbers, solution) in enumerate(drawn):
             target = int(evaluate(solution))
-            key = f"countdown:{sorted(numbers)}->{target}"
-            if key in seen or stable_split(key) != split:
-                continue
-            seen.add(key)
             out.append(
                 Problem(
-                    id=f"countdown-{split}-{len(out)}",
+                    id=f"countdown-{split}-{i}",
                     question=f"numbers {numbers}, target {target}",
                     answer=str(target),
                     meta={
@@ -179,6 +183,138 @@ class Countdown(Task):
         numbers, target = problem.meta["numbers"], problem.meta["target"]
         ok, _ = check_equation(numbers, target, extract_equation(text))
         return ok
+
+
+    # --- exact step checking ----------------------------------------------------------------
+
+    def check_steps(self, problem: Problem, steps: list[str]) -> StepCheck:
+        """Label each step (see the module docstring): an operation line is True iff it is
+        exact, uses available numbers and leaves the target reachable; the answer line is True
+        iff the earlier lines have reached the target and its equation is right
+        (`check_equation`) - strict, as `arith` is, so that the answer line's label never rests
+        on arithmetic the solution did not write down. Whitespace is ignored; every step after
+        the first wrong one is False; blank steps are labelled like their neighbours."""
+        numbers, target = problem.meta["numbers"], problem.meta["target"]
+        pool: list[tuple[int, Node]] = [(x, Num(x)) for x in numbers]
+        labels: list[bool] = []
+        reasons: list[str] = []
+        answered = failed = False
+        for step in steps:
+            if failed:
+                reason = "after first error"
+            elif not step.strip():
+                reason = ""
+            elif answered:
+                reason = "step after the answer"
+            else:
+                reason, pool, answered = _judge(numbers, target, pool, step)
+            failed = failed or bool(reason)
+            labels.append(not reason)
+            reasons.append(reason)
+        first_error = labels.index(False) if False in labels else None
+        return StepCheck(labels=labels, first_error=first_error, reasons=reasons)
+
+    def next_step(self, problem: Problem, prefix: list[str]) -> str | None:
+        """A correct next step after a correct prefix: the answer line (the equation built
+        by the prefix's lines) once the target is reached, else the first operation line, in a
+        fixed order, from which the target stays reachable. None after the answer line, or when
+        the problem has no solution. A wrong prefix is a ValueError."""
+        numbers, target = problem.meta["numbers"], problem.meta["target"]
+        pool: list[tuple[int, Node]] = [(x, Num(x)) for x in numbers]
+        for i, step in enumerate(prefix):
+            if not step.strip():
+                continue
+            reason, pool, answered = _judge(numbers, target, pool, step)
+            if reason:
+                raise ValueError(f"countdown: step {i} of the prefix is wrong ({reason}): {step!r}")
+            if answered:
+                return None
+        for value, node in pool:
+            if value == target:
+                return f"Answer: {render_minimal(node)}"
+        for (i, (a, _)), (j, (b, _)), op, c in _moves(pool):
+            rest = tuple(sorted(v for k, (v, _) in enumerate(pool) if k not in (i, j)) + [c])
+            if _reachable(rest, target):
+                return f"{a}{op}{b}={c}"
+        return None
+
+
+def _judge(numbers: list[int], target: int, pool: list[tuple[int, Node]],
+           step: str) -> tuple[str, list[tuple[int, Node]], bool]:
+    """Why one non-blank step is wrong ("" when right), the pool of (value, expression)
+    after it, and whether it was the answer line."""
+    answer = _answer_of(step)
+    if answer is not None:
+        if all(value != target for value, _ in pool):
+            return "answer given before the steps reached the target", pool, True
+        ok, why = check_equation(numbers, target, answer)
+        return ("" if ok else f"wrong answer: {why}"), pool, True
+    text = "".join(step.split())
+    sides = text.split("=")
+    if len(sides) != 2:
+        return "expected one operation 'a op b = c' or 'Answer: <equation>'", pool, False
+    try:
+        left, right = parse(sides[0]), parse(sides[1])
+    except ExpressionError as e:
+        return f"cannot parse step: {e}", pool, False
+    if not (isinstance(left, BinOp) and isinstance(left.left, Num) and isinstance(left.right, Num)
+            and isinstance(right, Num)):
+        return "expected one operation on two numbers, 'a op b = c'", pool, False
+    a, b = left.left.value, left.right.value
+    values = [v for v, _ in pool]
+    i = values.index(a) if a in values else None
+    j = next((k for k, v in enumerate(values) if v == b and k != i), None)
+    if i is None or j is None:
+        return f"uses a number not available: the numbers left are {sorted(values)}", pool, False
+    try:
+        value = apply(left.op, Fraction(a), Fraction(b))
+    except ExpressionError as e:
+        return f"undefined: {e}", pool, False
+    if value != right.value:
+        return f"wrong value: {a}{left.op}{b} is {value}, not {right.value}", pool, False
+    after = [e for k, e in enumerate(pool) if k not in (i, j)] + [
+        (right.value, BinOp(left.op, pool[i][1], pool[j][1]))
+    ]
+    if not _reachable(tuple(sorted(v for v, _ in after)), target):
+        return f"dead end: {target} cannot be reached from {sorted(v for v, _ in after)}", after, False
+    return "", after, False
+
+
+def _answer_of(step: str) -> str | None:
+    """The equation of an answer line (`Answer: ...` or `<answer>...</answer>`), else None."""
+    line = step.strip()
+    if _ANSWER_TAG.fullmatch(line) or re.match(r"answer\s*:", line, re.IGNORECASE):
+        return extract_equation(line) or ""
+    return None
+
+
+def _moves(pool: list[tuple[int, Node]]):
+    """Every line that can be written next, in a fixed order: ((i, pool[i]), (j, pool[j]), op,
+    result) with an integer result >= 0 (the grammar has no fractions or negatives)."""
+    for i, x in enumerate(pool):
+        for j, y in enumerate(pool):
+            if i == j:
+                continue
+            for op in "+-*/":
+                if op in "+*" and i > j:  # commutative: one order is enough
+                    continue
+                try:
+                    value = apply(op, Fraction(x[0]), Fraction(y[0]))
+                except ExpressionError:
+                    continue
+                if value.denominator == 1 and value >= 0:
+                    yield (i, x), (j, y), op, int(value)
+
+
+@lru_cache(maxsize=100_000)
+def _reachable(pool: tuple[int, ...], target: int) -> bool:
+    """Whether writable lines can turn the (sorted) pool into one holding `target`."""
+    if target in pool:
+        return True
+    for (i, _), (j, _), _, c in _moves([(v, None) for v in pool]):
+        if _reachable(tuple(sorted([v for k, v in enumerate(pool) if k not in (i, j)] + [c])), target):
+            return True
+    return False
 
 
 def _steps(node: Node) -> list[str]:

@@ -312,11 +312,10 @@ class GSM8K(FileTask):
     """GSM8K from local files: `get_task("gsm8k", path="data/gsm8k")` (a directory with
     train.jsonl and test.jsonl, one such file, or a dict {split: file})."""
 
-    def __init__(self, path: str | Path | dict | None = None, **kwargs):
+    def __init__(self, path: str | Path | dict | None = None, id_key: str | None = None, name: str = "gsm8k"):
         if path is None:
             raise ValueError(
                 "task 'gsm8k' needs path=: a directory with train.jsonl/test.jsonl, "
                 "a .jsonl file, or a dict {split: file}"
             )
-        kwargs.setdefault("name", "gsm8k")
-        super().__init__(path, format="gsm8k", **kwargs)
+        super().__init__(path, format="gsm8k", id_key=id_key, name=name)

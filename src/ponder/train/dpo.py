@@ -1,10 +1,10 @@
-"""DPO (Rafailov et al. 2023) and Step-DPO (Lai et al. 2024) on preference pairs.
+"""DPO (Rafailov et al. 2023, "Direct Preference Optimization") on preference pairs.
 
-Data is TRL's preference format: rows `{"prompt", "chosen", "rejected"}`. DPO compares whole
-completions (an EOS is appended so the model learns where to stop); Step-DPO compares single
-reasoning steps: the prompt is the question plus a correct prefix of steps, `chosen` a
-correct next step and `rejected` the first wrong one (Lai et al. 2024, §3), so the loss
-points at the exact step that went wrong. The loss is the same, eq. 7 of the DPO paper:
+Data is TRL's preference format: rows `{"prompt", "chosen", "rejected"}`. The prompt is a user
+text, or a conversation in TRL's form: a user message, optionally followed by an assistant
+message that the completions continue (what Step-DPO pairs use, see train/step_dpo.py).
+Whole completions get an EOS appended so the model learns where to stop; Step-DPO's single
+steps do not. The loss is eq. 7 of the DPO paper:
 
     -log sigmoid(beta * ((log pi(y_w|x) - log ref(y_w|x)) - (log pi(y_l|x) - log ref(y_l|x))))
 
@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ponder.models.load import format_prompt
+from ponder.models.load import encode_prompts
 from ponder.train.loop import TrainConfig, TrainLoop
 
 
@@ -39,6 +39,21 @@ def dpo_loss(pi_chosen: torch.Tensor, pi_rejected: torch.Tensor, ref_chosen: tor
     return loss, stats
 
 
+def prompt_problem(prompt) -> str | None:
+    """What is wrong with a row's prompt (None when nothing is): a string, or a conversation
+    `[{"role": "user", ...}]` with at most one `{"role": "assistant", ...}` message after it."""
+    if isinstance(prompt, str):
+        return None
+    roles = ["user", "assistant"]
+    if not isinstance(prompt, list) or not 1 <= len(prompt) <= 2:
+        return f"expected a string or a list of 1-2 messages, got {prompt!r}"
+    for message, role in zip(prompt, roles):
+        if not isinstance(message, dict) or message.get("role") != role or not isinstance(message.get("content"), str):
+            return (f"expected a user message, optionally followed by an assistant message it continues, "
+                    f"each {{'role', 'content': str}}; got {prompt!r}")
+    return None
+
+
 def read_preferences(path: str | Path) -> list[dict]:
     """Rows of a TRL preference file (JSONL, JSON array or Parquet); a bad row fails with its
     file:line and field."""
@@ -46,7 +61,10 @@ def read_preferences(path: str | Path) -> list[dict]:
 
     rows = []
     for where, row in read_rows(path):
-        for key in ("prompt", "chosen", "rejected"):
+        problem = prompt_problem(row.get("prompt"))
+        if problem:
+            raise ValueError(f"{where}: field 'prompt': {problem}")
+        for key in ("chosen", "rejected"):
             if not isinstance(row.get(key), str):
                 raise ValueError(f"{where}: field {key!r}: expected a string, got {row.get(key)!r}")
         rows.append(row)
@@ -62,13 +80,31 @@ class PairExample:
     rejected: list[int]
 
 
+def prompt_ids(tokenizer, prompt: str | list[dict]) -> list[int]:
+    """Model-ready ids of a row's prompt. The user text goes through `encode_prompts`, as in
+    every engine (chat template applied when the tokenizer has one, the assistant header
+    opened); a trailing assistant message follows as its own tokens, so the completion
+    continues the assistant turn - the ids search and annotation continue a partial solution
+    with (prompt ids of the question, then the steps' tokens). TRL renders such a prompt with
+    `continue_final_message`, which gives the same text."""
+    problem = prompt_problem(prompt)
+    if problem:
+        raise ValueError(f"preference row: field 'prompt': {problem}")
+    if isinstance(prompt, str):
+        return encode_prompts(tokenizer, [prompt])[0]
+    ids = encode_prompts(tokenizer, [prompt[0]["content"]])[0]
+    if len(prompt) == 2 and prompt[1]["content"]:
+        ids = ids + tokenizer(prompt[1]["content"], add_special_tokens=False)["input_ids"]
+    return ids
+
+
 def tokenize_preferences(tokenizer, rows: list[dict], max_len: int, append_eos: bool = True) -> list[PairExample]:
     """Token ids per pair; completions are cut so prompt + completion fits in max_len, and
     pairs left with an empty side are dropped."""
     out = []
     eos = [tokenizer.eos_token_id] if append_eos else []
     for row in rows:
-        p = tokenizer(format_prompt(tokenizer, row["prompt"]), add_special_tokens=False)["input_ids"]
+        p = prompt_ids(tokenizer, row["prompt"])
         c = (tokenizer(row["chosen"], add_special_tokens=False)["input_ids"] + eos)[: max(0, max_len - len(p))]
         r = (tokenizer(row["rejected"], add_special_tokens=False)["input_ids"] + eos)[: max(0, max_len - len(p))]
         if c and r and c != r:
@@ -143,53 +179,7 @@ def train_dpo(model, tokenizer, rows: list[dict], run_dir: str | Path, cfg: Trai
     return {"pairs": len(pairs), **loop.run()}
 
 
-# ----------------------------------------------------------------- Step-DPO pairs from a task
-
-
-def arith_next_step(problem, prefix: list[str]) -> str | None:
-    """The canonical next step after a correct prefix of an arith solution (None when the
-    prefix already ends with the answer)."""
-    from ponder.tasks.arith import solve
-
-    state = prefix[-1].strip() if prefix else problem.meta.get("expr", problem.question)
-    if state.lower().startswith("answer"):
-        return None
-    return solve(state)[0]
-
-
-def step_dpo_pairs(task, problems, generator, samples: int = 4, temperature: float = 1.0, max_tokens: int = 128,
-                   seed: int = 0) -> list[dict]:
-    """Step-DPO pairs from the model's own solutions, labelled by the task's exact step
-    checker: for each sampled solution with a wrong step k, prompt = question + steps[:k],
-    rejected = steps[k], chosen = the correct next step (arith's canonical step). Solutions
-    without an error give no pair; duplicate pairs are kept once."""
-    from ponder.generation.base import SamplingParams
-
-    if not task.has_step_checker or task.name != "arith":
-        raise ValueError(f"building Step-DPO pairs needs arith's step checker and solver; for task {task.name!r} "
-                         "pass a preference file (--data) instead")
-    delim = task.step_delimiter
-    prompts = [task.prompt(p) for p in problems]
-    outs = generator.generate(prompts, SamplingParams(n=samples, temperature=temperature, max_tokens=max_tokens,
-                                                      seed=seed))
-    rows, seen = [], set()
-    for p, prompt, group in zip(problems, prompts, outs):
-        for s in group:
-            steps = task.split_steps(s.text)
-            check = task.check_steps(p, steps)
-            k = check.first_error
-            if k is None:
-                continue
-            chosen = arith_next_step(p, steps[:k])
-            if chosen is None or chosen.replace(" ", "") == steps[k].replace(" ", ""):
-                continue
-            row = {"prompt": prompt + "".join(st + delim for st in steps[:k]), "chosen": chosen + delim,
-                   "rejected": steps[k] + delim}
-            key = (row["prompt"], row["rejected"])
-            if key not in seen:
-                seen.add(key)
-                rows.append(row)
-    return rows
+# ----------------------------------------------------------------- the `ponder dpo` command
 
 
 @dataclass
@@ -253,6 +243,7 @@ def run_dpo(args: DPOArgs, progress: bool = True) -> dict:
     from ponder.models import model_from_spec
     from ponder.tasks import get_task
     from ponder.train.policy_engine import policy_engine
+    from ponder.train.step_dpo import step_dpo_pairs
 
     run_dir = Path(args.runs_dir) / args.run
     run_dir.mkdir(parents=True, exist_ok=True)
