@@ -56,6 +56,8 @@ def test_step_dpo_context_is_the_chat_question_then_the_steps_in_the_assistant_t
     text = tok.decode(pair.prompt)
     assert text.endswith("<|im_start|>assistant\n" + good[0] + "\n")
     assert good[0] not in text.split("<|im_start|>assistant\n")[0]
+    # the text TRL renders for the row (a trailing assistant message is continued)
+    assert text == tok.apply_chat_template(rows[0]["prompt"], tokenize=False, continue_final_message=True)
 
 
 def test_rows_follow_trls_trailing_assistant_convention():

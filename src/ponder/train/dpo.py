@@ -86,7 +86,9 @@ def prompt_ids(tokenizer, prompt: str | list[dict]) -> list[int]:
     opened); a trailing assistant message follows as its own tokens, so the completion
     continues the assistant turn - the ids search and annotation continue a partial solution
     with (prompt ids of the question, then the steps' tokens). TRL renders such a prompt with
-    `continue_final_message`, which gives the same text."""
+    `continue_final_message`, which gives the same text where the template writes a message
+    verbatim (SmolLM2's does; a template that trims messages would drop the newline that ends
+    the last step, which is why the assistant text is appended here rather than templated)."""
     problem = prompt_problem(prompt)
     if problem:
         raise ValueError(f"preference row: field 'prompt': {problem}")
