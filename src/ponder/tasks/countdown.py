@@ -233,7 +233,7 @@ class Countdown(Task):
             if value == target:
                 return f"Answer: {render_minimal(node)}"
         for (i, (a, _)), (j, (b, _)), op, c in _moves(pool):
-            rest = tuple(sorted(v for k, (v, _) in enumerate(pool) if k not in (i, j)) + [c])
+            rest = tuple(sorted([v for k, (v, _) in enumerate(pool) if k not in (i, j)] + [c]))
             if _reachable(rest, target):
                 return f"{a}{op}{b}={c}"
         return None
