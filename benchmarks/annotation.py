@@ -56,18 +56,16 @@ def main() -> None:
     if not Path(args.policy, "config.json").exists():
         raise SystemExit(f"no policy at {args.policy}: run `make demo` first or pass --policy")
 
-    from ponder.annotate import AnnotateConfig, annotate
-    from ponder.eval.rm import EvalRMConfig, run_eval_rm
-    from ponder.train.rm import RMArgs, run_train_rm
+    from ponder.commands import annotate, eval_rm, train_rm
 
     out = Path(args.out)
     task_args = {"instruction": False}
     methods = ["math_shepherd", "omega_prm", "truth"] + (["judge"] if args.judge else [])
     t0 = time.time()
-    cfg = AnnotateConfig(run="annotate", task_args=task_args, n_problems=args.n_train, policy=args.policy,
+    cfg = annotate.Config(run="annotate", task_args=task_args, n_problems=args.n_train, policy=args.policy,
                          samples=args.samples, k=args.k, temperature=args.temperature, max_tokens=80,
                          methods=methods, judge_model=args.judge or "smollm2", chunk=32, runs_dir=str(out))
-    summary = annotate(cfg, progress=True)
+    summary = annotate.run(cfg, progress=True)
     t_annotate = time.time() - t0
     q = summary["methods"]
     rows = [[m, r["labelled"], r.get("first_error_acc", "-"), r.get("step_agreement", "-"),
@@ -90,19 +88,19 @@ def main() -> None:
     t1 = time.time()
     for name, data in sources.items():
         if not (out / name / "model" / "reward_config.json").exists():
-            run_train_rm(RMArgs(run=name, kind="prm", data=str(ann / data), model=args.policy, steps=args.prm_steps,
+            train_rm.run(train_rm.Config(run=name, kind="prm", data=str(ann / data), model=args.policy, steps=args.prm_steps,
                                 runs_dir=str(out)))
         models[name] = str(out / name / "model")
     if not (out / "orm" / "model" / "reward_config.json").exists():
-        run_train_rm(RMArgs(run="orm", kind="orm", data=str(ann / "orm.jsonl"), model=args.policy,
+        train_rm.run(train_rm.Config(run="orm", kind="orm", data=str(ann / "orm.jsonl"), model=args.policy,
                             steps=args.prm_steps, runs_dir=str(out)))
     models["orm"] = str(out / "orm" / "model")
     t_train = time.time() - t1
 
     t2 = time.time()
-    res = run_eval_rm(list(models.values()) + ["verifier"],
-                      EvalRMConfig(policy=args.policy, task_args=task_args, n=args.n_test, samples=args.test_samples,
-                                   temperature=args.temperature, max_tokens=80))
+    res = eval_rm.run(eval_rm.Config(rm=list(models.values()) + ["verifier"], policy=args.policy, task_args=task_args,
+                                     n=args.n_test, samples=args.test_samples, temperature=args.temperature,
+                                     max_tokens=80))
     t_eval = time.time() - t2
     ns = list(res["majority"])
     rows = []

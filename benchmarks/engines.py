@@ -109,12 +109,12 @@ def generation_rows(label: str, engine, prompts, max_tokens: int, sampled: int) 
 def search_row(label: str, engine, policy_problems, task) -> dict:
     from ponder.rewards.base import VerifierScorer
     from ponder.search import SearchContext
-    from ponder.search.run import SearchArgs, run_search
+    from ponder.search.base import SearchParams, search_all
 
     ctx = SearchContext(engine, task, VerifierScorer(task, policy_problems))
-    args = SearchArgs(strategy="beam", n=16, beam_width=4, temperature=0.7, max_tokens=80, max_step_tokens=24, seed=0)
+    params = SearchParams(n=16, beam_width=4, temperature=0.7, max_tokens=80, max_step_tokens=24, seed=0)
     before = engine.usage.copy()
-    out = run_search(ctx, policy_problems, args)
+    out = search_all("beam", ctx, policy_problems, params)
     used = engine.usage - before
     row = {"engine": label, "accuracy": out["summary"]["accuracy"], "generated": used.generated_tokens,
            "prefill": used.prefill_tokens, "cached": used.cached_tokens, "wall_s": out["summary"]["wall_s"]}

@@ -1,7 +1,7 @@
 import pytest
 
 from ponder.config import ConfigError, load_config
-from ponder.train.sft_cli import SFTArgs
+from ponder.commands.sft import Config as SFTArgs
 
 
 def test_yaml_then_flags(tmp_path):

@@ -54,12 +54,13 @@ def test_rl_cli_errors_are_clear(tmp_path, tiny_dir):
     assert res.exit_code == 2 and "unknown estimator 'ppo2'" in res.output
     res = runner.invoke(app, base + ["--reward", "nosuch"])
     assert res.exit_code == 2 and "unknown reward 'nosuch'" in res.output
+    assert not (tmp_path / "rl").exists()  # refused before the run directory was written
+    res = runner.invoke(app, base + ["--prm", str(tmp_path / "no_prm"), "--estimator", "process_grpo"])
+    assert res.exit_code == 2 and "prm" in res.output.lower()
     bad = tmp_path / "bad.py"
     bad.write_text("def one(prompts, completions, **kw):\n    return [1.0]\n")
     res = runner.invoke(app, base + ["--reward", f"{bad}:one", "--max-tokens", "4"])
     assert res.exit_code == 2 and "reward function 'one' returned 1 rewards for 64 completions" in res.output
-    res = runner.invoke(app, base + ["--prm", str(tmp_path / "no_prm"), "--estimator", "process_grpo"])
-    assert res.exit_code == 2 and "prm" in res.output.lower()
 
 
 def test_dpo_cli_preference_file_and_step_pairs(tmp_path, tiny_dir):

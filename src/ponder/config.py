@@ -3,12 +3,18 @@
 `load_config(cls, path, overrides)` reads a YAML mapping, rejects unknown keys with the file
 and key named, checks types against the dataclass, then applies the overrides (the flags a
 user actually typed). Run directories get the resolved config as `config.yaml`.
+
+The dataclass is the one source of truth of a command: the command line is generated from its
+fields (`field_docs` gives each field's docstring, which becomes the flag's help).
 """
 from __future__ import annotations
 
+import ast
 import dataclasses
+import inspect
 import json
-import os
+import math
+import textwrap
 import types
 import typing
 from pathlib import Path
@@ -35,10 +41,16 @@ def _coerce(value, typ, where: str):
         if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
             raise ConfigError(f"{where}: expected {typ.__name__}, got {value!r}")
         return value
-    if origin is tuple:
+    if typ in (list, tuple) or origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
-        return tuple(value)
+        item = element_type(typ)
+        items = [_coerce(v, item, f"{where} item {i + 1}") for i, v in enumerate(value)] if item else list(value)
+        return tuple(items) if (typ is tuple or origin is tuple) else items
+    if typ is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping of key: value, got {value!r}")
+        return dict(value)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(typ)
         if value is None and type(None) in args:
@@ -64,10 +76,14 @@ def load_config(cls, path: str | Path | None = None, overrides: dict | None = No
         path = Path(path)
         if not path.exists():
             raise ConfigError(f"config file {path} does not exist")
+        if path.is_dir():
+            raise ConfigError(f"config file {path} is a directory; expected a YAML file of option: value lines")
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: invalid YAML ({e})") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {path} is not text; expected a YAML file of option: value lines") from None
         if section is not None:
             data = data.get(section, {}) or {}
         if not isinstance(data, dict):
@@ -88,6 +104,55 @@ def to_dict(cfg) -> dict:
 
 
 def write_yaml(path: Path, data: dict) -> None:
-    tmp = Path(str(path) + ".tmp")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
-    os.replace(tmp, path)
+    from ponder.runs import atomic_write
+
+    atomic_write(path, yaml.safe_dump(data, sort_keys=False))
+
+
+def element_type(typ):
+    """The item type of list[int] / tuple[int, ...] (None for a bare list)."""
+    args = [a for a in typing.get_args(typ) if a is not Ellipsis]
+    return args[0] if args else None
+
+
+def field_docs(cls) -> dict[str, str]:
+    """Field name -> the docstring written under it, for `cls` and its dataclass bases."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError):
+            continue
+        body = tree.body[0].body
+        for stmt, nxt in zip(body, body[1:]):
+            if (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and isinstance(nxt, ast.Expr)
+                    and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)):
+                docs[stmt.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+def require(cfg, positive: tuple[str, ...] = (), non_negative: tuple[str, ...] = (),
+            probability: tuple[str, ...] = (), choices: dict[str, tuple] | None = None) -> None:
+    """Refuse values a run cannot use, naming the option and what was expected: counts that
+    must be >= 1, amounts that must be >= 0, fractions in [0, 1], names from a fixed set."""
+    def flag(name):
+        return f"{name} (--{name.replace('_', '-')})"
+
+    for name in positive:
+        v = getattr(cfg, name)
+        if v is not None and v < 1:
+            raise ConfigError(f"{flag(name)} must be at least 1, got {v}")
+    for name in non_negative:
+        v = getattr(cfg, name)
+        if v is not None and (v < 0 or (isinstance(v, float) and not math.isfinite(v))):
+            raise ConfigError(f"{flag(name)} must be a finite number >= 0, got {v}")
+    for name in probability:
+        v = getattr(cfg, name)
+        if v is not None and not 0 <= v <= 1:
+            raise ConfigError(f"{flag(name)} must be between 0 and 1, got {v}")
+    for name, allowed in (choices or {}).items():
+        v = getattr(cfg, name)
+        if v not in allowed:
+            raise ConfigError(f"{flag(name)} must be one of {', '.join(map(str, allowed))}; got {v!r}")

@@ -20,16 +20,11 @@ Outputs in the run directory, written when all chunks are done:
 """
 from __future__ import annotations
 
-import json
-import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from ponder.annotate.judge import LLMJudge, consensus
 from ponder.annotate.math_shepherd import first_error_from_labels, math_shepherd
 from ponder.annotate.omega_prm import OmegaConfig, omega_prm
-from ponder.annotate.records import append_chunk, read_complete_chunks, write_jsonl
-from ponder.config import to_dict, write_yaml
 from ponder.generation.base import SamplingParams
 
 METHODS = ("math_shepherd", "omega_prm", "judge", "truth")
@@ -269,64 +264,3 @@ def label_quality(records: list[dict], methods: list[str]) -> dict[str, dict]:
             row["rollouts_per_labelled"] = total_rollouts / len(every) if every else 0.0
         out[m] = row
     return out
-
-
-def annotate(cfg: AnnotateConfig, progress: bool = True, generator=None, judge_generator=None) -> dict:
-    """Run (or resume) an annotation run; returns the summary."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from ponder.tasks import get_task
-
-    run_dir = Path(cfg.runs_dir) / cfg.run
-    run_dir.mkdir(parents=True, exist_ok=True)
-    saved = run_dir / "config.yaml"
-    if saved.exists():
-        import yaml
-
-        old = yaml.safe_load(saved.read_text())
-        if old != json.loads(json.dumps(to_dict(cfg))):
-            raise ValueError(f"{run_dir} holds a run with a different config ({saved}); "
-                             "use another --run name or delete that directory")
-    write_yaml(saved, to_dict(cfg))
-    task = get_task(cfg.task, **cfg.task_args)
-    problems = task.problems(cfg.split, n=cfg.n_problems, seed=cfg.seed)
-    from ponder.generation import make_engine
-
-    if generator is None:
-        generator = make_engine(cfg.engine, cfg.policy, batch_size=cfg.batch_size)
-    judge = None
-    if "judge" in cfg.methods:
-        if judge_generator is None:
-            judge_generator = make_engine(cfg.judge_engine, cfg.judge_model, batch_size=cfg.batch_size)
-        judge = LLMJudge(judge_generator)
-    annotator = Annotator(cfg, generator, task, judge)
-    path = run_dir / "records.jsonl"
-    records, start = read_complete_chunks(path)
-    chunks = [problems[i:i + cfg.chunk] for i in range(0, len(problems), cfg.chunk)]
-    t0 = time.time()
-    columns = [TextColumn("[bold]annotate"), BarColumn(), TextColumn("{task.completed}/{task.total} problems"),
-               TimeElapsedColumn()]
-    with Progress(*columns, disable=not progress) as bar:
-        job = bar.add_task("annotate", total=len(problems), completed=sum(len(c) for c in chunks[:start]))
-        for c in range(start, len(chunks)):
-            new = annotator.chunk(chunks[c], c)
-            append_chunk(path, c, new)
-            records += [{"chunk": c, **r} for r in new]
-            bar.update(job, advance=len(chunks[c]))
-    records = [r for r in records if not r.get("marker")]
-    files = derived_files(records, cfg)
-    for name, rows in files.items():
-        write_jsonl(run_dir / f"{name}.jsonl", rows)
-    policy = [r for r in records if r["source"] == "policy"]
-    summary = {
-        "problems": len(problems),
-        "samples": len(policy),
-        "sample_accuracy": sum(r["correct"] for r in policy) / max(len(policy), 1),
-        "rationalized": sum(r["source"] == "rationalized" for r in records),
-        "files": {name: len(rows) for name, rows in files.items()},
-        "methods": label_quality(records, cfg.methods),
-        "wall_s": round(time.time() - t0, 2),
-        "run_dir": str(run_dir),
-    }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary

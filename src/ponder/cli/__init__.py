@@ -1,12 +1,27 @@
-"""The `ponder` command line. Every command takes `--config file.yaml`; flags override it.
+"""The `ponder` command line, generated from the commands in `ponder.commands`.
 
-This module holds the app and the helpers every command uses; the commands live in
-`core` (tasks, sft, eval, generate, demo), `rewards` (annotate, train-rm, eval-rm), `search`
-(search, scale) and `rl` (rl, dpo, iterate), imported at the bottom to register them."""
+Each command module holds a `Config` dataclass and `run(cfg)`; every field of `Config` becomes
+a flag (its docstring is the help, its default is shown) and can also be set in the YAML file
+given with `--config`; flags override the file. Lists take `--budgets 1,2,4` or a repeated
+singular flag (`--budget 1 --budget 2`), mappings take `--task-arg key=value`, booleans take
+`--flag/--no-flag`. Commands with an engine also take `--api-key` and `--max-concurrency`,
+which never land in a run's config.
+
+A user's mistake (bad option, missing file, unreachable server, full disk) ends in one line
+naming what to fix and exit status 2, never a traceback (`PONDER_DEBUG=1` shows it).
+"""
 from __future__ import annotations
 
+import dataclasses
+import errno
+import inspect
+import json
 import os
+import re
+import types
+import typing
 from pathlib import Path
+from typing import Optional
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -15,60 +30,129 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import typer
 from rich.console import Console
 
+from ponder.config import ConfigError, element_type, field_docs
+
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="ponder: build reasoning models — data, training, test-time scaling.")
 console = Console()
-ConfigOpt = typer.Option(None, "--config", "-c", help="YAML file of options; flags given here override it.")
-RunOpt = typer.Option(None, "--run", help="run name: outputs go to runs/<name>/")
-EngineOpt = typer.Option(None, "--engine", help="generation engine: torch (default, in this process), vllm, or the "
-                                                "URL of an OpenAI-compatible server, http(s)://host:port/v1")
-ApiKeyOpt = typer.Option(None, "--api-key", help="API key of a server engine (default: $OPENAI_API_KEY)")
-ConcurrencyOpt = typer.Option(None, "--max-concurrency", help="requests in flight to a server engine (default 16)")
 
 
-def _fail(msg: str) -> None:
-    console.print(f"[bold red]error:[/bold red] {msg}")
+class UsageError(ValueError):
+    """A command-line value that cannot be used; the message names the option."""
+
+
+def fail(msg: str) -> typing.NoReturn:
+    console.print(f"[bold red]error:[/bold red] {msg}", highlight=False)
     raise typer.Exit(2)
 
 
-def _config(cls, path, **flags):
-    from ponder.config import ConfigError, load_config
+def _singular(name: str) -> str:
+    if name.endswith("ies"):
+        return name[:-3] + "y"
+    return name[:-1] if name.endswith("s") and not name.endswith("ss") else name
 
+
+def _base_type(typ):
+    """(type without Optional, whether None is allowed)."""
+    if typing.get_origin(typ) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(typ) if a is not type(None)]
+        return args[0], True
+    return typ, False
+
+
+def _kind(typ) -> str:
+    base, _ = _base_type(typ)
+    origin = typing.get_origin(base) or base
+    if origin in (list, tuple):
+        return "list"
+    if origin is dict:
+        return "dict"
+    return "scalar"
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _parse_item(text: str, typ, option: str):
+    typ, _ = _base_type(typ)
     try:
-        return load_config(cls, path, flags)
-    except ConfigError as e:
-        _fail(str(e))
+        if typ is int:
+            return int(text)
+        if typ is float:
+            return float(text)
+    except ValueError:
+        raise UsageError(f"{option}: {text!r} is not {'an integer' if typ is int else 'a number'}") from None
+    return text
 
 
-def _task_args(pairs: list[str] | None) -> dict:
-    """`--task-arg num_ops=3 --task-arg parens=false` -> {"num_ops": 3, "parens": False}."""
+def _parse_list(values: list[str], typ, option: str, csv: bool = True):
+    item = element_type(_base_type(typ)[0])
+    parts = [v for text in values for v in (text.split(",") if csv else [text])]
+    out = [_parse_item(v.strip() if csv else v, item, option) for v in parts if v.strip()]
+    return tuple(out) if typing.get_origin(_base_type(typ)[0]) is tuple else out
+
+
+def _parse_dict(pairs: list[str], option: str) -> dict:
+    """`key=value` pairs; values are read as YAML scalars (3 -> int, false -> bool)."""
     import yaml
 
     out = {}
-    for pair in pairs or []:
+    for pair in pairs:
         if "=" not in pair:
-            _fail(f"--task-arg {pair!r}: expected key=value")
-        k, v = pair.split("=", 1)
-        out[k] = yaml.safe_load(v)
+            raise UsageError(f"{option} {pair!r}: expected key=value")
+        key, value = pair.split("=", 1)
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            out[key.strip()] = value
     return out
 
 
-def _print_summary(title: str, out: dict, output: Path | None) -> None:
-    """A metric/value table of `out["summary"]`, the whole result written to `output` if
-    given, and the summary as one JSON line on stdout (for scripts)."""
-    import json
+def _options(cfg_cls) -> tuple[list[inspect.Parameter], dict[str, tuple[str, str]]]:
+    """One typer option per config field, and name -> (kind, flag) to turn values back."""
+    docs, hints = field_docs(cfg_cls), typing.get_type_hints(cfg_cls)
+    params, kinds = [], {}
+    for f in dataclasses.fields(cfg_cls):
+        typ, kind = hints[f.name], _kind(hints[f.name])
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        shown = default if not isinstance(default, (list, tuple)) else ",".join(map(str, default)) or "none"
+        help_text = docs.get(f.name, "")
+        if kind == "dict":
+            flag = _flag(_singular(f.name))
+            names = [flag] + ([_flag(f.name)] if flag != _flag(f.name) else [])
+            help_text += " (key=value, repeatable)"
+            annotation, opt = Optional[list[str]], typer.Option(None, *names, help=help_text)
+        elif kind == "list":
+            flag = _flag(f.name)
+            names = [flag] + ([_flag(_singular(f.name))] if _singular(f.name) != f.name else [])
+            kind = "list" if f.metadata.get("csv", True) else "texts"  # free text keeps its commas
+            help_text += f" ({'comma-separated or ' if kind == 'list' else ''}repeatable) [default: {shown}]"
+            annotation, opt = Optional[list[str]], typer.Option(None, *names, help=help_text)
+        elif _base_type(typ)[0] is bool:
+            flag = _flag(f.name)
+            annotation = Optional[bool]
+            opt = typer.Option(None, f"{flag}/--no-{flag[2:]}", help=f"{help_text} [default: {default}]")
+        else:
+            flag = _flag(f.name)
+            annotation = Optional[_base_type(typ)[0]]
+            opt = typer.Option(None, flag, help=f"{help_text} [default: {shown}]")
+        kinds[f.name] = (kind, flag)
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=annotation))
+    return params, kinds
 
-    from rich.table import Table
 
-    table = Table(title=title)
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for key, v in out["summary"].items():
-        table.add_row(key, f"{v:.4f}" if isinstance(v, float) else str(v))
-    console.print(table)
-    if output:
-        output.write_text(json.dumps(out, indent=2))
-    print(json.dumps(out["summary"]))
+def _engine_options(cfg_cls) -> list[inspect.Parameter]:
+    if not any(f.name.endswith("engine") for f in dataclasses.fields(cfg_cls)):
+        return []
+    kw = inspect.Parameter.KEYWORD_ONLY
+    return [
+        inspect.Parameter("api_key", kw, annotation=Optional[str], default=typer.Option(
+            None, "--api-key", help="API key of a server engine (default: $OPENAI_API_KEY); never saved")),
+        inspect.Parameter("max_concurrency", kw, annotation=Optional[int], default=typer.Option(
+            None, "--max-concurrency", help="requests in flight to a server engine (default 16)")),
+    ]
 
 
 def _engine_env(api_key: str | None, max_concurrency: int | None) -> None:
@@ -78,30 +162,89 @@ def _engine_env(api_key: str | None, max_concurrency: int | None) -> None:
         os.environ["OPENAI_API_KEY"] = api_key
     if max_concurrency is not None:
         if max_concurrency < 1:
-            _fail(f"--max-concurrency must be >= 1, got {max_concurrency}")
+            raise UsageError(f"--max-concurrency must be at least 1, got {max_concurrency}")
         os.environ["PONDER_MAX_CONCURRENCY"] = str(max_concurrency)
 
 
-def _resolve_run_model(name: str) -> str:
-    """A run name (runs/<name>) resolves to its trained model folder."""
-    p = Path(name)
-    for cand in (p / "model", p / "sft" / "model", Path("runs") / name / "sft" / "model", Path("runs") / name / "model"):
-        if (cand / "config.json").exists():
-            return str(cand)
-    return name
+def user_error_message(e: BaseException) -> str | None:
+    """The one-line message for an error a user can fix, or None for a bug (shown in full)."""
+    from ponder.generation.base import EngineError
+    from ponder.rewards.functions import RewardError
+
+    if isinstance(e, (ConfigError, UsageError, EngineError, RewardError, FloatingPointError)):
+        return str(e)
+    if isinstance(e, OSError):
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        if e.errno == errno.ENOSPC:
+            return f"the disk is full{where}: free some space and rerun; the run resumes from its last checkpoint"
+        if isinstance(e, PermissionError):
+            return f"permission denied{where}: the run directory must be writable"
+        if isinstance(e, (FileNotFoundError, IsADirectoryError, NotADirectoryError)):
+            return str(e)
+        return f"{e.strerror or e}{where}"
+    if isinstance(e, RuntimeError) and ("unexpected pos" in str(e) or "PytorchStreamWriter" in str(e)):
+        return ("writing a checkpoint failed (the disk is probably full): free some space and rerun; "
+                "the run resumes from its last complete checkpoint")
+    if isinstance(e, (ValueError, ImportError)):
+        return str(e)
+    return None
+
+
+def register(module, name: str | None = None) -> None:
+    """Add `module`'s command to the app: flags from `module.Config`, work in `module.run`,
+    the result shown by `module.show` (else printed as JSON)."""
+    cfg_cls = module.Config
+    name = name or module.__name__.rsplit(".", 1)[-1].replace("_", "-")
+    params, kinds = _options(cfg_cls)
+    config_param = inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
+                                     default=typer.Option(None, "--config", "-c",
+                                                          help="YAML file of options; flags given here override it"))
+    params = [config_param, *params, *_engine_options(cfg_cls)]
+
+    def command(**values):
+        from ponder.config import load_config
+
+        try:
+            _engine_env(values.pop("api_key", None), values.pop("max_concurrency", None))
+            path = values.pop("config")
+            flags = {}
+            for key, value in values.items():
+                kind, flag = kinds[key]
+                if value is None or (kind in ("list", "texts", "dict") and not value):
+                    continue
+                if kind in ("list", "texts"):
+                    value = _parse_list(value, typing.get_type_hints(cfg_cls)[key], flag, csv=kind == "list")
+                elif kind == "dict":
+                    value = _parse_dict(value, flag)
+                flags[key] = value
+            cfg = load_config(cfg_cls, path, flags)
+            result = module.run(cfg)
+        except typer.Exit:
+            raise
+        except Exception as e:  # a user's mistake is one line; a bug keeps its traceback
+            msg = user_error_message(e)
+            if msg is None or os.environ.get("PONDER_DEBUG"):
+                raise
+            fail(msg)
+        show = getattr(module, "show", None)
+        if show is not None:
+            show(result, console)
+        elif result is not None:
+            console.print_json(json.dumps(result, default=str))
+
+    command.__signature__ = inspect.Signature(params)
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    command.__doc__ = re.sub(r"^`ponder [\w-]+`:\s*", "", (module.__doc__ or "").strip().split("\n\n")[0])
+    command.__name__ = name.replace("-", "_")
+    app.command(name)(command)
 
 
 def main():
-    """The console script: engine failures (a server down, a missing capability) are a
-    user's problem to fix, so they end in one clear line, not a traceback."""
-    from ponder.generation.base import EngineError
-
-    try:
-        app()
-    except EngineError as e:
-        console.print(f"[bold red]error:[/bold red] {e}")
-        raise SystemExit(2)
+    """The console script."""
+    app()
 
 
-# Imported for their side effect: each module adds its commands to `app`.
-from ponder.cli import core, rewards, rl, search, serve  # noqa: E402,F401  isort: skip
+from ponder import commands  # noqa: E402
+
+for _module in commands.ALL:
+    register(_module)

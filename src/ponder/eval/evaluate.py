@@ -39,9 +39,6 @@ def gold_vote_key(task: Task, problem: Problem, text: str, correct: bool) -> str
     return f"gold:{problem.answer}" if correct else task.extract_answer(text)
 
 
-answer_key = gold_vote_key  # old name, removed once callers move
-
-
 def evaluate(generator: Generator, task: Task, problems: list[Problem], cfg: EvalConfig) -> dict:
     """Score `problems`; returns summary metrics and per-problem records."""
     prompts = [task.prompt(p) for p in problems]
@@ -63,7 +60,7 @@ def evaluate(generator: Generator, task: Task, problems: list[Problem], cfg: Eva
         sampled = generator.generate(prompts, sp)
         for p, rec, samples in zip(problems, records, sampled):
             correct = [task.is_correct(p, s.text) for s in samples]
-            keys = [answer_key(task, p, s.text, ok) for s, ok in zip(samples, correct)]
+            keys = [gold_vote_key(task, p, s.text, ok) for s, ok in zip(samples, correct)]
             rec["num_correct"] = sum(correct)
             rec["majority"] = majority_vote(keys)
             rec["majority_correct"] = rec["majority"] == f"gold:{p.answer}"

@@ -1,4 +1,4 @@
-"""`ponder demo`: the whole reasoning-model pipeline as one resumable run of cached stages.
+"""The demo pipeline: the whole reasoning-model pipeline as cached stages, each a named function.
 
 build -> sft -> eval_sft -> annotate -> prm -> rl -> eval_rl -> scale -> report
 
@@ -11,23 +11,27 @@ build -> sft -> eval_sft -> annotate -> prm -> rl -> eval_rl -> scale -> report
    held-out problems for the SFT and the RL policy;
 5. report.md, report.html (plots embedded), summary.json and a terminal table.
 
-Each stage writes stages/<name>.json when it finishes; a rerun skips finished stages and a
-stage killed mid-way resumes from its own checkpoint (training) or records (annotation).
-The held-out set (first `eval_n` of a test draw) is never trained or selected on; the dev
-set (the next `dev_n`) is what training watches.
+Each stage function takes the config, the problem split and the earlier stages' typed results,
+and returns its own typed result; `run_stages` caches each as stages/<name>.json, so a rerun
+skips finished stages and a stage killed mid-way resumes from its own checkpoint (training) or
+records (annotation). The held-out set (first `eval_n` of a test draw) is never trained or
+selected on; the dev set (the next `dev_n`) is what training watches.
+
+The claims the report makes are fixed before the run: RL vs SFT greedy accuracy on the
+held-out set, and one search-vs-majority pair (`compare_strategy` at `compare_budget` against
+majority vote at the same N), each with the standard error of the paired per-problem difference.
 """
 from __future__ import annotations
 
 import json
-import shutil
+import math
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ponder.config import to_dict, write_yaml
-from ponder.pipeline.report import write_report
-from ponder.pipeline.stages import Stage, run_stages
+from ponder.config import to_dict
+from ponder.runs import write_jsonl
+from ponder.tasks.base import Problem, Task
 
 
 @dataclass
@@ -81,10 +85,14 @@ class DemoConfig:
     """GRPO learning rate (1e-4 and above lowered held-out greedy accuracy on this model)"""
     scale_n: int = 40
     """held-out problems in the test-time scaling sweep"""
-    scale_budgets: list = field(default_factory=lambda: [1, 4, 16])
+    scale_budgets: list[int] = field(default_factory=lambda: [1, 4, 16])
     """budgets N of the sweep"""
-    scale_strategies: list = field(default_factory=lambda: ["greedy", "majority", "best_of_n", "beam"])
+    scale_strategies: list[str] = field(default_factory=lambda: ["greedy", "majority", "best_of_n", "beam"])
     """strategies of the sweep (best_of_n and beam use the PRM)"""
+    compare_strategy: str = "beam"
+    """the PRM-guided strategy the report compares with majority vote (fixed before the run)"""
+    compare_budget: int = 16
+    """the budget N of that comparison (both sides spend N samples or beams)"""
     engine: str = "torch"
     """engine that samples from the trained models (evaluation, annotation, RL rollouts,
     scaling sweep): torch or vllm. A server URL does not fit: the demo trains its own models"""
@@ -94,198 +102,246 @@ class DemoConfig:
 
 QUICK = dict(n_train=3000, sft_steps=150, batch_size=16, eval_n=24, eval_k=4, dev_n=12, annotate_n=8,
              annotate_samples=2, annotate_k=2, prm_steps=10, prm_eval_n=8, prm_eval_samples=4, rl_steps=3,
-             rl_prompts=4, rl_group=4, scale_n=6, scale_budgets=[1, 4])
+             rl_prompts=4, rl_group=4, scale_n=6, scale_budgets=[1, 4], compare_budget=4)
 
 
-def demo(run_dir: Path, cfg: DemoConfig, force: bool = False) -> dict:
-    from ponder.generation import is_url, make_engine
+# ----------------------------------------------------------------------------- results
+@dataclass
+class Split:
+    """The problems of a demo run: disjoint slices of one test draw, never in the train split."""
+    task: Task
+    held_out: list[Problem]
+    dev: list[Problem]
+
+
+@dataclass
+class Built:
+    model_dir: str
+    params: int
+    spec: str
+
+
+@dataclass
+class Trained:
+    model_dir: str
+    final: dict
+    metrics: str
+    """the run's metrics.jsonl"""
+    train_examples: int = 0
+
+
+@dataclass
+class Evaluated:
+    summary: dict
+    records: str
+    """per-problem records (JSONL)"""
+
+
+@dataclass
+class Annotated:
+    summary: dict
+    dir: str
+
+
+@dataclass
+class PRMResult:
+    model_dir: str
+    train_examples: int
+    final_loss: float
+    metrics: str
+    best_of_n: dict
+    weighted_best_of_n: dict
+    majority: dict
+    oracle: dict
+    processbench: dict | None = None
+
+
+@dataclass
+class Scaled:
+    rows: dict
+    """policy name -> the sweep's summary rows"""
+    records: dict
+    """policy name -> per-(problem, strategy, budget) records (JSONL)"""
+
+
+# ----------------------------------------------------------------------------- stages
+def make_split(cfg: DemoConfig) -> Split:
     from ponder.tasks import get_task
 
-    if is_url(cfg.engine):
-        raise ValueError(f"engine {cfg.engine}: the demo trains its own models and samples from each in turn, "
-                         "which a server serving one model cannot do; use --engine torch or --engine vllm")
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    saved = run_dir / "config.yaml"
-    if force:
-        # Training stages resume from their checkpoints and annotation from its records, so
-        # starting over means removing them, not just the stage markers.
-        for sub in ("stages", "init", "sft", "annotate", "prm", "rl"):
-            shutil.rmtree(run_dir / sub, ignore_errors=True)
-    elif saved.exists():
-        import yaml
-
-        if yaml.safe_load(saved.read_text()) != json.loads(json.dumps(to_dict(cfg))):
-            raise ValueError(f"{run_dir} holds a demo run with a different config ({saved}): its cached stages "
-                             "would not match; use another --run name, or --force to start it over")
-    write_yaml(saved, to_dict(cfg))
     task = get_task(cfg.task, **cfg.task_args)
-    t_start = time.time()
-
-    def split():
-        """(held-out, dev): disjoint slices of one test draw, never in the train split."""
-        problems = task.problems("test", n=cfg.eval_n + cfg.dev_n, seed=cfg.seed)
-        return problems[:cfg.eval_n], problems[cfg.eval_n:]
-
-    def build(_):
-        from ponder.models import count_params, model_from_spec
-
-        model, tokenizer = model_from_spec(cfg.model, seed=cfg.seed)
-        out = run_dir / "init"
-        model.save_pretrained(out)
-        tokenizer.save_pretrained(out)
-        return {"model_dir": str(out), "params": count_params(model), "spec": cfg.model}
-
-    def sft(results):
-        from ponder.generation.base import SamplingParams
-        from ponder.models import load_model
-        from ponder.train.loop import TrainConfig
-        from ponder.train.sft import reference_rows, train_sft
-
-        model, tokenizer = load_model(results["build"]["model_dir"])
-        rows = reference_rows(task, cfg.n_train, cfg.seed)
-        dev = split()[1]
-
-        def dev_accuracy(m):
-            gen = make_engine("torch", m, tokenizer=tokenizer)  # the model in training
-            outs = gen.generate([task.prompt(p) for p in dev], SamplingParams(temperature=0.0, max_tokens=cfg.max_tokens))
-            return {"greedy_accuracy": sum(task.is_correct(p, o[0].text) for p, o in zip(dev, outs)) / len(dev)}
-
-        tc = TrainConfig(lr=cfg.lr, max_steps=cfg.sft_steps, warmup_steps=cfg.warmup_steps, seed=cfg.seed,
-                         eval_every=max(cfg.sft_steps // 4, 1), save_every=max(cfg.sft_steps // 4, 1))
-        final = train_sft(model, tokenizer, rows, run_dir / "sft", tc, batch_size=cfg.batch_size, eval_fn=dev_accuracy)
-        return {"model_dir": str(run_dir / "sft" / "model"), "final": final, "train_examples": len(rows),
-                "metrics": str(run_dir / "sft" / "metrics.jsonl")}
-
-    def evaluate_policy(name: str, model_dir: str) -> dict:
-        from ponder.eval import EvalConfig, evaluate
-
-        ec = EvalConfig(n=cfg.eval_n, k=cfg.eval_k, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
-                        seed=cfg.seed + 7)
-        with make_engine(cfg.engine, model_dir) as engine:
-            out = evaluate(engine, task, split()[0], ec)
-        path = run_dir / f"eval_{name}_records.jsonl"
-        with open(path, "w") as f:
-            for r in out["records"]:
-                f.write(json.dumps(r) + "\n")
-        return {"summary": out["summary"], "records": str(path)}
-
-    def annotate_stage(results):
-        from ponder.annotate import AnnotateConfig, annotate
-
-        methods = ["math_shepherd", "omega_prm"] + (["truth"] if task.has_step_checker else [])
-        ac = AnnotateConfig(run="annotate", runs_dir=str(run_dir), task=cfg.task, task_args=cfg.task_args,
-                            n_problems=cfg.annotate_n, policy=results["sft"]["model_dir"], engine=cfg.engine,
-                            samples=cfg.annotate_samples, k=cfg.annotate_k, temperature=1.0,
-                            max_tokens=cfg.max_tokens, methods=methods, chunk=32, seed=cfg.seed)
-        summary = annotate(ac)
-        return {"summary": summary, "dir": str(run_dir / "annotate")}
-
-    def prm_stage(results):
-        from ponder.eval.rm import evaluate_reward_model, sample_solutions, vote_and_oracle
-        from ponder.rewards.model import load_prm
-        from ponder.train.rm import RMArgs, run_train_rm
-
-        data = Path(results["annotate"]["dir"]) / "stepwise_omega_prm.jsonl"
-        trained = run_train_rm(RMArgs(run="prm", runs_dir=str(run_dir), kind="prm", data=str(data),
-                                      model=results["sft"]["model_dir"], steps=cfg.prm_steps, seed=cfg.seed))
-        prm = load_prm(trained["model_dir"])
-        held_out = split()[0][:cfg.prm_eval_n]
-        with make_engine(cfg.engine, results["sft"]["model_dir"]) as gen:
-            samples = sample_solutions(gen, task, held_out, cfg.prm_eval_samples, 1.0, cfg.max_tokens, cfg.seed + 11)
-        quality = evaluate_reward_model(prm, samples, prm.aggregation)
-        maj, oracle = vote_and_oracle(samples, list(quality["best_of_n"]))
-        return {"model_dir": trained["model_dir"], "train_examples": trained["examples"], "final_loss": trained["loss"],
-                "metrics": str(run_dir / "prm" / "metrics.jsonl"), **quality, "majority": maj, "oracle": oracle}
-
-    def rl_stage(results):
-        from ponder.models import load_model
-        from ponder.train.rl import RLConfig, RLTrainer
-        from ponder.train.rl_cli import RLArgs, build_rewards
-
-        model, tokenizer = load_model(results["sft"]["model_dir"])
-        rc = RLConfig(estimator="grpo", steps=cfg.rl_steps, prompts_per_step=cfg.rl_prompts, group_size=cfg.rl_group,
-                      max_tokens=cfg.max_tokens, lr=cfg.rl_lr, eval_every=max(cfg.rl_steps // 4, 1),
-                      save_every=max(cfg.rl_steps // 4, 1), seed=cfg.seed)
-        rewards, _ = build_rewards(RLArgs(rewards=["outcome"], max_tokens=cfg.max_tokens), task)
-        train = task.problems("train", n=max(cfg.rl_steps * cfg.rl_prompts, cfg.rl_prompts), seed=cfg.seed + 1)
-        trainer = RLTrainer(model, tokenizer, task, train, split()[1], rewards, rc, run_dir / "rl",
-                            engine=cfg.engine)
-        final = trainer.train()
-        return {"model_dir": str(run_dir / "rl" / "model"), "final": final, "metrics": str(run_dir / "rl" / "metrics.jsonl")}
-
-    def scale_stage(results):
-        from ponder.rewards.model import load_prm
-        from ponder.search import SearchContext
-        from ponder.search.scale import ScaleConfig, run_scale
-
-        problems = split()[0][:cfg.scale_n]
-        prm = load_prm(results["prm"]["model_dir"])
-        sc = ScaleConfig(strategies=tuple(cfg.scale_strategies), budgets=tuple(cfg.scale_budgets), weighted=True,
-                         temperature=cfg.temperature, max_tokens=cfg.max_tokens, max_step_tokens=cfg.max_tokens, beam_width=4,
-                         seed=cfg.seed)
-        out = {}
-        for name in ("sft", "rl"):
-            with make_engine(cfg.engine, results[name]["model_dir"]) as engine:
-                res = run_scale(SearchContext(engine, task, prm), problems, sc)
-            path = run_dir / f"scale_{name}_records.jsonl"
-            with open(path, "w") as f:
-                for r in res["records"]:
-                    f.write(json.dumps(r) + "\n")
-            out[name] = {"rows": res["rows"], "records": str(path)}
-        return out
-
-    stages = [
-        Stage("build", build, "character tokenizer + tiny Llama from scratch"),
-        Stage("sft", sft, f"SFT on {cfg.task} reference solutions"),
-        Stage("eval_sft", lambda r: evaluate_policy("sft", r["sft"]["model_dir"]), "SFT policy: held-out accuracy"),
-        Stage("annotate", annotate_stage, "sample solutions; outcome + Math-Shepherd + OmegaPRM labels"),
-        Stage("prm", prm_stage, "PRM on OmegaPRM labels; F1 and best-of-N on held-out samples"),
-        Stage("rl", rl_stage, "GRPO from the SFT policy, outcome reward"),
-        Stage("eval_rl", lambda r: evaluate_policy("rl", r["rl"]["model_dir"]), "RL policy: held-out accuracy"),
-        Stage("scale", scale_stage, "test-time scaling sweep with the PRM, SFT and RL policies"),
-    ]
-    results = run_stages(run_dir, stages, force=force)
-    summary = build_summary(cfg, results, time.time() - t_start)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    write_report(run_dir, summary, results)
-    return summary
+    problems = task.problems("test", n=cfg.eval_n + cfg.dev_n, seed=cfg.seed)
+    return Split(task, problems[:cfg.eval_n], problems[cfg.eval_n:])
 
 
-def build_summary(cfg: DemoConfig, results: dict, wall_this_run: float) -> dict:
+def build(cfg: DemoConfig, run_dir: Path) -> Built:
+    from ponder.models import count_params, model_from_spec
+
+    model, tokenizer = model_from_spec(cfg.model, seed=cfg.seed)
+    out = run_dir / "init"
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return Built(str(out), count_params(model), cfg.model)
+
+
+def sft(cfg: DemoConfig, split: Split, init: Built, run_dir: Path) -> Trained:
+    from ponder.eval.evaluate import greedy_accuracy
+    from ponder.generation import make_engine
+    from ponder.models import load_model
+    from ponder.train.loop import TrainConfig
+    from ponder.train.sft import reference_rows, train_sft
+
+    model, tokenizer = load_model(init.model_dir)
+    rows = reference_rows(split.task, cfg.n_train, cfg.seed)
+    dev_engine = make_engine("torch", model, tokenizer=tokenizer)  # shares the weights in training
+
+    def dev_accuracy(m):
+        return {"greedy_accuracy": greedy_accuracy(dev_engine, split.task, split.dev, cfg.max_tokens)}
+
+    tc = TrainConfig(lr=cfg.lr, max_steps=cfg.sft_steps, warmup_steps=cfg.warmup_steps, seed=cfg.seed,
+                     eval_every=max(cfg.sft_steps // 4, 1), save_every=max(cfg.sft_steps // 4, 1))
+    final = train_sft(model, tokenizer, rows, run_dir / "sft", tc, batch_size=cfg.batch_size, eval_fn=dev_accuracy)
+    return Trained(str(run_dir / "sft" / "model"), final, str(run_dir / "sft" / "metrics.jsonl"), len(rows))
+
+
+def evaluate_policy(cfg: DemoConfig, split: Split, policy: Trained, out: Path) -> Evaluated:
+    from ponder.eval import EvalConfig, evaluate
+    from ponder.generation import make_engine
+
+    ec = EvalConfig(n=cfg.eval_n, k=cfg.eval_k, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
+                    seed=cfg.seed + 7)
+    with make_engine(cfg.engine, policy.model_dir) as engine:
+        result = evaluate(engine, split.task, split.held_out, ec)
+    write_jsonl(out, result["records"])
+    return Evaluated(result["summary"], str(out))
+
+
+def annotate(cfg: DemoConfig, split: Split, policy: Trained, run_dir: Path) -> Annotated:
+    from ponder.commands import annotate as annotate_command
+
+    methods = ["math_shepherd", "omega_prm"] + (["truth"] if split.task.has_step_checker else [])
+    ac = annotate_command.Config(run="annotate", runs_dir=str(run_dir), task=cfg.task, task_args=cfg.task_args,
+                                 n_problems=cfg.annotate_n, policy=policy.model_dir, engine=cfg.engine,
+                                 samples=cfg.annotate_samples, k=cfg.annotate_k, temperature=1.0,
+                                 max_tokens=cfg.max_tokens, methods=methods, chunk=32, seed=cfg.seed)
+    return Annotated(annotate_command.run(ac), str(run_dir / "annotate"))
+
+
+def prm(cfg: DemoConfig, split: Split, policy: Trained, labels: Annotated, run_dir: Path) -> PRMResult:
+    from ponder.commands import train_rm
+    from ponder.eval.rm import evaluate_reward_model, sample_solutions, vote_and_oracle
+    from ponder.generation import make_engine
+    from ponder.rewards.model import load_prm
+
+    data = Path(labels.dir) / "stepwise_omega_prm.jsonl"
+    trained = train_rm.run(train_rm.Config(run="prm", runs_dir=str(run_dir), kind="prm", data=str(data),
+                                           model=policy.model_dir, steps=cfg.prm_steps, seed=cfg.seed))
+    model = load_prm(trained["model_dir"])
+    held_out = split.held_out[:cfg.prm_eval_n]
+    with make_engine(cfg.engine, policy.model_dir) as gen:
+        samples = sample_solutions(gen, split.task, held_out, cfg.prm_eval_samples, 1.0, cfg.max_tokens, cfg.seed + 11)
+    quality = evaluate_reward_model(model, samples, model.aggregation)
+    maj, oracle = vote_and_oracle(samples, list(quality["best_of_n"]))
+    return PRMResult(trained["model_dir"], trained["examples"], trained["loss"], str(run_dir / "prm" / "metrics.jsonl"),
+                     quality["best_of_n"], quality["weighted_best_of_n"], maj, oracle, quality.get("processbench"))
+
+
+def rl(cfg: DemoConfig, split: Split, policy: Trained, run_dir: Path) -> Trained:
+    from ponder.models import load_model
+    from ponder.rewards.functions import reward_functions
+    from ponder.train.rl import RLConfig, RLTrainer
+
+    model, tokenizer = load_model(policy.model_dir)
+    rc = RLConfig(estimator="grpo", steps=cfg.rl_steps, prompts_per_step=cfg.rl_prompts, group_size=cfg.rl_group,
+                  max_tokens=cfg.max_tokens, lr=cfg.rl_lr, eval_every=max(cfg.rl_steps // 4, 1),
+                  save_every=max(cfg.rl_steps // 4, 1), seed=cfg.seed)
+    rewards = reward_functions(["outcome"], split.task, cfg.max_tokens)
+    train = split.task.problems("train", n=max(cfg.rl_steps * cfg.rl_prompts, cfg.rl_prompts), seed=cfg.seed + 1)
+    trainer = RLTrainer(model, tokenizer, split.task, train, split.dev, rewards, rc, run_dir / "rl", engine=cfg.engine)
+    final = trainer.train()
+    return Trained(str(run_dir / "rl" / "model"), final, str(run_dir / "rl" / "metrics.jsonl"), len(train))
+
+
+def scale(cfg: DemoConfig, split: Split, policies: dict[str, Trained], reward_model: PRMResult,
+          run_dir: Path) -> Scaled:
+    from ponder.generation import make_engine
+    from ponder.rewards.model import load_prm
+    from ponder.search import SearchContext
+    from ponder.search.scale import ScaleConfig, run_scale
+
+    problems = split.held_out[:cfg.scale_n]
+    scorer = load_prm(reward_model.model_dir)
+    sc = ScaleConfig(strategies=tuple(cfg.scale_strategies), budgets=tuple(cfg.scale_budgets), weighted=True,
+                     temperature=cfg.temperature, max_tokens=cfg.max_tokens, max_step_tokens=cfg.max_tokens,
+                     beam_width=4, seed=cfg.seed)
+    rows, records = {}, {}
+    for name, policy in policies.items():
+        with make_engine(cfg.engine, policy.model_dir) as engine:
+            res = run_scale(SearchContext(engine, split.task, scorer), problems, sc)
+        path = run_dir / f"scale_{name}_records.jsonl"
+        write_jsonl(path, res["records"])
+        rows[name], records[name] = res["rows"], str(path)
+    return Scaled(rows, records)
+
+
+# ----------------------------------------------------------------------------- claims
+def paired_difference(a: list[bool], b: list[bool]) -> dict:
+    """Mean of a_i - b_i over paired problems and its standard error (sample std / sqrt(n)):
+    the interval a claim "a beats b" is read against."""
+    n = len(a)
+    d = [float(x) - float(y) for x, y in zip(a, b)]
+    mean = sum(d) / n if n else 0.0
+    var = sum((x - mean) ** 2 for x in d) / (n - 1) if n > 1 else 0.0
+    se = math.sqrt(var / n) if n else 0.0
+    return {"difference": mean, "se": se, "n": n, "beyond_2se": abs(mean) > 2 * se}
+
+
+def _read_jsonl(path: str) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def comparisons(cfg: DemoConfig, sft_eval: Evaluated, rl_eval: Evaluated, scaled: Scaled) -> dict:
+    """The claims fixed before the run: RL vs SFT held-out greedy accuracy, and
+    `compare_strategy`@`compare_budget` vs majority@`compare_budget` for each policy."""
+    a = {r["id"]: r["greedy_correct"] for r in _read_jsonl(rl_eval.records)}
+    b = {r["id"]: r["greedy_correct"] for r in _read_jsonl(sft_eval.records)}
+    ids = sorted(set(a) & set(b))
+    rl_vs_sft = paired_difference([a[i] for i in ids], [b[i] for i in ids])
+    out = {"rl_minus_sft_greedy": rl_eval.summary["greedy_accuracy"] - sft_eval.summary["greedy_accuracy"],
+           "rl_minus_sft_greedy_se": rl_vs_sft["se"], "rl_vs_sft": rl_vs_sft, "search_vs_majority": {}}
+    for name, path in scaled.records.items():
+        recs = _read_jsonl(path)
+
+        def correct(strategy):
+            return {r["problem"]: r["correct"] for r in recs
+                    if r["strategy"] == strategy and r["budget"] == cfg.compare_budget}
+
+        s, m = correct(cfg.compare_strategy), correct("majority")
+        ids = sorted(set(s) & set(m))
+        if not ids:
+            continue
+        tokens = {r["strategy"]: r["generated_tokens"] for r in scaled.rows[name] if r["budget"] == cfg.compare_budget}
+        out["search_vs_majority"][name] = {
+            "strategy": cfg.compare_strategy, "budget": cfg.compare_budget,
+            "accuracy": sum(s[i] for i in ids) / len(ids), "majority_accuracy": sum(m[i] for i in ids) / len(ids),
+            "tokens": tokens.get(cfg.compare_strategy), "majority_tokens": tokens.get("majority"),
+            **paired_difference([s[i] for i in ids], [m[i] for i in ids])}
+    return out
+
+
+def build_summary(cfg: DemoConfig, results: dict, wall_s: dict, wall_this_run: float) -> dict:
     """The numbers the report shows, each taken from a stage's output."""
-    ann = results["annotate"]["summary"]
-    prm = results["prm"]
-    scale = {name: results["scale"][name]["rows"] for name in ("sft", "rl")}
+    ann, reward_model = results["annotate"].summary, results["prm"]
     return {
-        "task": cfg.task, "task_args": cfg.task_args, "model": cfg.model, "params": results["build"]["params"],
+        "task": cfg.task, "task_args": cfg.task_args, "model": cfg.model, "params": results["build"].params,
         "command": " ".join(["ponder"] + sys.argv[1:]) if sys.argv and sys.argv[0].endswith("ponder") else "ponder demo",
         "config": to_dict(cfg),
-        "eval": {"sft": results["eval_sft"]["summary"], "rl": results["eval_rl"]["summary"]},
+        "eval": {"sft": results["eval_sft"].summary, "rl": results["eval_rl"].summary},
         "annotation": {"samples": ann["samples"], "sample_accuracy": ann["sample_accuracy"], "methods": ann["methods"]},
-        "prm": {k: prm[k] for k in ("processbench", "best_of_n", "weighted_best_of_n", "majority", "oracle",
-                                    "train_examples") if k in prm},
-        "scale": scale,
-        "comparisons": comparisons(results, scale),
-        "wall_s": {name: r.get("wall_s") for name, r in results.items()},
+        "prm": {"processbench": reward_model.processbench, "best_of_n": reward_model.best_of_n,
+                "weighted_best_of_n": reward_model.weighted_best_of_n, "majority": reward_model.majority,
+                "oracle": reward_model.oracle, "train_examples": reward_model.train_examples},
+        "scale": results["scale"].rows,
+        "comparisons": comparisons(cfg, results["eval_sft"], results["eval_rl"], results["scale"]),
+        "wall_s": wall_s,
         "wall_s_this_invocation": round(wall_this_run, 2),
     }
-
-
-def comparisons(results: dict, scale: dict) -> dict:
-    """The two claims the demo checks: RL vs SFT greedy accuracy on the held-out set, and
-    PRM-guided search vs majority vote at (about) equal generated tokens."""
-    sft, rl = results["eval_sft"]["summary"], results["eval_rl"]["summary"]
-    out = {"rl_minus_sft_greedy": rl["greedy_accuracy"] - sft["greedy_accuracy"]}
-    for name, rows in scale.items():
-        maj = {r["budget"]: r for r in rows if r["strategy"] == "majority"}
-        best = None
-        for r in rows:
-            if r["strategy"] in ("best_of_n", "beam") and r["budget"] in maj and r["budget"] > 1:
-                gap = r["accuracy"] - maj[r["budget"]]["accuracy"]
-                if best is None or gap > best["gap"]:
-                    best = {"strategy": r["strategy"], "budget": r["budget"], "gap": gap, "accuracy": r["accuracy"],
-                            "tokens": r["generated_tokens"], "majority_accuracy": maj[r["budget"]]["accuracy"],
-                            "majority_tokens": maj[r["budget"]]["generated_tokens"]}
-        out[f"prm_search_vs_majority_{name}"] = best
-    return out

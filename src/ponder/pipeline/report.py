@@ -13,7 +13,11 @@ from ponder.pipeline.stages import console
 
 
 def _f(v, digits: int = 3) -> str:
-    return f"{v:.{digits}f}" if isinstance(v, float) else ("–" if v is None else str(v))
+    if v is None:
+        return "–"
+    if isinstance(v, float) or (isinstance(v, int) and not isinstance(v, bool) and digits == 0):
+        return f"{v:.{digits}f}"
+    return str(v)
 
 
 def sections(summary: dict) -> list[tuple[str, list[str], list[list]]]:
@@ -39,7 +43,7 @@ def sections(summary: dict) -> list[tuple[str, list[str], list[list]]]:
                 [[m, r.get("first_error_acc"), r.get("step_agreement"), r.get("rollouts_per_solution"),
                   r.get("tokens_per_solution")] for m, r in ann["methods"].items()]))
     prm = summary["prm"]
-    pb = prm.get("processbench", {})
+    pb = prm.get("processbench") or {}
     ns = list(prm["best_of_n"])
     out.append((f"PRM trained on OmegaPRM labels ({prm.get('train_examples')} solutions): ProcessBench F1 "
                 f"{_f(pb.get('f1'))} (acc. on erroneous {_f(pb.get('acc_erroneous'))}, on correct "
@@ -55,20 +59,22 @@ def sections(summary: dict) -> list[tuple[str, list[str], list[list]]]:
 
 
 def findings(summary: dict) -> list[str]:
-    """The two claims, stated with their numbers, whichever way they came out."""
+    """The claims fixed before the run, stated with their numbers and standard errors,
+    whichever way they came out; a difference within two standard errors is called noise."""
     c = summary["comparisons"]
-    d = c["rl_minus_sft_greedy"]
-    lines = [f"RL {'beats' if d > 0 else 'does not beat'} SFT on held-out greedy accuracy: "
-             f"{summary['eval']['sft']['greedy_accuracy']:.3f} → {summary['eval']['rl']['greedy_accuracy']:.3f} "
-             f"({d:+.3f})."]
-    for name in ("sft", "rl"):
-        b = c.get(f"prm_search_vs_majority_{name}")
-        if b is None:
-            continue
-        verdict = "beats" if b["gap"] > 0 else ("ties" if b["gap"] == 0 else "falls short of")
-        lines.append(f"{name.upper()} policy: the best PRM-guided search ({b['strategy']}@{b['budget']}, "
-                     f"{b['accuracy']:.3f} at {b['tokens']:.0f} tokens) {verdict} majority vote at the same N "
-                     f"({b['majority_accuracy']:.3f} at {b['majority_tokens']:.0f} tokens).")
+    d, se = c["rl_minus_sft_greedy"], c["rl_minus_sft_greedy_se"]
+    noise = abs(d) <= 2 * se
+    verdict = "is within noise of" if noise else ("beats" if d > 0 else "falls short of")
+    lines = [f"RL {verdict} SFT on held-out greedy accuracy: {summary['eval']['sft']['greedy_accuracy']:.3f} → "
+             f"{summary['eval']['rl']['greedy_accuracy']:.3f} ({d:+.3f} ± {se:.3f} standard error of the paired "
+             f"difference over {c['rl_vs_sft']['n']} problems)."]
+    for name, b in c["search_vs_majority"].items():
+        noise = not b["beyond_2se"]
+        verdict = "is within noise of" if noise else ("beats" if b["difference"] > 0 else "falls short of")
+        lines.append(f"{name.upper()} policy: PRM-guided {b['strategy']}@{b['budget']} ({b['accuracy']:.3f}, "
+                     f"{_f(b['tokens'], 0)} tokens) {verdict} majority vote@{b['budget']} ({b['majority_accuracy']:.3f}, "
+                     f"{_f(b['majority_tokens'], 0)} tokens): {b['difference']:+.3f} ± {b['se']:.3f} over {b['n']} "
+                     "problems (the one comparison fixed before the run).")
     return lines
 
 
@@ -160,8 +166,8 @@ def make_plots(run_dir: Path, summary: dict, results: dict) -> list[tuple[str, P
     plt.close(fig)
     out.append(("accuracy against generated tokens", path))
 
-    sft = [json.loads(l) for l in Path(results["sft"]["metrics"]).read_text().splitlines() if l.strip()]
-    rl = [json.loads(l) for l in Path(results["rl"]["metrics"]).read_text().splitlines() if l.strip()]
+    sft = [json.loads(l) for l in Path(results["sft"].metrics).read_text().splitlines() if l.strip()]
+    rl = [json.loads(l) for l in Path(results["rl"].metrics).read_text().splitlines() if l.strip()]
     path = run_dir / "training.png"
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
     a1.plot([r["step"] for r in sft if "loss" in r], [r["loss"] for r in sft if "loss" in r], color="tab:blue")

@@ -52,9 +52,9 @@ class RewardFunction:
             raise RewardError(f"reward function {self.name!r} returned {len(out)} rewards for {len(completions)} "
                               "completions; return one value (or None) per completion")
         for i, v in enumerate(out):
-            if v is not None and (not isinstance(v, (int, float)) or math.isnan(v)):
+            if v is not None and (not isinstance(v, (int, float)) or not math.isfinite(v)):
                 raise RewardError(f"reward function {self.name!r} returned {v!r} for completion {i}; expected a "
-                                  "number or None")
+                                  "finite number or None")
         return [None if v is None else float(v) for v in out]
 
 
@@ -161,11 +161,24 @@ def load_reward_function(spec: str) -> RewardFunction:
         path = Path(where)
         if not path.exists():
             raise FileNotFoundError(f"reward function file {path} does not exist")
+        if path.is_dir():
+            raise ValueError(f"reward function file {path} is a directory; expected a .py file")
         mod_spec = importlib.util.spec_from_file_location(f"ponder_reward_{path.stem}", path)
         module = importlib.util.module_from_spec(mod_spec)
-        mod_spec.loader.exec_module(module)
+        try:
+            mod_spec.loader.exec_module(module)
+        except SyntaxError as e:
+            raise ValueError(f"reward function file {path}, line {e.lineno}: syntax error ({e.msg})") from None
+        except Exception as e:  # the user's module failed while importing: say which file and why
+            raise ValueError(f"reward function file {path} failed to import: {type(e).__name__}: {e}") from None
     else:
-        module = importlib.import_module(where)
+        try:
+            module = importlib.import_module(where)
+        except SyntaxError as e:
+            raise ValueError(f"reward function module {where!r} ({e.filename}, line {e.lineno}): syntax error "
+                             f"({e.msg})") from None
+        except Exception as e:
+            raise ValueError(f"reward function module {where!r} failed to import: {type(e).__name__}: {e}") from None
     fn = getattr(module, name, None)
     if not callable(fn):
         raise ValueError(f"reward function {spec!r}: {where} has no function {name!r}")
@@ -173,3 +186,24 @@ def load_reward_function(spec: str) -> RewardFunction:
     if "solution_str" in params:
         return RewardFunction(name, verl_reward(fn))
     return RewardFunction(name, fn)
+
+
+BUILTIN_REWARDS = ("outcome", "format", "overlong")
+
+
+def reward_functions(specs: list[str], task, max_tokens: int, overlong_buffer: int = 16) -> list[RewardFunction]:
+    """Reward functions by name: `outcome` (the task's verifier), `format`, `overlong` (DAPO's
+    soft overlong penalty), or `file.py:function` / `module:function` (TRL or verl signature)."""
+    out = []
+    for spec in specs:
+        if spec == "outcome":
+            out.append(RewardFunction("outcome", outcome_reward(task)))
+        elif spec == "format":
+            out.append(RewardFunction("format", format_reward(task)))
+        elif spec == "overlong":
+            out.append(RewardFunction("overlong", overlong_penalty(max_tokens, overlong_buffer)))
+        elif ":" in spec:
+            out.append(load_reward_function(spec))
+        else:
+            raise ValueError(f"unknown reward {spec!r}: expected one of {', '.join(BUILTIN_REWARDS)} or file.py:function")
+    return out

@@ -14,7 +14,6 @@ from ponder.search.base import (
     STRATEGIES,
     Candidate,
     Compute,
-    SearchConfig,
     SearchContext,
     SearchParams,
     SearchResult,
@@ -30,5 +29,5 @@ STRATEGY_MODULES = ("greedy", "majority", "best_of_n", "beam", "dvts", "lookahea
 for _module in STRATEGY_MODULES:
     importlib.import_module(f"ponder.search.{_module}")
 
-__all__ = ["STRATEGIES", "STRATEGY_MODULES", "Candidate", "Compute", "SearchConfig", "SearchContext", "SearchParams",
+__all__ = ["STRATEGIES", "STRATEGY_MODULES", "Candidate", "Compute", "SearchContext", "SearchParams",
            "SearchResult", "get_strategy", "register_strategy", "search"]

@@ -202,6 +202,24 @@ def check_width(cfg: SearchParams, strategy: str) -> int:
     return n // m
 
 
-# old names, removed once callers move
-SearchConfig = SearchParams
-search_config = search_params
+def search_all(strategy: str, ctx: SearchContext, problems: list[Problem], params: SearchParams,
+               on_result: Callable[[], None] | None = None) -> dict:
+    """`strategy` over every problem: accuracy and total compute, with per-problem records."""
+    get_strategy(strategy)  # a bad name fails before any work
+    total, records = Compute(), []
+    for p in problems:
+        r = search(strategy, ctx, p, params)
+        total = total + r.compute
+        records.append({"id": p.id, "gold": p.answer, "answer": r.answer,
+                        "correct": bool(r.text is not None and ctx.task.is_correct(p, r.text)),
+                        "text": r.text, "compute": r.compute.__dict__,
+                        "candidates": [c.__dict__ for c in r.candidates]})
+        if on_result:
+            on_result()
+    n = max(len(problems), 1)
+    summary = {"strategy": strategy, "n": params.n, "problems": len(problems),
+               "accuracy": sum(r["correct"] for r in records) / n,
+               "generated_tokens": total.generated_tokens, "prefill_tokens": total.prefill_tokens,
+               "scorer_tokens": total.scorer_tokens, "generated_tokens_per_problem": total.generated_tokens / n,
+               "prefill_per_generated": total.prefill_per_generated(), "wall_s": round(total.wall_s, 2)}
+    return {"summary": summary, "records": records}

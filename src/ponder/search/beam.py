@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ponder.search.base import SearchConfig, SearchContext, check_width, register_strategy
+from ponder.search.base import SearchParams, SearchContext, check_width, register_strategy
 from ponder.search.steps import Node, StepPolicy
 from ponder.search.vote import choose
 from ponder.tasks.base import Problem
@@ -27,7 +27,7 @@ from ponder.tasks.base import Problem
 ScoreFn = Callable[[StepPolicy, "list[Node]"], None]
 
 
-def beam_search(ctx: SearchContext, problem: Problem, cfg: SearchConfig, name: str, score: ScoreFn):
+def beam_search(ctx: SearchContext, problem: Problem, cfg: SearchParams, name: str, score: ScoreFn):
     keep = check_width(cfg, name)
     ctx.need_scorer(name)
     policy = StepPolicy(ctx, problem, cfg)
@@ -45,5 +45,5 @@ def beam_search(ctx: SearchContext, problem: Problem, cfg: SearchConfig, name: s
 
 
 @register_strategy("beam")
-def beam(ctx: SearchContext, problem: Problem, cfg: SearchConfig):
+def beam(ctx: SearchContext, problem: Problem, cfg: SearchParams):
     return beam_search(ctx, problem, cfg, "beam", lambda policy, nodes: policy.score(nodes))

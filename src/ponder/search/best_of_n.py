@@ -6,14 +6,14 @@ search-and-learn, Beeching et al. 2024). With a PRM, a solution's score is its s
 aggregated by `aggregation` (last / min / prod / mean, see ponder.rewards.aggregate)."""
 from __future__ import annotations
 
-from ponder.search.base import SearchConfig, SearchContext, register_strategy
+from ponder.search.base import SearchParams, SearchContext, register_strategy
 from ponder.search.solutions import sample, score
 from ponder.search.vote import choose
 from ponder.tasks.base import Problem
 
 
 @register_strategy("best_of_n")
-def best_of_n(ctx: SearchContext, problem: Problem, cfg: SearchConfig):
+def best_of_n(ctx: SearchContext, problem: Problem, cfg: SearchParams):
     ctx.need_scorer("best_of_n")
     candidates = sample(ctx, problem, cfg, n=cfg.n, temperature=cfg.temperature)
     score(ctx, problem, candidates, cfg, "best_of_n")

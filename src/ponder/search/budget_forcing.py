@@ -15,13 +15,13 @@ N = 0 and no cap this is plain sampling.
 from __future__ import annotations
 
 from ponder.generation.base import SamplingParams
-from ponder.search.base import Candidate, SearchConfig, SearchContext, register_strategy, seed_for
+from ponder.search.base import Candidate, SearchParams, SearchContext, register_strategy, seed_for
 from ponder.search.steps import generate, root_ids
 from ponder.tasks.base import Problem
 
 
 @register_strategy("budget_forcing")
-def budget_forcing(ctx: SearchContext, problem: Problem, cfg: SearchConfig):
+def budget_forcing(ctx: SearchContext, problem: Problem, cfg: SearchParams):
     if cfg.n < 0 or cfg.think_tokens < 0:
         raise ValueError(f"budget_forcing: n (extensions) and think_tokens must be >= 0, "
                          f"got n={cfg.n}, think_tokens={cfg.think_tokens}")

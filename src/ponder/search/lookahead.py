@@ -7,7 +7,7 @@ rollout. The rollouts' tokens are generated compute like any other and are count
 et al. count them too, which is why lookahead rarely pays off at equal compute)."""
 from __future__ import annotations
 
-from ponder.search.base import SearchConfig, SearchContext, register_strategy
+from ponder.search.base import SearchParams, SearchContext, register_strategy
 from ponder.search.beam import beam_search
 from ponder.search.steps import Node, StepPolicy
 from ponder.tasks.base import Problem
@@ -25,7 +25,7 @@ def lookahead_score(k: int):
 
 
 @register_strategy("lookahead")
-def lookahead(ctx: SearchContext, problem: Problem, cfg: SearchConfig):
+def lookahead(ctx: SearchContext, problem: Problem, cfg: SearchParams):
     if cfg.lookahead < 0:
         raise ValueError(f"lookahead: lookahead must be >= 0 steps, got {cfg.lookahead}")
     return beam_search(ctx, problem, cfg, "lookahead", lookahead_score(cfg.lookahead))

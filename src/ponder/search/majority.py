@@ -3,13 +3,13 @@ Thought Reasoning in Language Models"): sample N solutions, answer with the most
 final answer. Needs no scorer; each candidate's score is its answer's vote share."""
 from __future__ import annotations
 
-from ponder.search.base import SearchConfig, SearchContext, register_strategy
+from ponder.search.base import SearchParams, SearchContext, register_strategy
 from ponder.search.solutions import sample
 from ponder.search.vote import majority as vote
 from ponder.tasks.base import Problem
 
 
 @register_strategy("majority")
-def majority(ctx: SearchContext, problem: Problem, cfg: SearchConfig):
+def majority(ctx: SearchContext, problem: Problem, cfg: SearchParams):
     candidates = sample(ctx, problem, cfg, n=cfg.n, temperature=cfg.temperature)
     return candidates, vote(candidates)

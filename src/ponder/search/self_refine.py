@@ -10,7 +10,7 @@ for instruction-tuned models.
 """
 from __future__ import annotations
 
-from ponder.search.base import SearchConfig, SearchContext, register_strategy
+from ponder.search.base import SearchParams, SearchContext, register_strategy
 from ponder.search.solutions import sample, score
 from ponder.search.vote import argmax
 from ponder.tasks.base import Problem
@@ -23,7 +23,7 @@ REVISE = (
 
 
 @register_strategy("self_refine")
-def self_refine(ctx: SearchContext, problem: Problem, cfg: SearchConfig):
+def self_refine(ctx: SearchContext, problem: Problem, cfg: SearchParams):
     if cfg.n < 1:
         raise ValueError(f"self_refine: n (attempts) must be >= 1, got {cfg.n}")
     prompt = ctx.task.prompt(problem)

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from ponder.generation.base import SamplingParams
 from ponder.rewards.base import aggregate
-from ponder.search.base import Candidate, SearchConfig, SearchContext, seed_for
+from ponder.search.base import Candidate, SearchParams, SearchContext, seed_for
 from ponder.search.steps import generate, root_ids
 from ponder.tasks.base import Problem
 
 
-def sample(ctx: SearchContext, problem: Problem, cfg: SearchConfig, n: int, temperature: float,
+def sample(ctx: SearchContext, problem: Problem, cfg: SearchParams, n: int, temperature: float,
            prompt: str | None = None, call: int = 0) -> list[Candidate]:
     """`n` complete solutions of `problem` (one prompt, so its prefill is shared), or of a
     user-text `prompt` given instead (e.g. a revision request); `call` numbers the calls of
@@ -25,7 +25,7 @@ def sample(ctx: SearchContext, problem: Problem, cfg: SearchConfig, n: int, temp
 
 
 
-def score(ctx: SearchContext, problem: Problem, candidates: list[Candidate], cfg: SearchConfig,
+def score(ctx: SearchContext, problem: Problem, candidates: list[Candidate], cfg: SearchParams,
           strategy: str) -> None:
     """Set each candidate's score: the aggregate of its step scores when the scorer scores
     steps (a PRM or a step verifier), else its outcome score (an ORM or an answer checker)."""

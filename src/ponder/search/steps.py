@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from ponder.generation.base import Prompt, Sample, SamplingParams
 from ponder.rewards.base import aggregate
-from ponder.search.base import Candidate, SearchConfig, SearchContext, seed_for
+from ponder.search.base import Candidate, SearchParams, SearchContext, seed_for
 from ponder.tasks.base import Problem
 
 FINAL_MARKER = re.compile(r"answer\s*\**\s*:|\\boxed|</answer>|####", re.IGNORECASE)
@@ -53,7 +53,7 @@ class Node:
     value_sum: float = 0.0
     children: list["Node"] = field(default_factory=list)
 
-    def child(self, sample: Sample, cfg: SearchConfig) -> "Node":
+    def child(self, sample: Sample, cfg: SearchParams) -> "Node":
         text = self.text + sample.text
         ended = sample.finish_reason == "stop" and sample.stop_reason is None  # EOS
         done = (ended or FINAL_MARKER.search(sample.text) is not None
@@ -75,7 +75,7 @@ def root_ids(ctx: SearchContext, problem: Problem) -> list[int]:
 class StepPolicy:
     """Grows nodes of one problem one step at a time; each call draws fresh seeds."""
 
-    def __init__(self, ctx: SearchContext, problem: Problem, cfg: SearchConfig):
+    def __init__(self, ctx: SearchContext, problem: Problem, cfg: SearchParams):
         self.ctx, self.problem, self.cfg = ctx, problem, cfg
         self.root = root_ids(ctx, problem)
         self.calls = 0

@@ -10,7 +10,7 @@ content (or completion text), the compute it spent in `usage` (prefill, generate
 scorer tokens, measured from the engine's and the scorer's own counters), and a `ponder`
 object with the strategy, the chosen answer and every candidate's answer and score.
 
-Fields of the extension: `strategy` (required), any `SearchConfig` field (n, beam_width,
+Fields of the extension: `strategy` (required), any `SearchParams` field (n, beam_width,
 temperature, max_tokens, aggregation, weighted, seed, ...; the request's own temperature,
 top_p, max_tokens and seed fill those not given), `scorer` ("none" (default), "verifier",
 or a PRM directory), `task` (default `arith`: it splits steps and extracts answers) with
@@ -30,19 +30,19 @@ import secrets
 from dataclasses import dataclass, fields
 
 from ponder.generation.base import Generator
-from ponder.search.base import SearchConfig
+from ponder.search.base import SearchParams
 from ponder.serve.protocol import bad
 from ponder.tasks.base import Problem, Task
 
 OWN_FIELDS = ("strategy", "scorer", "task", "task_args", "answer", "question")
-# Request-level sampling fields that fill the SearchConfig fields of the same name.
+# Request-level sampling fields that fill the SearchParams fields of the same name.
 FROM_BODY = ("temperature", "top_p", "max_tokens", "seed")
 
 
 @dataclass
 class SearchRequest:
     strategy: str
-    cfg: SearchConfig
+    cfg: SearchParams
     scorer: str | None
     task: Task
     answer: str | None
@@ -56,7 +56,7 @@ def parse(ext: dict, body: dict, room: int) -> SearchRequest:
     from ponder.search.base import get_strategy
     from ponder.tasks import get_task
 
-    config_fields = {f.name: f for f in fields(SearchConfig)}
+    config_fields = {f.name: f for f in fields(SearchParams)}
     unknown = sorted(set(ext) - set(OWN_FIELDS) - set(config_fields))
     if unknown:
         raise bad("ponder", f"'ponder': unknown field(s) {', '.join(unknown)}; expected "
@@ -79,11 +79,11 @@ def parse(ext: dict, body: dict, room: int) -> SearchRequest:
     values = {}
     for name, f in config_fields.items():
         if name in ext:
-            values[name] = _typed(f"ponder.{name}", ext[name], type(getattr(SearchConfig(), name)))
+            values[name] = _typed(f"ponder.{name}", ext[name], type(getattr(SearchParams(), name)))
         elif name in FROM_BODY and body.get(name) is not None:
-            values[name] = _typed(name, body[name], type(getattr(SearchConfig(), name)))
+            values[name] = _typed(name, body[name], type(getattr(SearchParams(), name)))
     values.setdefault("seed", secrets.randbits(62))  # an unseeded request draws fresh samples
-    cfg = SearchConfig(**values)
+    cfg = SearchParams(**values)
     if "max_tokens" not in values:
         cfg.max_tokens = min(cfg.max_tokens, room)
     elif cfg.max_tokens > room:

@@ -142,8 +142,14 @@ class TrainLoop:
     def save_checkpoint(self) -> None:
         tmp = self.run_dir / "checkpoint.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        self.accelerator.save_state(str(tmp))
-        (tmp / "trainer_state.json").write_text(json.dumps({"step": self.step, "config": asdict(self.cfg)}))
+        try:
+            self.accelerator.save_state(str(tmp))
+            (tmp / "trainer_state.json").write_text(json.dumps({"step": self.step, "config": asdict(self.cfg)}))
+        except BaseException:
+            # A full disk (or a kill) mid-save: the last complete checkpoint stays as it was,
+            # and the partial one must not hold on to the space the user needs to free.
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         old = self.run_dir / "checkpoint.old"
         shutil.rmtree(old, ignore_errors=True)
         if self.ckpt_dir.exists():

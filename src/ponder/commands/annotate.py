@@ -1,0 +1,95 @@
+"""`ponder annotate`: sample solutions from a policy and label outcomes and steps (Math-Shepherd, OmegaPRM, LLM judge, exact checker); resumable.
+
+Writes TRL-format training data (sft, orm, preference and stepwise files) and a summary of
+each labeller's cost and of its agreement with the exact step checker. Problems are done in
+chunks: a killed run resumes after the last finished chunk, and a rerun with other options is
+refused.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from ponder.annotate.run import METHODS, AnnotateConfig as Config  # noqa: F401  the command's options
+from ponder.config import require, to_dict
+
+
+def run(cfg: Config, progress: bool = True, generator=None, judge_generator=None) -> dict:
+    """Run (or resume) an annotation run; returns the summary. `generator` / `judge_generator`
+    replace the engines the config names (for callers that already hold one)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ponder.annotate.judge import LLMJudge
+    from ponder.annotate.records import append_chunk, read_complete_chunks
+    from ponder.annotate.run import Annotator, derived_files, label_quality
+    from ponder.commands.common import open_engine
+    from ponder.runs import start_run, write_json, write_jsonl
+    from ponder.tasks import get_task
+
+    require(cfg, positive=("n_problems", "samples", "max_tokens", "k", "chunk", "batch_size"),
+            non_negative=("temperature", "max_pairs"))
+    task = get_task(cfg.task, **cfg.task_args)
+    problems = task.problems(cfg.split, n=cfg.n_problems, seed=cfg.seed)
+    if generator is None:
+        generator = open_engine(cfg.engine, cfg.policy, batch_size=cfg.batch_size)
+    judge = None
+    if "judge" in cfg.methods:
+        if judge_generator is None:
+            judge_generator = open_engine(cfg.judge_engine, cfg.judge_model, batch_size=cfg.batch_size)
+        judge = LLMJudge(judge_generator)
+    annotator = Annotator(cfg, generator, task, judge)  # checks the methods against the task
+    run_dir = Path(cfg.runs_dir) / cfg.run
+    start_run(run_dir, to_dict(cfg), "annotate")
+    path = run_dir / "records.jsonl"
+    records, start = read_complete_chunks(path)
+    chunks = [problems[i:i + cfg.chunk] for i in range(0, len(problems), cfg.chunk)]
+    if start:
+        done = sum(len(c) for c in chunks[:start])
+        Console(stderr=True).print(f"resuming {run_dir}: {done} of {len(problems)} problems already annotated")
+    columns = [TextColumn("[bold]annotate"), BarColumn(), TextColumn("{task.completed}/{task.total} problems"),
+               TimeElapsedColumn()]
+    with Progress(*columns, disable=not progress) as bar:
+        job = bar.add_task("annotate", total=len(problems), completed=sum(len(c) for c in chunks[:start]))
+        for c in range(start, len(chunks)):
+            t0 = time.time()
+            new = annotator.chunk(chunks[c], c)
+            wall = round(time.time() - t0, 3)
+            new = [{**r, "chunk_wall_s": wall} for r in new] or [{"marker": True, "chunk_wall_s": wall}]
+            append_chunk(path, c, new)
+            records += [{"chunk": c, **r} for r in new]
+            bar.update(job, advance=len(chunks[c]))
+    # The run's wall time is the sum over its chunks, whichever invocation computed them.
+    wall_s = sum({r["chunk"]: r.get("chunk_wall_s", 0.0) for r in records}.values())
+    records = [r for r in records if not r.get("marker")]
+    files = derived_files(records, cfg)
+    for name, rows in files.items():
+        write_jsonl(run_dir / f"{name}.jsonl", rows)
+    policy = [r for r in records if r["source"] == "policy"]
+    summary = {
+        "problems": len(problems),
+        "samples": len(policy),
+        "sample_accuracy": sum(r["correct"] for r in policy) / max(len(policy), 1),
+        "rationalized": sum(r["source"] == "rationalized" for r in records),
+        "files": {name: len(rows) for name, rows in files.items()},
+        "methods": label_quality(records, cfg.methods),
+        "wall_s": round(wall_s, 2),
+        "resumed_after_chunks": start,
+        "run_dir": str(run_dir),
+    }
+    write_json(run_dir / "summary.json", summary)
+    return summary
+
+
+def show(summary: dict, console) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"annotation: {summary['samples']} samples of {summary['problems']} problems "
+                        f"(accuracy {summary['sample_accuracy']:.3f})")
+    cols = ["labelled", "first_error_acc", "step_agreement", "rollouts_per_solution", "tokens_per_solution"]
+    for c in ("method", "labelled", "first-error acc", "step agreement", "rollouts/sol", "tokens/sol"):
+        table.add_column(c, justify="left" if c == "method" else "right", no_wrap=True)
+    for name, row in summary["methods"].items():
+        table.add_row(name, *[f"{row[c]:.3f}" if isinstance(row.get(c), float) else str(row.get(c, "-")) for c in cols])
+    console.print(table)
+    console.print(f"files: {summary['files']}  in {summary['run_dir']}")

@@ -1,0 +1,81 @@
+"""What several commands share: resolving a model name, opening an engine, a progress bar,
+checking an input file, and printing a metric table."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ponder.config import ConfigError
+
+
+def resolve_model(name: str, engine: str = "torch") -> str:
+    """A run name resolves to its trained model folder (runs/<name>/model, or the sft model of
+    a demo run); with a server engine the name is the served model's and stays as it is."""
+    from ponder.generation import is_url
+
+    if is_url(engine or ""):
+        return name
+    p = Path(name)
+    for cand in (p / "model", p / "sft" / "model", Path("runs") / name / "sft" / "model", Path("runs") / name / "model"):
+        if (cand / "config.json").exists():
+            return str(cand)
+    return name
+
+
+def open_engine(engine: str, model: str, **kw):
+    from ponder.generation import make_engine
+
+    return make_engine(engine or "torch", resolve_model(model, engine), **kw)
+
+
+def input_file(path: str | None, option: str) -> Path:
+    """An input file named by `option`, checked before any work starts."""
+    if not path:
+        raise ConfigError(f"{option} is required")
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"{option} {p}: no such file")
+    if p.is_dir():
+        raise ConfigError(f"{option} {p} is a directory; expected a file")
+    return p
+
+
+def progress(total: int, label: str):
+    """A rich progress bar over `total` items, and the callback that advances it."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    task_id = bar.add_task(label, total=total)
+    return bar, lambda: bar.advance(task_id)
+
+
+def print_summary(console, title: str, summary: dict, output: str | None = None, full: dict | None = None) -> None:
+    """A metric/value table of `summary`, the whole result written to `output` if given, and
+    the summary as one JSON line on stdout (for scripts)."""
+    from rich.table import Table
+
+    from ponder.runs import write_json
+
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, v in summary.items():
+        table.add_row(key, f"{v:.4f}" if isinstance(v, float) else str(v))
+    console.print(table)
+    if output:
+        write_json(output, full if full is not None else summary)
+    print(json.dumps(summary))
+
+
+def search_context(model: str, engine: str, task_name: str, task_args: dict, scorer: str, n_problems: int,
+                   split: str, seed: int):
+    """The search context (policy engine, task, scorer) and the problems of a search command."""
+    from ponder.search.base import SearchContext
+    from ponder.search.scorers import load_scorer
+    from ponder.tasks import get_task
+
+    task = get_task(task_name, **task_args)
+    problems = task.problems(split, n=n_problems, seed=seed)
+    sc = load_scorer(scorer, task, problems)
+    generator = open_engine(engine, model, seed=seed)
+    return SearchContext(generator, task, sc), problems

@@ -1,0 +1,89 @@
+"""`ponder eval-rm`: ProcessBench-style F1 and best-of-N accuracy of reward models, beside majority vote, on solutions a policy samples."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ponder.config import ConfigError, require
+
+
+@dataclass
+class Config:
+    rm: list[str] = field(default_factory=list)
+    """reward models to evaluate: PRM or ORM dirs, or 'verifier' (the task's exact checks)"""
+    policy: str = "runs/demo/sft/model"
+    """policy that samples the solutions to judge, or a run name (with a server engine: the served name)"""
+    engine: str = "torch"
+    """engine of the policy: torch, vllm, or an OpenAI-compatible server URL"""
+    task: str = "arith"
+    """task name or dataset path"""
+    task_args: dict = field(default_factory=dict)
+    """task knobs, e.g. num_ops=3"""
+    split: str = "test"
+    """split the problems come from (held out from annotation)"""
+    n: int = 100
+    """problems"""
+    samples: int = 16
+    """solutions per problem (best-of-N goes up to this N)"""
+    temperature: float = 1.0
+    """sampling temperature"""
+    max_tokens: int = 256
+    """tokens per solution, at most"""
+    aggregation: str | None = None
+    """step-score aggregation: last, min, prod, mean (default: the one saved with the PRM)"""
+    threshold: float = 0.5
+    """a step scored below this is predicted wrong (ProcessBench F1)"""
+    seed: int = 1234
+    """seed for problem choice and sampling"""
+    output: str | None = None
+    """write the JSON result here"""
+
+
+def run(cfg: Config, progress: bool = True) -> dict:
+    """Evaluate each reward model on one shared sample set."""
+    from ponder.commands.common import open_engine
+    from ponder.eval.rm import evaluate_reward_model, sample_solutions, vote_and_oracle
+    from ponder.rewards.base import AGGREGATIONS, VerifierScorer
+    from ponder.rewards.model import load_reward_model
+    from ponder.runs import write_json
+    from ponder.tasks import get_task
+
+    if not cfg.rm:
+        raise ConfigError("--rm is required: a PRM or ORM directory, or 'verifier' (repeatable)")
+    require(cfg, positive=("n", "samples", "max_tokens"), non_negative=("temperature",), probability=("threshold",),
+            choices={"aggregation": (None, *AGGREGATIONS)})
+    task = get_task(cfg.task, **cfg.task_args)
+    problems = task.problems(cfg.split, n=cfg.n, seed=cfg.seed)
+    scorers = {path: VerifierScorer(task, problems) if path == "verifier" else load_reward_model(path) for path in cfg.rm}
+    with open_engine(cfg.engine, cfg.policy, progress=progress) as generator:
+        data = sample_solutions(generator, task, problems, cfg.samples, cfg.temperature, cfg.max_tokens, cfg.seed)
+    ns = [k for k in (1, 2, 4, 8, 16, 32, 64) if k <= cfg.samples]
+    maj, oracle = vote_and_oracle(data, ns)
+    out = {"problems": len(problems), "samples": cfg.samples,
+           "sample_accuracy": sum(map(sum, data.correct)) / max(1, sum(map(len, data.correct))),
+           "majority": maj, "oracle": oracle, "models": {}}
+    for name, scorer in scorers.items():
+        agg = cfg.aggregation or getattr(scorer, "aggregation", "last")
+        out["models"][name] = {"kind": getattr(scorer, "kind", "verifier"), "aggregation": agg,
+                               **evaluate_reward_model(scorer, data, agg, cfg.threshold, ns)}
+    if cfg.output:
+        write_json(cfg.output, out)
+    return out
+
+
+def show(out: dict, console) -> None:
+    from rich.table import Table
+
+    ns = list(out["majority"])
+    table = Table(title=f"reward models: {out['problems']} problems x {out['samples']} samples "
+                        f"(sample accuracy {out['sample_accuracy']:.3f})")
+    for c in ["selector", "F1", *[f"@{n}" for n in ns]]:
+        table.add_column(c, justify="left" if c == "selector" else "right")
+    for name, res in out["models"].items():
+        f1 = res.get("processbench", {}).get("f1")
+        table.add_row(f"{name} ({res['kind']}, {res['aggregation']})", f"{f1:.3f}" if f1 is not None else "-",
+                      *[f"{res['best_of_n'][n]:.3f}" for n in ns])
+        table.add_row("  weighted vote (scores summed per answer)", "",
+                      *[f"{res['weighted_best_of_n'][n]:.3f}" for n in ns])
+    table.add_row("majority vote", "-", *[f"{out['majority'][n]:.3f}" for n in ns])
+    table.add_row("oracle (pass@N)", "-", *[f"{out['oracle'][n]:.3f}" for n in ns])
+    console.print(table)

@@ -1,0 +1,57 @@
+"""`ponder scale`: sweep strategies x budgets over a problem set: scaling table, plot, and the compute-optimal strategy per difficulty.
+
+The whole sweep is checked before anything runs. Each (problem, strategy, budget) record is
+appended to the run's cells.jsonl as it is computed, so a killed sweep resumes where it
+stopped; a rerun with other options is refused.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ponder.config import require, to_dict
+from ponder.search.scale import ScaleConfig
+
+
+@dataclass
+class Config(ScaleConfig):
+    run: str = "scale"
+    """run name: outputs go to <runs-dir>/<run>/ (a rerun with the same options resumes)"""
+    runs_dir: str = "runs"
+    """parent folder of run directories"""
+
+
+def run(cfg: Config, progress: bool = True) -> dict:
+    from contextlib import nullcontext
+
+    from ponder.commands.common import progress as progress_bar
+    from ponder.commands.common import search_context
+    from ponder.commands.search import check
+    from ponder.runs import atomic_write, start_run, write_json
+    from ponder.search.scale import plot_scaling, run_scale, table_markdown, validate_sweep
+
+    check(cfg)
+    require(cfg, positive=("n_problems", "bins"), choices={"difficulty": ("pass_rate", "score")})
+    validate_sweep(cfg)
+    ctx, problems = search_context(cfg.model, cfg.engine, cfg.task, cfg.task_args, cfg.scorer, cfg.n_problems,
+                                   cfg.split, cfg.seed)
+    run_dir = Path(cfg.runs_dir) / cfg.run
+    start_run(run_dir, to_dict(cfg), "scale")
+    runs = sum(1 if s == "greedy" else len(cfg.budgets) for s in cfg.strategies) * len(problems)
+    bar, tick = progress_bar(runs, "scale")
+    with ctx.generator, bar if progress else nullcontext():
+        out = run_scale(ctx, problems, cfg, tick, cells=run_dir / "cells.jsonl")
+    write_json(run_dir / "scale.json", out)
+    table = table_markdown(out["rows"])
+    atomic_write(run_dir / "scale.md", table + "\n")
+    plot_scaling(out["rows"], run_dir / "scale.png", title=f"{cfg.task} {cfg.task_args or ''} ({len(problems)} problems)")
+    return {"table": table, "choices": out.get("compute_optimal", {}).get("choices"), "run_dir": str(run_dir)}
+
+
+def show(out: dict, console) -> None:
+    import json
+
+    console.print(out["table"], markup=False)
+    if out["choices"]:
+        console.print_json(json.dumps(out["choices"], default=str))
+    console.print(f"run directory: {out['run_dir']}")

@@ -1,0 +1,72 @@
+"""`ponder search`: run one test-time search strategy over a problem set and report accuracy and the compute it spent."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ponder.config import require
+from ponder.search.base import SearchParams
+
+
+@dataclass
+class Config(SearchParams):
+    model: str = "runs/demo/sft/model"
+    """policy: a model dir, a .gguf, smollm2, or a run name under runs/ (with a server engine: the served model's name)"""
+    engine: str = "torch"
+    """engine of the policy: torch, vllm, or an OpenAI-compatible server URL (http://host:port/v1)"""
+    task: str = "arith"
+    """task name or dataset path"""
+    task_args: dict = field(default_factory=dict)
+    """task knobs, e.g. instruction=false"""
+    strategy: str = "beam"
+    """search strategy: greedy, majority, best_of_n, beam, dvts, lookahead, mcts, budget_forcing, self_refine"""
+    scorer: str = "verifier"
+    """'verifier' (the task's exact checks, needs gold answers), a PRM directory, or 'none'"""
+    n_problems: int = 20
+    """problems drawn from the split"""
+    split: str = "test"
+    """task split"""
+    output: str | None = None
+    """write the JSON result (summary and per-problem records) here"""
+
+
+def check(cfg: SearchParams) -> None:
+    """The knobs every search command shares, checked before any work."""
+    from ponder.rewards.base import AGGREGATIONS
+
+    require(cfg, positive=("n", "beam_width", "max_tokens", "max_step_tokens", "max_steps"),
+            non_negative=("temperature", "c_puct", "lookahead", "think_tokens"), probability=("top_p",),
+            choices={"aggregation": AGGREGATIONS})
+
+
+def run(cfg: Config, progress: bool = True) -> dict:
+    """Accuracy and total compute of `cfg.strategy` over the problems, with per-problem records."""
+    from contextlib import nullcontext
+    from dataclasses import fields
+
+    from ponder.commands.common import progress as progress_bar
+    from ponder.commands.common import search_context
+    from ponder.runs import write_json
+    from ponder.search.base import check_width, get_strategy, search_all
+    from ponder.search.scale import TREE
+
+    check(cfg)
+    require(cfg, positive=("n_problems",))
+    get_strategy(cfg.strategy)  # a bad name fails before any work
+    if cfg.strategy in TREE:
+        check_width(cfg, cfg.strategy)
+    params = SearchParams(**{f.name: getattr(cfg, f.name) for f in fields(SearchParams)})
+    ctx, problems = search_context(cfg.model, cfg.engine, cfg.task, cfg.task_args, cfg.scorer, cfg.n_problems,
+                                   cfg.split, cfg.seed)
+    bar, tick = progress_bar(len(problems), f"{cfg.strategy} N={cfg.n}")
+    with ctx.generator, bar if progress else nullcontext():
+        out = search_all(cfg.strategy, ctx, problems, params, tick)
+    if cfg.output:
+        write_json(cfg.output, out)
+    out["title"] = f"search: {cfg.strategy} on {cfg.task} ({len(problems)} problems)"
+    return out
+
+
+def show(out: dict, console) -> None:
+    from ponder.commands.common import print_summary
+
+    print_summary(console, out.pop("title"), out["summary"])

@@ -1,0 +1,41 @@
+"""`ponder tasks`: the registered tasks, each with an example problem.
+
+File datasets need no registration: pass a .jsonl/.parquet path as --task (GSM8K, MATH-style
+or generic rows)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    """seed of the example problem"""
+
+
+def run(cfg: Config) -> list[dict]:
+    from ponder.tasks import TASKS, get_task
+
+    rows = []
+    for name in sorted(TASKS):
+        try:
+            task = get_task(name)
+            p = task.problems("test", n=1, seed=cfg.seed)[0]
+            rows.append({"name": name, "step_checker": task.has_step_checker, "prompt": task.prompt(p).strip(),
+                         "answer": p.answer})
+        except (ValueError, ImportError, FileNotFoundError) as e:  # tasks that need a path or an extra say so
+            rows.append({"name": name, "step_checker": None, "prompt": f"{type(e).__name__}: {e}", "answer": ""})
+    return rows
+
+
+def show(rows: list[dict], console) -> None:
+    from rich.table import Table
+
+    table = Table(title="tasks")
+    for col in ("name", "exact step checker", "example prompt", "answer"):
+        table.add_column(col)
+    for r in rows:
+        checker = "-" if r["step_checker"] is None else "yes" if r["step_checker"] else "no"
+        table.add_row(r["name"], checker, r["prompt"], r["answer"], style="dim" if r["step_checker"] is None else None)
+    console.print(table)
+    console.print("File datasets: pass a .jsonl/.parquet path as --task (GSM8K, MATH-style, or generic).")
