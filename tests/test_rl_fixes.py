@@ -71,6 +71,19 @@ def test_dynamic_sampling_drops_all_correct_group_despite_varying_format_reward(
     assert mb["stats"]["groups_kept"] == 0.5
 
 
+def test_dynamic_sampling_refills_up_to_prompts_per_step(tmp_path):
+    a, _ = first_prompts(3)
+    task = ScriptedTask({p.id: "alternate" for p in PROBLEMS} | {a: "all"})
+    trainer = make_trainer(tmp_path, task, dynamic_sampling=True, max_refills=4)
+    trainer._can_skip_zero_rows = lambda: False
+    [mb] = trainer.rollout(0)
+    groups = mb["advantages"].abs().sum(-1).view(-1, 4)
+    assert groups.shape[0] == 2  # b, then the first refill group that is not a
+    assert (groups.sum(-1) > 0).all()
+    assert mb["stats"]["accuracy"] == 0.5
+    assert mb["stats"]["groups_kept"] == 2 / 4  # two rounds of two groups sampled, a dropped
+
+
 class ScriptedSteps:
     def score_steps(self, prompts, steps):
         return [[float(len(s) % 2) for s in row] for row in steps]

@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from ponder.generation import Sample
 from ponder.models import build_char_tokenizer, build_tiny_model
 from ponder.rewards.functions import RewardError, RewardFunction
 from ponder.tasks import get_task
@@ -66,7 +67,10 @@ def test_non_finite_loss_stops_and_keeps_checkpoint(tmp_path):
 
     def explodes_later(prompts, completions, **_):
         calls["n"] += 1
-        return [float("inf")] * len(completions) if calls["n"] >= 3 else ones_share(prompts, completions)
+        if calls["n"] < 3:
+            return ones_share(prompts, completions)
+        # finite rewards (reward functions refuse inf) whose group statistics overflow float32
+        return [3e38 * (-1) ** i for i in range(len(completions))]
 
     clean = make_trainer(tmp_path / "clean", steps=2, ppo_epochs=1, num_minibatches=1)
     clean.train()
@@ -92,10 +96,16 @@ def test_bad_reward_function_is_named(tmp_path):
 
 @pytest.mark.parametrize("estimator,extra", [
     ("gae", {}), ("reinforce_pp", {"beta": 0.1, "kl_in_reward": True}), ("dr_grpo", {"beta": 0.1}),
-    ("rloo", {"mask_truncated": True, "loss_agg": "seq-mean-token-sum-norm"}),
+    # 24 tokens: at 12 every sample of the random model is truncated, and masked out
+    ("rloo", {"mask_truncated": True, "loss_agg": "seq-mean-token-sum-norm", "max_tokens": 24}),
 ])
 def test_each_estimator_trains_and_logs(tmp_path, estimator, extra):
-    trainer = make_trainer(tmp_path, estimator=estimator, steps=1, ppo_epochs=1, **extra)
+    from ponder.train.policy_loss import aggregate
+    from ponder.train.rl_batch import response_logprobs
+
+    distinct = RewardFunction("distinct", lambda prompts, completions, **_: [len(set(c)) / 12 for c in completions])
+    trainer = make_trainer(tmp_path, rewards=[distinct], estimator=estimator, steps=1, ppo_epochs=1,
+                           num_minibatches=1, lr=1e-4, **extra)
     out = trainer.train()
     rec = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
     for key in ("reward", "accuracy", "entropy", "clip_frac", "response_length", "tokens_per_s", "loss"):
@@ -104,6 +114,30 @@ def test_each_estimator_trains_and_logs(tmp_path, estimator, extra):
     assert ("value_loss" in rec) == (estimator == "gae")
     assert out["rl_steps"] == 1
     assert (tmp_path / "model" / "config.json").exists()
+
+    # The logged loss, by hand from the logged batch: at the first step the policy is the
+    # sampler and the reference (ratio 1, KL 0), so the clipped surrogate is -agg(A); GAE adds
+    # vf_coef * 0.5 * token-mean(R^2), its value head starting at zero.
+    [mb] = trainer._cache[1]
+    adv, mask, cfg = mb["advantages"], mb["mask"], trainer.cfg
+    agg = lambda x: aggregate(x, mask, cfg.loss_agg, norm=cfg.max_tokens, num_tokens=mb["num_tokens"],  # noqa: E731
+                              num_seqs=mb["num_seqs"]).item()
+    expected = -agg(adv)
+    if estimator == "gae":
+        expected += cfg.vf_coef * 0.5 * aggregate(mb["returns"] ** 2, mask, "token-mean").item()
+        assert rec["value_loss"] > 0
+    assert adv.abs().sum() > 0
+    assert rec["loss"] == pytest.approx(expected, abs=1e-6)
+    if "beta" in extra:
+        assert rec["kl"] == pytest.approx(0.0, abs=1e-6)
+    # The step moved the policy toward the samples with positive advantage: the importance-
+    # weighted surrogate agg(A * pi_new / pi_old) over that batch rose above agg(A).
+    init = build_tiny_model(build_char_tokenizer(), "1m", seed=0)
+    with torch.no_grad():
+        before = response_logprobs(init, mb, cfg.temperature)[0]
+        after = response_logprobs(trainer.policy, mb, cfg.temperature)[0]
+    gain = agg(adv * torch.exp(after - before)) - agg(adv)
+    assert gain > 0, gain
 
 
 def test_step_token_ends_char_tokenizer():
@@ -140,6 +174,48 @@ def test_process_grpo_rollout_uses_step_scores(tmp_path):
         for t in range(1, n):
             if t - 1 not in ends:
                 assert adv[i, t] == pytest.approx(adv[i, t - 1].item())
+
+
+class ScriptedSamples:
+    """An engine that answers every prompt with the same fixed completions, one per sample."""
+
+    def __init__(self, tokenizer, texts):
+        self.samples = []
+        for text in texts:
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+            self.samples.append(Sample(text=text, token_ids=ids, logprobs=None, finish_reason="stop",
+                                       num_tokens=len(ids)))
+
+    def update_weights(self, named_parameters):
+        pass
+
+    def generate(self, prompts, params):
+        assert params.n == len(self.samples)
+        return [list(self.samples) for _ in prompts]
+
+
+def test_process_grpo_advantages_of_several_steps_per_row(tmp_path):
+    tok = build_char_tokenizer()
+    model = build_tiny_model(tok, "1m", seed=0)
+    cfg = RLConfig(estimator="process_grpo", steps=1, prompts_per_step=1, group_size=2, max_tokens=16, seed=1)
+    # an outcome reward that differs between the rows: process supervision must not use it
+    outcome = RewardFunction("outcome", lambda prompts, completions, **_: [5.0 * len(c) for c in completions])
+    trainer = RLTrainer(model, tok, TASK, PROBLEMS, [], [outcome], cfg, tmp_path, process_scorer=ScriptedSteps(),
+                        progress=False)
+    trainer._can_skip_zero_rows = lambda: False
+    # one character per token; steps and the token at which each ends:
+    #   row 0 "12\n3\n45": "12" (even: 0) ends at 1, "3" (odd: 1) at 3, "45" (0) at 6
+    #   row 1 "7\n89":     "7" (1) ends at 0, "89" (0) at 3
+    trainer.generator = ScriptedSamples(tok, ["12\n3\n45", "7\n89"])
+    [mb] = trainer.rollout(0)
+    # DeepSeekMath §4.1.3: the group's step rewards {0, 1, 0, 1, 0} are normalised together
+    # (mean 0.4, unbiased std sqrt(0.3)); token t gets the sum over steps ending at or after t
+    hi, lo = 0.6 / 0.3 ** 0.5, -0.4 / 0.3 ** 0.5
+    expected = [[2 * lo + hi, 2 * lo + hi, hi + lo, hi + lo, lo, lo, lo],
+                [hi + lo, lo, lo, lo, 0.0, 0.0, 0.0]]
+    assert mb["advantages"].tolist()[0] == pytest.approx(expected[0], abs=1e-5)
+    assert mb["advantages"].tolist()[1] == pytest.approx(expected[1], abs=1e-5)
+    assert expected[0][0] == pytest.approx(-0.36515, abs=1e-5)
 
 
 @pytest.mark.parametrize("agg", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"])
@@ -190,20 +266,6 @@ def test_lora_trains_adapters_only_and_saves_merged_model(tmp_path):
     assert set(merged.state_dict()) == set(before)
     changed = [k for k, v in merged.state_dict().items() if not torch.equal(v, before[k])]
     assert changed and all(k.endswith("proj.weight") for k in changed)
-
-
-def test_dynamic_sampling_keeps_only_groups_with_signal(tmp_path):
-    def flat_for_products(prompts, completions, **_):
-        return [0.5 if "*" in p else len(set(c)) / 12 for p, c in zip(prompts, completions)]
-
-    trainer = make_trainer(tmp_path, rewards=[RewardFunction("f", flat_for_products)], dynamic_sampling=True,
-                           max_refills=4, ppo_epochs=1, num_minibatches=1)
-    trainer._can_skip_zero_rows = lambda: False
-    [mb] = trainer.rollout(0)
-    groups = mb["advantages"].abs().sum(-1).view(-1, 4)
-    assert groups.shape[0] == 2  # refilled up to prompts_per_step
-    assert (groups.sum(-1) > 0).all()  # no all-equal group left
-    assert 0 < mb["stats"]["groups_kept"] < 1
 
 
 def test_shared_prompt_forward_matches_full_rows(tmp_path):
