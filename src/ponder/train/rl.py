@@ -10,8 +10,8 @@ One RL step is:
    exactly the tokens that were sampled.
 2. Rewards: the weighted sum of the reward functions (`ponder.rewards.functions`); with
    dynamic sampling (DAPO §3.2) groups whose accuracy is 0 or 1 (every sample wrong, or
-   every sample right, by the task's verifier) are replaced by fresh prompts. A process scorer (a PRM, or the exact step verifier) gives
-   step rewards for process-supervised GRPO.
+   every sample right, by the task's verifier) are replaced by fresh prompts. A process
+   scorer (a PRM, or the exact step verifier) gives step rewards for process-supervised GRPO.
 3. Advantages (`advantages.py`, by name) and, when the update is not purely on-policy, the
    log-probabilities under the sampling weights (for the PPO ratio), under a frozen
    reference (for the KL penalty) and the value head's estimates (for GAE).
@@ -287,11 +287,13 @@ class RLTrainer:
         groups = self._sample_groups(r, 0)
         sampled = kept = len(groups)
         if cfg.dynamic_sampling:
-            # DAPO §3.2 (eq. 11): keep a group only if 0 < |{o_i : o_i is correct}| < G; the
-            # accuracy, not the total reward, so a format or overlong term that varies within an
-            # all-correct group does not keep it, and a run without reward functions (process
-            # rewards only) still keeps its groups of mixed accuracy
-            has_signal = lambda g: 0 < sum(x["correct"] for x in g) < len(g)  # noqa: E731
+            def has_signal(group: list[dict]) -> bool:
+                # DAPO §3.2 (eq. 11): 0 < |{o_i : o_i is correct}| < G. The accuracy, not the
+                # total reward: a format or overlong term that varies within an all-correct group
+                # does not keep it, and a run without reward functions (process rewards only)
+                # still keeps its groups of mixed accuracy
+                return 0 < sum(x["correct"] for x in group) < len(group)
+
             groups = [g for g in groups if has_signal(g)]
             for attempt in range(1, cfg.max_refills + 1):
                 if len(groups) >= cfg.prompts_per_step:
