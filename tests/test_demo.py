@@ -32,7 +32,13 @@ def test_quick_demo_report_matches_stage_outputs(quick_run):
     assert summary["eval"]["rl"]["greedy_accuracy"] == sum(r["greedy_correct"] for r in records) / len(records)
     assert summary["annotation"]["methods"] == stage["annotate"]["summary"]["methods"]
     assert summary["prm"]["processbench"] == stage["prm"]["processbench"]
-    assert summary["scale"]["rl"] == stage["scale"]["rl"]["rows"]
+    assert summary["scale"]["rl"] == stage["scale"]["rows"]["rl"]
+    # the one search-vs-majority comparison fixed in the config, recomputed from the records
+    fixed = summary["comparisons"]["search_vs_majority"]["rl"]
+    assert (fixed["strategy"], fixed["budget"]) == ("beam", 4)
+    scale_records = [json.loads(l) for l in (run / "scale_rl_records.jsonl").read_text().splitlines()]
+    beam = [r["correct"] for r in scale_records if r["strategy"] == "beam" and r["budget"] == 4]
+    assert fixed["accuracy"] == sum(beam) / len(beam) and fixed["n"] == len(beam) == 6
     assert summary["comparisons"]["rl_minus_sft_greedy"] == pytest.approx(
         stage["eval_rl"]["summary"]["greedy_accuracy"] - stage["eval_sft"]["summary"]["greedy_accuracy"])
     assert set(summary["wall_s"]) == set(STAGES)
@@ -83,5 +89,15 @@ def test_changed_config_needs_a_new_run_or_force(quick_run):
     res = CliRunner().invoke(app, args + ["--sft-steps", "7"])
     assert res.exit_code == 2
     out = " ".join(res.output.split())  # the console wraps long lines
-    assert "holds a demo run with a different config" in out and "--force" in out
+    assert "holds a `ponder demo` run started with other options (sft_steps: 150 there, 7 now)" in out
+    assert "add --force to start over" in out
     assert (run / "stages" / "rl.json").exists()  # nothing was touched
+
+
+def test_paired_difference_by_hand():
+    from ponder.pipeline.demo import paired_difference
+
+    # differences 1, 0, 0, -1, 1: mean 0.2, sample variance 0.7, se sqrt(0.7 / 5)
+    out = paired_difference([True, True, False, False, True], [False, True, False, True, False])
+    assert out["difference"] == pytest.approx(0.2) and out["se"] == pytest.approx((0.7 / 5) ** 0.5)
+    assert out["n"] == 5 and out["beyond_2se"] is False

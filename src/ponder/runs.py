@@ -47,14 +47,14 @@ def _differences(saved: dict, new: dict) -> list[str]:
 
 
 def start_run(run_dir: str | Path, config: dict, command: str, ignore: tuple[str, ...] = ("run", "runs_dir"),
-              extendable: tuple[str, ...] = ()) -> bool:
+              extendable: tuple[str, ...] = (), start_over: str | None = None) -> bool:
     """Open `run_dir` for `config`; True when it resumes an earlier run of the same config.
 
     Refuses (RunConfigError) when the directory holds a run started with other options, and
     says which; `ignore` lists options that only say where the run lives. `extendable` lists
     options that may grow on a rerun without changing what was done so far (RL's `steps`
     under a constant learning rate, expert iteration's `rounds`): the saved config then takes
-    the new value."""
+    the new value. `start_over` names the command's own way to start over, if it has one."""
     import yaml
 
     run_dir = Path(run_dir)
@@ -73,7 +73,8 @@ def start_run(run_dir: str | Path, config: dict, command: str, ignore: tuple[str
         if diffs:
             raise RunConfigError(
                 f"{run_dir} holds a `ponder {command}` run started with other options ({'; '.join(diffs)}); "
-                f"resuming it would mix two runs. Use another --run name, or delete {run_dir} to start over")
+                f"resuming it would mix two runs. Use another --run name, or "
+                f"{start_over or f'delete {run_dir}'} to start over")
         if grown:
             atomic_write(saved_path, yaml.safe_dump({**saved, **{k: new[k] for k in grown}}, sort_keys=False))
         return True

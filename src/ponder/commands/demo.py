@@ -64,7 +64,7 @@ def run(cfg: Config) -> dict:
         for sub in ("stages", "init", "sft", "annotate", "prm", "rl", "config.yaml"):
             target = run_dir / sub
             shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
-    start_run(run_dir, to_dict(dc), "demo")
+    start_run(run_dir, to_dict(dc), "demo", start_over="add --force")
     t_start = time.time()
     split = stages.make_split(dc)
     pipeline = [
