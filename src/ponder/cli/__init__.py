@@ -148,9 +148,9 @@ def _engine_options(cfg_cls) -> list[inspect.Parameter]:
         return []
     kw = inspect.Parameter.KEYWORD_ONLY
     return [
-        inspect.Parameter("api_key", kw, annotation=Optional[str], default=typer.Option(
+        inspect.Parameter("engine_api_key", kw, annotation=Optional[str], default=typer.Option(
             None, "--api-key", help="API key of a server engine (default: $OPENAI_API_KEY); never saved")),
-        inspect.Parameter("max_concurrency", kw, annotation=Optional[int], default=typer.Option(
+        inspect.Parameter("engine_max_concurrency", kw, annotation=Optional[int], default=typer.Option(
             None, "--max-concurrency", help="requests in flight to a server engine (default 16)")),
     ]
 
@@ -205,7 +205,7 @@ def register(module, name: str | None = None) -> None:
         from ponder.config import load_config
 
         try:
-            _engine_env(values.pop("api_key", None), values.pop("max_concurrency", None))
+            _engine_env(values.pop("engine_api_key", None), values.pop("engine_max_concurrency", None))
             path = values.pop("config")
             flags = {}
             for key, value in values.items():

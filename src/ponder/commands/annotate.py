@@ -7,6 +7,7 @@ refused.
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -55,12 +56,14 @@ def run(cfg: Config, progress: bool = True, generator=None, judge_generator=None
             t0 = time.time()
             new = annotator.chunk(chunks[c], c)
             wall = round(time.time() - t0, 3)
-            new = [{**r, "chunk_wall_s": wall} for r in new] or [{"marker": True, "chunk_wall_s": wall}]
             append_chunk(path, c, new)
+            # Timings live beside the records, which stay byte-identical across reruns.
+            with open(run_dir / "chunk_times.jsonl", "a") as f:
+                f.write(json.dumps({"chunk": c, "wall_s": wall}) + "\n")
             records += [{"chunk": c, **r} for r in new]
             bar.update(job, advance=len(chunks[c]))
     # The run's wall time is the sum over its chunks, whichever invocation computed them.
-    wall_s = sum({r["chunk"]: r.get("chunk_wall_s", 0.0) for r in records}.values())
+    wall_s = sum(_chunk_times(run_dir / "chunk_times.jsonl", len(chunks)).values())
     records = [r for r in records if not r.get("marker")]
     files = derived_files(records, cfg)
     for name, rows in files.items():
@@ -79,6 +82,19 @@ def run(cfg: Config, progress: bool = True, generator=None, judge_generator=None
     }
     write_json(run_dir / "summary.json", summary)
     return summary
+
+
+def _chunk_times(path: Path, n_chunks: int) -> dict[int, float]:
+    """Wall seconds per finished chunk (the last time measured wins; a torn line is skipped)."""
+    times = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+                times[int(row["chunk"])] = float(row["wall_s"])
+            except (ValueError, KeyError, TypeError):
+                continue
+    return {c: t for c, t in times.items() if c < n_chunks}
 
 
 def show(summary: dict, console) -> None:
