@@ -11,7 +11,7 @@ import string
 import pytest
 import torch
 
-from ponder.generation import EngineError, Generator, Sample, SamplingParams, Usage, make_engine
+from ponder.generation import Generator, Sample, SamplingParams, Usage, make_engine
 from ponder.generation.kv_cache import GrowingLayer, growing_cache
 from ponder.generation.prefill import length_groups, shared_prefix
 from ponder.generation.sampling import sample_tokens, top_k_filter, top_p_filter

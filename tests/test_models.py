@@ -1,7 +1,7 @@
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from ponder.models import PRESETS, build_char_tokenizer, build_tiny_model, count_params, load_model, resolve_model_path
+from ponder.models import build_char_tokenizer, build_tiny_model, count_params, load_model, resolve_model_path
 
 
 def test_char_tokenizer_roundtrip_keeps_whitespace(tmp_path):

@@ -13,9 +13,8 @@ The reference is the initial model; its log-probabilities are computed once befo
 """
 from __future__ import annotations
 
-import json
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -179,105 +178,3 @@ def train_dpo(model, tokenizer, rows: list[dict], run_dir: str | Path, cfg: Trai
 
     loop = TrainLoop(model, cfg, run_dir, batch_at, loss_fn, eval_fn=eval_fn, save_fn=save, progress=progress)
     return {"pairs": len(pairs), **loop.run()}
-
-
-# ----------------------------------------------------------------- the `ponder dpo` command
-
-
-@dataclass
-class DPOArgs:
-    run: str = "dpo"
-    """run name: outputs go to runs/<run>/ (resumes if a checkpoint is there)"""
-    runs_dir: str = "runs"
-    """parent folder of run directories"""
-    model: str = "runs/sft/model"
-    """policy to start from (also the frozen reference)"""
-    data: str | None = None
-    """TRL preference JSONL (prompt, chosen, rejected); without it, Step-DPO pairs are built from the task"""
-    step: bool = False
-    """Step-DPO: pairs are single steps (no EOS appended); implied when pairs are built from the task"""
-    task: str = "arith"
-    """task for held-out evaluation and for building Step-DPO pairs"""
-    task_args: dict = field(default_factory=dict)
-    """task knobs, e.g. {instruction: false}"""
-    n_problems: int = 500
-    """training problems sampled to build Step-DPO pairs"""
-    samples: int = 4
-    """solutions sampled per problem to build Step-DPO pairs"""
-    temperature: float = 1.0
-    """sampling temperature for building pairs"""
-    max_tokens: int = 128
-    """generated tokens per solution, at most (pair building and evaluation)"""
-    beta: float = 0.1
-    """DPO beta: strength of the implicit KL to the reference"""
-    steps: int = 100
-    """optimiser steps"""
-    batch_size: int = 16
-    """pairs per step"""
-    lr: float = 1e-4
-    """peak learning rate"""
-    warmup_steps: int = 10
-    """linear warm-up steps"""
-    max_len: int = 512
-    """tokens per prompt + completion, at most"""
-    n_eval: int = 200
-    """held-out problems for greedy accuracy before and after (0 = none)"""
-    engine: str = "torch"
-    """engine that samples the policy (pairs, evaluation): torch, vllm, or a server URL that takes weights"""
-    seed: int = 0
-    """seed"""
-
-
-def greedy_accuracy(generator, task, problems, max_tokens: int, model=None) -> float:
-    """Held-out greedy accuracy; `model`: a policy in training whose weights to push into the
-    engine first."""
-    from ponder.generation.base import SamplingParams
-
-    if model is not None:
-        generator.update_weights(model.named_parameters())
-    outs = generator.generate([task.prompt(p) for p in problems], SamplingParams(n=1, temperature=0.0,
-                                                                                  max_tokens=max_tokens))
-    return sum(task.is_correct(p, o[0].text) for p, o in zip(problems, outs)) / max(len(problems), 1)
-
-
-def run_dpo(args: DPOArgs, progress: bool = True) -> dict:
-    from ponder.config import to_dict, write_yaml
-    from ponder.models import model_from_spec
-    from ponder.tasks import get_task
-    from ponder.train.policy_engine import policy_engine
-    from ponder.train.step_dpo import step_dpo_pairs
-
-    run_dir = Path(args.runs_dir) / args.run
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_yaml(run_dir / "config.yaml", to_dict(args))
-    task = get_task(args.task, **args.task_args)
-    model, tokenizer = model_from_spec(args.model, seed=args.seed)
-    gen = policy_engine(args.engine, model, tokenizer, run_dir, seed=args.seed)
-    step = args.step
-    if args.data:
-        rows = read_preferences(args.data)
-    else:
-        step = True
-        cache = run_dir / "pairs.jsonl"
-        if cache.exists():  # a resumed run trains on the pairs it built the first time
-            rows = read_preferences(cache)
-        else:
-            problems = task.problems("train", n=args.n_problems, seed=args.seed)
-            rows = step_dpo_pairs(task, problems, gen, args.samples, args.temperature, args.max_tokens, args.seed)
-            if not rows:
-                raise ValueError("the model made no step errors on the sampled problems: no Step-DPO pairs to learn from")
-            tmp = cache.with_suffix(".tmp")
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-            tmp.replace(cache)
-    held_out = task.problems("test", n=args.n_eval, seed=args.seed) if args.n_eval else []
-    eval_fn = (lambda m: {"accuracy": greedy_accuracy(gen, task, held_out, args.max_tokens, model)}) if held_out else None
-    initial = eval_fn(model)["accuracy"] if eval_fn and not (run_dir / "checkpoint").exists() else None
-    cfg = TrainConfig(lr=args.lr, max_steps=args.steps, warmup_steps=args.warmup_steps, seed=args.seed,
-                      eval_every=0, save_every=max(args.steps // 5, 1), log_every=max(1, args.steps // 50))
-    final = train_dpo(model, tokenizer, rows, run_dir, cfg, beta=args.beta, batch_size=args.batch_size,
-                      max_len=args.max_len, append_eos=not step, eval_fn=eval_fn, progress=progress)
-    summary = {"run_dir": str(run_dir), "model_dir": str(run_dir / "model"), "step_dpo": step, **final}
-    if initial is not None:
-        summary["initial_eval/accuracy"] = initial
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
