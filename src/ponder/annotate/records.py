@@ -13,6 +13,8 @@ import json
 import os
 from pathlib import Path
 
+from ponder.runs import atomic_write
+
 
 def read_complete_chunks(path: Path) -> tuple[list[dict], int]:
     """(records of the leading complete chunks, index of the next chunk to run). Truncates
@@ -38,9 +40,7 @@ def read_complete_chunks(path: Path) -> tuple[list[dict], int]:
             pending, pending_lines = [], []
             expected += 1
     if len(good_lines) != len(lines):
-        tmp = Path(str(path) + ".tmp")
-        tmp.write_text("".join(l + "\n" for l in good_lines))
-        os.replace(tmp, path)
+        atomic_write(path, "".join(l + "\n" for l in good_lines))
     return records, expected
 
 
@@ -55,12 +55,3 @@ def append_chunk(path: Path, chunk: int, records: list[dict]) -> None:
         f.flush()
         os.fsync(f.fileno())
 
-
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    """Write a whole JSONL file atomically (temporary file, then rename)."""
-    path = Path(path)
-    tmp = Path(str(path) + ".tmp")
-    with open(tmp, "w") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
-    os.replace(tmp, path)

@@ -1,7 +1,6 @@
 """Evaluation metrics as pure functions: unbiased pass@k, majority vote (maj@k)."""
 from __future__ import annotations
 
-from collections import Counter
 
 import numpy as np
 
@@ -21,12 +20,12 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 def majority_vote(answers: list[str | None]) -> str | None:
     """Most frequent non-empty answer (self-consistency, Wang et al. 2022); ties go to the
-    answer seen first, so the result is deterministic. None if no sample has an answer."""
-    votes = Counter(a for a in answers if a is not None and a != "")
-    if not votes:
-        return None
-    best = max(votes.values())
-    return next(a for a in answers if a is not None and a != "" and votes[a] == best)
+    answer seen first, so the result is deterministic. None if no sample has an answer.
+    The unit-weight case of `ponder.search.vote.weighted_winner`."""
+    from ponder.search.vote import weighted_winner
+
+    keys = [a if a != "" else None for a in answers]
+    return weighted_winner(keys, [1.0] * len(keys))
 
 
 def mean(xs) -> float:

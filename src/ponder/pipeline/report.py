@@ -10,6 +10,7 @@ from pathlib import Path
 from rich.table import Table
 
 from ponder.pipeline.stages import console
+from ponder.runs import atomic_write
 
 
 def _f(v, digits: int = 3) -> str:
@@ -103,8 +104,8 @@ def write_report(run_dir: Path, summary: dict, results: dict) -> None:
     for caption, path in plots:
         md += [f"![{caption}]({path.name})", ""]
     md += ["## Config", "", "```json", cfg, "```", ""]
-    (run_dir / "report.md").write_text("\n".join(md))
-    (run_dir / "report.html").write_text(render_html(summary, tables, notes, plots, cfg))
+    atomic_write(run_dir / "report.md", "\n".join(md))
+    atomic_write(run_dir / "report.html", render_html(summary, tables, notes, plots, cfg))
 
 
 def render_html(summary: dict, tables, notes: list[str], plots, cfg: str) -> str:
@@ -144,26 +145,11 @@ def make_plots(run_dir: Path, summary: dict, results: dict) -> list[tuple[str, P
         console.print("[yellow]matplotlib not installed (pip install 'ponder[plot]'): no plots[/yellow]")
         return []
     out = []
+    from ponder.search.scale import plot_scaling
+
     path = run_dir / "scaling.png"
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, style in (("sft", "--"), ("rl", "-")):
-        for strategy in sorted({r["strategy"] for r in summary["scale"][name]}):
-            if strategy == "compute-optimal":
-                continue
-            pts = sorted((r["generated_tokens"], r["accuracy"]) for r in summary["scale"][name]
-                         if r["strategy"] == strategy)
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o", label=f"{name.upper()} {strategy}",
-                    color={"greedy": "black", "majority": "tab:blue", "best_of_n": "tab:orange", "beam": "tab:green",
-                           "pass@N oracle": "grey"}.get(strategy))
-    ax.set_xscale("log")
-    ax.set_xlabel("generated tokens per problem (log)")
-    ax.set_ylabel("held-out accuracy")
-    ax.set_title("test-time scaling (dashed: SFT policy, solid: RL policy)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    plot_scaling({"SFT": summary["scale"]["sft"], "RL": summary["scale"]["rl"]}, path,
+                 title="test-time scaling (solid: SFT policy, dashed: RL policy)")
     out.append(("accuracy against generated tokens", path))
 
     sft = [json.loads(l) for l in Path(results["sft"].metrics).read_text().splitlines() if l.strip()]

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from ponder.rewards.base import AGGREGATIONS, Scorer, ScorerUsage, aggregate
+from ponder.tasks.base import split_steps
 
 CONFIG_FILE = "reward_config.json"
 HEAD_FILE = "reward_head.safetensors"
@@ -106,7 +107,7 @@ class RewardModel(torch.nn.Module, Scorer):
 
     def split(self, completion: str) -> list[str]:
         """A completion's steps as this model scores them (the whole text if it has no separator)."""
-        return [s for s in completion.split(self.separator) if s.strip()] or [completion]
+        return split_steps(completion, self.separator) or [completion]
 
     def score_outcomes(self, prompts: list[str], completions: list[str]) -> list[float]:
         split = [self.split(c) for c in completions]

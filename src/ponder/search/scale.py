@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
+from ponder.runs import atomic_write
 from ponder.search.base import SearchContext, SearchParams, get_strategy, search, search_params
 from ponder.search.compute_optimal import compute_optimal, difficulty_bins
 from ponder.tasks.base import Problem
@@ -124,9 +125,7 @@ def read_records(path: Path) -> list[dict]:
                              f"({e}); remove the line or the file to recompute it") from None
         records.append(rec)
     if lines[-1]:  # torn tail
-        tmp = Path(str(path) + ".tmp")
-        tmp.write_text("".join(line + "\n" for line in lines[:-1]))
-        os.replace(tmp, path)
+        atomic_write(path, "".join(line + "\n" for line in lines[:-1]))
     return records
 
 
@@ -280,24 +279,35 @@ def table_markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot_scaling(rows: list[dict], path, title: str = "") -> None:
-    """Accuracy against mean generated tokens per problem (log x), one line per strategy."""
+COLORS = {"greedy": "black", "majority": "tab:blue", "best_of_n": "tab:orange", "beam": "tab:green",
+          "dvts": "tab:purple", "lookahead": "tab:brown", "mcts": "tab:pink", "compute-optimal": "tab:red",
+          "pass@N oracle": "grey"}
+
+
+def plot_scaling(rows: list[dict] | dict[str, list[dict]], path, title: str = "") -> None:
+    """Accuracy against mean generated tokens per problem (log x), one line per strategy.
+    `rows` may map a policy name to its rows (e.g. {"SFT": ..., "RL": ...}): each policy then
+    gets its own line style, colours still naming the strategy."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    series = rows if isinstance(rows, dict) else {"": rows}
+    styles = ["-", "--", ":", "-."]
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for strategy in sorted({r["strategy"] for r in rows}):
-        pts = sorted((r["generated_tokens"], r["accuracy"], r["budget"]) for r in rows if r["strategy"] == strategy)
-        style = dict(linestyle="--", color="grey") if strategy == "pass@N oracle" else {}
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=strategy, **style)
+    for k, (policy, policy_rows) in enumerate(series.items()):
+        for strategy in sorted({r["strategy"] for r in policy_rows}):
+            pts = sorted((r["generated_tokens"], r["accuracy"]) for r in policy_rows if r["strategy"] == strategy)
+            label = f"{policy} {strategy}".strip()
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], styles[k % len(styles)], marker="o", label=label,
+                    color=COLORS.get(strategy))
     ax.set_xscale("log")
     ax.set_xlabel("generated tokens per problem (log)")
     ax.set_ylabel("accuracy")
     ax.set_title(title or "test-time scaling")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, ncol=2 if len(series) > 1 else 1)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)

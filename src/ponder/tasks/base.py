@@ -42,6 +42,12 @@ class StepCheck:
     reasons: list[str]
 
 
+
+def split_steps(text: str, delimiter: str = "\n") -> list[str]:
+    """A solution's steps: the pieces between delimiters, blank pieces dropped. The one
+    splitter that tasks, annotation, search and reward models share."""
+    return [s for s in text.split(delimiter) if s.strip()]
+
 class Task:
     """Base class. Subclasses set `name` and implement `problems`, `prompt`, `is_correct`."""
 
@@ -68,7 +74,7 @@ class Task:
         raise NotImplementedError
 
     def split_steps(self, text: str) -> list[str]:
-        return [s for s in text.split(self.step_delimiter) if s.strip()]
+        return split_steps(text, self.step_delimiter)
 
     def check_steps(self, problem: Problem, steps: list[str]) -> StepCheck:
         """Exact ground-truth step labels; only tasks that can check steps implement it."""

@@ -13,7 +13,6 @@ The reference is the initial model; its log-probabilities are computed once befo
 """
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ponder.models.load import encode_prompts
-from ponder.train.loop import TrainConfig, TrainLoop
+from ponder.train.loop import EpochOrder, TrainConfig, TrainLoop
 
 
 def dpo_loss(pi_chosen: torch.Tensor, pi_rejected: torch.Tensor, ref_chosen: torch.Tensor,
@@ -153,15 +152,10 @@ def train_dpo(model, tokenizer, rows: list[dict], run_dir: str | Path, cfg: Trai
             n = len(pairs[s:s + batch_size])
             ref[s:s + n, 0], ref[s:s + n, 1] = lp[:n], lp[n:]
     model.train(was_training)
-    orders: dict[int, list[int]] = {}
+    order = EpochOrder(len(pairs), cfg.seed)
 
     def batch_at(step: int):
-        picks = []
-        for j in range(step * batch_size, (step + 1) * batch_size):
-            epoch = j // len(pairs)
-            if epoch not in orders:
-                orders[epoch] = random.Random(cfg.seed * 1_000_003 + epoch).sample(range(len(pairs)), len(pairs))
-            picks.append(orders[epoch][j % len(pairs)])
+        picks = order.take(step * batch_size, batch_size)
         batch = collate_pairs([pairs[i] for i in picks], pad)
         batch["ref"] = ref[picks]
         return [batch]

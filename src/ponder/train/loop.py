@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import random
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+
+from ponder.runs import atomic_write
 
 
 @dataclass
@@ -88,17 +91,34 @@ class MetricsLog:
                 continue  # a torn last line from a killed run
             if rec.get("step", 0) <= step:
                 keep.append(line)
-        atomic_write_text(self.path, "".join(l + "\n" for l in keep))
+        atomic_write(self.path, "".join(l + "\n" for l in keep))
 
     def write(self, record: dict) -> None:
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = Path(str(path) + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+class EpochOrder:
+    """Item index at position j of an endless stream that visits every item once per epoch,
+    each epoch in its own seeded order. A function of (seed, j) alone, so a resumed run sees
+    the same items at the same step as an uninterrupted one."""
+
+    def __init__(self, n: int, seed: int):
+        if n < 1:
+            raise ValueError("nothing to train on: the dataset is empty")
+        self.n, self.seed = n, seed
+        self._orders: dict[int, list[int]] = {}
+
+    def __getitem__(self, j: int) -> int:
+        epoch = j // self.n
+        if epoch not in self._orders:
+            order = list(range(self.n))
+            random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
+            self._orders = {**{e: o for e, o in self._orders.items() if e == epoch - 1}, epoch: order}  # bounded
+        return self._orders[epoch][j % self.n]
+
+    def take(self, start: int, count: int) -> list[int]:
+        return [self[j] for j in range(start, start + count)]
 
 
 class TrainLoop:

@@ -51,7 +51,7 @@ from ponder.generation.prefill import left_pad
 from ponder.models import encode_prompts
 from ponder.rewards.functions import RewardError, RewardFunction, combine
 from ponder.train.advantages import ESTIMATORS, AdvantageInputs, compute_advantages
-from ponder.train.loop import MetricsLog, TrainConfig, TrainLoop
+from ponder.train.loop import EpochOrder, MetricsLog, TrainConfig, TrainLoop
 from ponder.train.policy_engine import policy_engine
 from ponder.train.rl_batch import ActorCritic, drop_zero_rows, response_logprobs, step_token_ends
 from ponder.train.policy_loss import (
@@ -200,26 +200,18 @@ class RLTrainer:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
         self._stale = True  # the engine's weights may differ from the policy's
         self._cache: tuple[int, list[dict]] | None = None
-        self._orders: dict[int, list[int]] = {}
+        self._order = EpochOrder(len(self.train_problems), _seed(cfg.seed, 7))
         self.timing = {"generate_s": 0.0, "score_s": 0.0, "completions": 0}
 
     # ------------------------------------------------------------- prompts and samples
     def _prompts(self, r: int, attempt: int) -> list:
         """Training problems for rollout r: an epoch-wise seeded shuffle; refills for dynamic
         sampling draw a seeded random subset."""
-        n, P = len(self.train_problems), self.cfg.prompts_per_step
+        P = self.cfg.prompts_per_step
         if attempt > 0:
             rng = random.Random(_seed(self.cfg.seed, r, attempt))
             return rng.sample(self.train_problems, P)
-        picks = []
-        for j in range(r * P, (r + 1) * P):
-            epoch = j // n
-            if epoch not in self._orders:
-                order = list(range(n))
-                random.Random(_seed(self.cfg.seed, 7, epoch)).shuffle(order)
-                self._orders[epoch] = order
-            picks.append(self.train_problems[self._orders[epoch][j % n]])
-        return picks
+        return [self.train_problems[i] for i in self._order.take(r * P, P)]
 
     def _sync_weights(self) -> None:
         """Push the policy's weights into the engine if an optimiser step changed them since

@@ -7,14 +7,13 @@ appended to every completion so the model learns to stop.
 """
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ponder.models.load import format_prompt
-from ponder.train.loop import TrainConfig, TrainLoop
+from ponder.train.loop import EpochOrder, TrainConfig, TrainLoop
 
 IGNORE = -100
 
@@ -76,19 +75,10 @@ def make_batch_at(examples: list, batch_size: int, grad_accum: int, pad_id: int,
     pad_id)` builds a micro-batch (default: SFT's `collate`)."""
     collate_fn = collate_fn or collate
     per_step = batch_size * grad_accum
-    n = len(examples)
-    perms: dict[int, list[int]] = {}
-
-    def order(epoch: int) -> list[int]:
-        if epoch not in perms:
-            idx = list(range(n))
-            random.Random(seed * 1_000_003 + epoch).shuffle(idx)
-            perms[epoch] = idx
-        return perms[epoch]
+    order = EpochOrder(len(examples), seed)
 
     def batch_at(step: int):
-        start = step * per_step
-        picks = [order((start + j) // n)[(start + j) % n] for j in range(per_step)]
+        picks = order.take(step * per_step, per_step)
         return [collate_fn([examples[i] for i in picks[k:k + batch_size]], pad_id)
                 for k in range(0, per_step, batch_size)]
 
