@@ -241,8 +241,11 @@ def test_annotate_resumes_after_kill(tmp_path):
     assert done_before and max(done_before) < 3, "the kill should land before the last chunk"
     with open(records, "a") as f:
         f.write('{"chunk": 9, "torn')  # what a kill in the middle of a write leaves
-    subprocess.run(_annotate_cmd(runs, "killed", policy, "--config", str(cfg)), check=True, env=env,
-                   capture_output=True)
+    resumed = subprocess.run(_annotate_cmd(runs, "killed", policy, "--config", str(cfg)), check=True, env=env,
+                             capture_output=True, text=True)
+    assert f"{len(done_before) * 2} of 8 problems already annotated" in " ".join(resumed.stderr.split())
+    summary = json.loads((runs / "killed" / "summary.json").read_text())
+    assert summary["resumed_after_chunks"] == len(done_before) and summary["wall_s"] > 0
     for name in ("records.jsonl", "stepwise_math_shepherd.jsonl", "stepwise_omega_prm.jsonl", "orm.jsonl"):
         assert (runs / "killed" / name).read_text() == (runs / "full" / name).read_text(), name
     rows = [json.loads(l) for l in (runs / "full" / "records.jsonl").read_text().splitlines()]

@@ -202,3 +202,11 @@ def test_directories_and_split_dicts(tmp_path):
     assert [p.id for p in by_dict.problems("dev")] == ["mine-dev-0"]
     with pytest.raises(DatasetError, match="no such file"):
         file_task({"dev": tmp_path / "absent.jsonl"})
+
+
+def test_a_file_holds_one_format(tmp_path):
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text(json.dumps({"question": "a?", "answer": "3"}) + "\n"
+                     + json.dumps({"question": "b?", "answer": "1+3=4\n#### 4"}) + "\n")
+    with pytest.raises(DatasetError, match=r"mixed.jsonl:2: a gsm8k row, but the file's first row \(.*mixed.jsonl:1\) is generic"):
+        get_task(str(mixed)).problems("test")

@@ -46,6 +46,8 @@ def test_rl_cli_runs_and_resumes(tmp_path, tiny_dir):
     assert res.exit_code == 0, res.output
     steps = [json.loads(l)["step"] for l in (run / "metrics.jsonl").read_text().splitlines() if "reward" in l]
     assert steps == [1, 2, 3]
+    first = json.loads((run / "initial_eval.json").read_text())["accuracy"]
+    assert json.loads((run / "summary.json").read_text())["initial_eval/accuracy"] == first  # kept across the resume
 
 
 def test_rl_cli_errors_are_clear(tmp_path, tiny_dir):

@@ -218,9 +218,11 @@ class FileTask(Task):
         first = next(iter(self.paths.values()))
         if format is None and (question_key or answer_key):
             format = "generic"
+        self._sniffed_from = None
         if format is None:
             where, row = read_rows(first)[0]
             format = sniff_format(row, where)
+            self._sniffed_from = where
         if format not in ("gsm8k", "math", "generic"):
             raise ValueError(
                 f"file task: format must be 'gsm8k', 'math' or 'generic', got {format!r}"
@@ -243,6 +245,8 @@ class FileTask(Task):
                 )
             problems = []
             for index, (where, row) in enumerate(read_rows(path)):
+                if self._sniffed_from is not None:
+                    self._same_format(row, where)
                 if self.format == "gsm8k":
                     question, gold, meta = gsm8k_row(row, where)
                 elif self.format == "math":
@@ -258,6 +262,21 @@ class FileTask(Task):
                 problems.append(Problem(id=pid, question=question, answer=gold, meta=meta))
             self._cache[split] = problems
         return self._cache[split]
+
+    def _same_format(self, row: dict, where: str) -> None:
+        """Every row must have the format sniffed from the first one: a GSM8K row among plain
+        question/answer rows would otherwise keep its whole worked solution as the gold answer."""
+        if self.format == "gsm8k":
+            return  # gsm8k_row says what a row without '#### <number>' lacks
+        try:
+            here = sniff_format(row, where)
+        except DatasetError:
+            return  # the row's own reader says what it lacks
+        if here != self.format:
+            raise DatasetError(
+                f"{where}: a {here} row, but the file's first row ({self._sniffed_from}) is {self.format}: "
+                f"one file holds one format (pass format= to choose one; gsm8k answers end in '#### <number>')"
+            )
 
     def problems(self, split: str = "test", n: int | None = None, seed: int = 0) -> list[Problem]:
         """The split's problems in file order; with `n`, a random subset of n chosen by

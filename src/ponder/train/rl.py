@@ -38,6 +38,7 @@ micro-batching) and rewards are computed in this process.
 from __future__ import annotations
 
 import copy
+import json
 import random
 import time
 from dataclasses import dataclass
@@ -50,6 +51,7 @@ from ponder.generation import SamplingParams
 from ponder.generation.prefill import left_pad
 from ponder.models import encode_prompts
 from ponder.rewards.functions import RewardError, RewardFunction, combine
+from ponder.runs import write_json
 from ponder.train.advantages import ESTIMATORS, AdvantageInputs, compute_advantages
 from ponder.train.loop import EpochOrder, MetricsLog, TrainConfig, TrainLoop
 from ponder.train.policy_engine import policy_engine
@@ -451,10 +453,14 @@ class RLTrainer:
                          progress=self.progress)
         fresh = not (self.run_dir / "checkpoint" / "trainer_state.json").exists() and \
             not (self.run_dir / "checkpoint.old").exists()
+        initial_path = self.run_dir / "initial_eval.json"
         initial = None
         if fresh and self.eval_problems:
             initial = self.evaluate()
             MetricsLog(self.run_dir / "metrics.jsonl").write({"step": 0, **{f"eval/{k}": v for k, v in initial.items()}})
+            write_json(initial_path, initial)
+        elif initial_path.exists():  # a resumed run still reports where it started
+            initial = json.loads(initial_path.read_text())
         final = loop.run()
         final["rl_steps"] = loop.step // U
         if initial is not None:

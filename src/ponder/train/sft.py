@@ -107,7 +107,13 @@ def read_prompt_completion(path: str | Path) -> list[dict]:
         for key in ("prompt", "completion"):
             value = row.get(key)  # read_rows has checked every row is an object
             if not isinstance(value, str):
-                raise ValueError(f"{where}: field {key!r}: expected a string, got {value!r}")
+                hint = ""
+                if {"question", "answer"} <= set(row) or "problem" in row:
+                    hint = (f" (this row looks like a task dataset: pass it as --task {Path(path)}, which "
+                            "builds the prompts and reference solutions)")
+                got = "nothing (the row has " + ", ".join(sorted(row)) + ")" if key not in row else repr(value)
+                raise ValueError(f"{where}: field {key!r}: expected a string (rows of prompt and completion), "
+                                 f"got {got}{hint}")
         rows.append(row)
     return rows
 
