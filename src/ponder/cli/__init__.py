@@ -190,9 +190,9 @@ def user_error_message(e: BaseException) -> str | None:
     return None
 
 
-def register(module, name: str | None = None) -> None:
-    """Add `module`'s command to the app: flags from `module.Config`, work in `module.run`,
-    the result shown by `module.show` (else printed as JSON)."""
+def register(module, name: str | None = None, to: typer.Typer | None = None) -> None:
+    """Add `module`'s command to the app (or to the sub-app `to`): flags from `module.Config`,
+    work in `module.run`, the result shown by `module.show` (else printed as JSON)."""
     cfg_cls = module.Config
     name = name or module.__name__.rsplit(".", 1)[-1].replace("_", "-")
     params, kinds = _options(cfg_cls)
@@ -234,9 +234,9 @@ def register(module, name: str | None = None) -> None:
 
     command.__signature__ = inspect.Signature(params)
     command.__annotations__ = {p.name: p.annotation for p in params}
-    command.__doc__ = re.sub(r"^`ponder [\w-]+`:\s*", "", (module.__doc__ or "").strip().split("\n\n")[0])
+    command.__doc__ = re.sub(r"^`ponder [\w -]+`:\s*", "", (module.__doc__ or "").strip().split("\n\n")[0])
     command.__name__ = name.replace("-", "_")
-    app.command(name)(command)
+    (to or app).command(name)(command)
 
 
 def main():
@@ -248,3 +248,8 @@ from ponder import commands  # noqa: E402
 
 for _module in commands.ALL:
     register(_module)
+
+export_app = typer.Typer(no_args_is_help=True, help="Export ponder's tasks, verifiers and reward models to other trainers.")
+app.add_typer(export_app, name="export")
+for _name, _module in commands.EXPORT.items():
+    register(_module, _name, to=export_app)

@@ -8,7 +8,8 @@ A command module holds:
   - optionally `show(result, console)`: how the terminal presents the result.
 
 The module's docstring is the command's help. `ALL` lists every command explicitly, so a
-command cannot silently go missing from the command line.
+command cannot silently go missing from the command line; `EXPORT` lists the subcommands of
+`ponder export` by the name each takes there (`ponder export verl`).
 """
 from ponder.commands import (
     annotate,
@@ -16,6 +17,7 @@ from ponder.commands import (
     dpo,
     eval,
     eval_rm,
+    export_verl,
     generate,
     iterate,
     rl,
@@ -28,3 +30,4 @@ from ponder.commands import (
 )
 
 ALL = [tasks, sft, eval, generate, demo, annotate, train_rm, eval_rm, search, scale, rl, dpo, iterate, serve]
+EXPORT = {"verl": export_verl}
