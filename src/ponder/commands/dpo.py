@@ -64,6 +64,7 @@ def run(cfg: Config, progress: bool = True) -> dict:
     from ponder.models import model_from_spec
     from ponder.runs import start_run, write_json, write_jsonl
     from ponder.tasks import get_task
+    from ponder.train import distributed
     from ponder.train.dpo import read_preferences, train_dpo
     from ponder.train.loop import TrainConfig
     from ponder.train.policy_engine import policy_engine
@@ -75,7 +76,8 @@ def run(cfg: Config, progress: bool = True) -> dict:
     rows = read_preferences(input_file(cfg.data, "--data")) if cfg.data else None
     model, tokenizer = model_from_spec(resolve_model(cfg.model), seed=cfg.seed)
     run_dir = Path(cfg.runs_dir) / cfg.run
-    start_run(run_dir, to_dict(cfg), "dpo")
+    distributed.init()  # under torchrun: rank 0 writes the run directory, the others wait for it
+    distributed.on_main(lambda: start_run(run_dir, to_dict(cfg), "dpo"))
     gen = policy_engine(cfg.engine, model, tokenizer, run_dir, seed=cfg.seed)
     step = cfg.step or rows is None
     if rows is None:
@@ -101,5 +103,6 @@ def run(cfg: Config, progress: bool = True) -> dict:
                **final}
     if initial_path.exists():
         summary["initial_eval/accuracy"] = json.loads(initial_path.read_text())["accuracy"]
-    write_json(run_dir / "summary.json", summary)
+    if distributed.is_main():
+        write_json(run_dir / "summary.json", summary)
     return summary

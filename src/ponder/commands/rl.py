@@ -88,6 +88,7 @@ def run(cfg: Config, progress: bool = True) -> dict:
     from ponder.rewards.base import AGGREGATIONS
     from ponder.runs import start_run, write_json
     from ponder.tasks import get_task
+    from ponder.train import distributed
     from ponder.train.rl import RLTrainer
 
     require(cfg, positive=("steps", "prompts_per_step", "group_size", "max_tokens", "ppo_epochs", "num_minibatches",
@@ -109,11 +110,13 @@ def run(cfg: Config, progress: bool = True) -> dict:
     rl_cfg = RLConfig(**{f.name: getattr(cfg, f.name) for f in fields(RLConfig)})
     lora = {"r": cfg.lora_r, "alpha": cfg.lora_alpha} if cfg.lora_r > 0 else None
     run_dir = Path(cfg.runs_dir) / cfg.run
-    start_run(run_dir, to_dict(cfg), "rl", extendable=("steps",))
+    distributed.init()  # under torchrun: rank 0 writes the run directory, the others wait for it
+    distributed.on_main(lambda: start_run(run_dir, to_dict(cfg), "rl", extendable=("steps",)))
     trainer = RLTrainer(model, tokenizer, task, train, held_out, rewards, rl_cfg, run_dir,
                         process_scorer=process_scorer, progress=progress, batch_size=cfg.gen_batch_size, lora=lora,
                         engine=cfg.engine)
     final = trainer.train()
     summary = {"run_dir": str(run_dir), "model_dir": str(run_dir / "model"), **final}
-    write_json(run_dir / "summary.json", summary)
+    if distributed.is_main():
+        write_json(run_dir / "summary.json", summary)
     return summary

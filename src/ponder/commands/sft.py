@@ -47,6 +47,7 @@ def run(cfg: Config, progress: bool = True) -> dict:
     from ponder.commands.common import input_file
     from ponder.models import model_from_spec
     from ponder.runs import start_run, write_json
+    from ponder.train import distributed
     from ponder.train.loop import TrainConfig
     from ponder.train.sft import read_prompt_completion, reference_rows, train_sft
 
@@ -59,11 +60,13 @@ def run(cfg: Config, progress: bool = True) -> dict:
         rows = reference_rows(get_task(cfg.task, **cfg.task_args), cfg.n_train, cfg.seed)
     model, tokenizer = model_from_spec(cfg.model, seed=cfg.seed)
     run_dir = Path(cfg.runs_dir) / cfg.run
-    start_run(run_dir, to_dict(cfg), "sft")
+    distributed.init()  # under torchrun: rank 0 writes the run directory, the others wait for it
+    distributed.on_main(lambda: start_run(run_dir, to_dict(cfg), "sft"))
     tc = TrainConfig(lr=cfg.lr, max_steps=cfg.steps, warmup_steps=cfg.warmup_steps, grad_accum=cfg.grad_accum,
                      seed=cfg.seed, eval_every=0, save_every=max(cfg.steps // 5, 1))
     final = train_sft(model, tokenizer, rows, run_dir, tc, batch_size=cfg.batch_size, max_len=cfg.max_len,
                       progress=progress)
     summary = {"run_dir": str(run_dir), "model_dir": str(run_dir / "model"), "examples": len(rows), **final}
-    write_json(run_dir / "summary.json", summary)
+    if distributed.is_main():
+        write_json(run_dir / "summary.json", summary)
     return summary

@@ -45,6 +45,7 @@ def run(cfg: Config, progress: bool = True) -> dict:
     from ponder.commands.common import input_file, resolve_model
     from ponder.rewards.model import AGGREGATIONS, new_reward_model
     from ponder.runs import start_run, write_json
+    from ponder.train import distributed
     from ponder.train.loop import TrainConfig
     from ponder.train.rm import read_outcomes, read_stepwise, train_reward_model
 
@@ -54,11 +55,13 @@ def run(cfg: Config, progress: bool = True) -> dict:
     rows = read_stepwise(data) if cfg.kind == "prm" else read_outcomes(data)
     rm = new_reward_model(resolve_model(cfg.model), cfg.kind, aggregation=cfg.aggregation)
     run_dir = Path(cfg.runs_dir) / cfg.run
-    start_run(run_dir, to_dict(cfg), "train-rm")
+    distributed.init()  # under torchrun: rank 0 writes the run directory, the others wait for it
+    distributed.on_main(lambda: start_run(run_dir, to_dict(cfg), "train-rm"))
     tc = TrainConfig(lr=cfg.lr, max_steps=cfg.steps, warmup_steps=cfg.warmup_steps, seed=cfg.seed,
                      eval_every=0, save_every=max(cfg.steps // 4, 1), log_every=10)
     final = train_reward_model(rm, rows, run_dir, tc, cfg.kind, batch_size=cfg.batch_size, hard=cfg.hard,
                                max_len=cfg.max_len, progress=progress)
     summary = {"run_dir": str(run_dir), "model_dir": str(run_dir / "model"), "examples": len(rows), **final}
-    write_json(run_dir / "summary.json", summary)
+    if distributed.is_main():
+        write_json(run_dir / "summary.json", summary)
     return summary

@@ -5,7 +5,17 @@ Trainers (SFT here; reward models and RL later) supply two things: `batch_at(ste
 returns the list of micro-batches for an optimiser step (a pure function of the step, so a
 resumed run sees exactly the data an uninterrupted run would), and `loss_fn(model, micro)`,
 which returns (loss, stats). Everything else — optimiser, schedule, accumulation, logging,
-checkpoints — lives here, once. Built on `accelerate`, so `accelerate launch` scales it out.
+checkpoints — lives here, once. Built on `accelerate`.
+
+Data parallel (`torchrun --nproc_per_node N`, see distributed.py): every process calls
+`batch_at(step)` and takes its own contiguous share of the step's micro-batches; each loss is
+divided by the number of micro-batches of the whole step and the gradients are summed over
+processes, so N processes compute the update one process computes from the same micro-batches
+(up to float rounding in the sum). Give the step at least N micro-batches (`grad_accum`), or
+some processes have nothing to do. A trainer whose `batch_at` already returns this process's
+part of each micro-batch (RL samples its own rows) passes `sharded=True`: its losses and stats
+are then this process's shares, summed over processes. Rank 0 alone writes metrics, checkpoints
+(every process writes its own RNG state into them) and the model, and evaluates.
 """
 from __future__ import annotations
 
@@ -23,6 +33,7 @@ from typing import Any, Callable
 import torch
 
 from ponder.runs import atomic_write
+from ponder.train import distributed
 
 
 @dataclass
@@ -138,22 +149,31 @@ class TrainLoop:
         eval_fn: Callable[[torch.nn.Module], dict] | None = None,
         save_fn: Callable[[torch.nn.Module, Path], None] | None = None,
         progress: bool = True,
+        sharded: bool = False,
     ):
-        from accelerate import Accelerator
+        """`sharded`: `batch_at` returns this process's part of each of the step's
+        micro-batches (the same number of parts in every process), see the module docstring."""
         from accelerate.utils import set_seed
 
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.batch_at, self.loss_fn, self.eval_fn, self.save_fn = batch_at, loss_fn, eval_fn, save_fn
-        self.progress = progress
+        self.sharded = sharded
         set_seed(cfg.seed)
         # Tied embeddings (tiny models) make accelerate warn on every checkpoint that it
         # dropped the duplicate lm_head tensor; reload re-ties it, so the warning is noise.
         logging.getLogger("accelerate.utils.other").setLevel(logging.ERROR)
-        self.accelerator = Accelerator()
+        self.accelerator = distributed.make_accelerator()
+        self.main = self.accelerator.is_main_process
+        self.progress = progress and self.main
         optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, cfg) / cfg.lr)
-        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
+        # evaluation_mode: no DDP wrapper (gradients are summed by distributed.sum_gradients);
+        # the model is still placed on the device and saved in checkpoints
+        model = self.accelerator.prepare_model(model, evaluation_mode=True)
+        self.optimizer, self.scheduler = self.accelerator.prepare(optimizer, scheduler)
+        self.model = model
+        distributed.broadcast_parameters(self.model)
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl")
         self.ckpt_dir = self.run_dir / "checkpoint"
         self.step = 0
@@ -161,15 +181,25 @@ class TrainLoop:
     # ----------------------------------------------------------------- checkpoints
     def save_checkpoint(self) -> None:
         tmp = self.run_dir / "checkpoint.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
+        if self.main:
+            shutil.rmtree(tmp, ignore_errors=True)
+        distributed.barrier()
         try:
-            self.accelerator.save_state(str(tmp))
-            (tmp / "trainer_state.json").write_text(json.dumps({"step": self.step, "config": asdict(self.cfg)}))
+            self.accelerator.save_state(str(tmp))  # rank 0 writes the state, every process its RNG
+            if self.main:
+                (tmp / "trainer_state.json").write_text(json.dumps({"step": self.step, "config": asdict(self.cfg)}))
         except BaseException:
             # A full disk (or a kill) mid-save: the last complete checkpoint stays as it was,
             # and the partial one must not hold on to the space the user needs to free.
-            shutil.rmtree(tmp, ignore_errors=True)
+            if self.main:
+                shutil.rmtree(tmp, ignore_errors=True)
             raise
+        distributed.barrier()
+        if self.main:
+            self._publish_checkpoint(tmp)
+        distributed.barrier()
+
+    def _publish_checkpoint(self, tmp: Path) -> None:
         old = self.run_dir / "checkpoint.old"
         shutil.rmtree(old, ignore_errors=True)
         if self.ckpt_dir.exists():
@@ -180,15 +210,61 @@ class TrainLoop:
     def maybe_resume(self) -> bool:
         # A kill between the two renames above leaves only checkpoint.old: use it.
         old = self.run_dir / "checkpoint.old"
-        if not self.ckpt_dir.exists() and old.exists():
+        if self.main and not self.ckpt_dir.exists() and old.exists():
             os.replace(old, self.ckpt_dir)
+        distributed.barrier()
         state_file = self.ckpt_dir / "trainer_state.json"
         if not state_file.exists():
             return False
         self.accelerator.load_state(str(self.ckpt_dir))
         self.step = json.loads(state_file.read_text())["step"]
-        self.metrics.truncate_after(self.step)
+        if self.main:
+            self.metrics.truncate_after(self.step)
         return True
+
+    # ----------------------------------------------------------------- one step
+    def _accumulate(self, micro_batches: list) -> dict[str, float]:
+        """Backward over this process's micro-batches (or parts of them, when sharded), each
+        loss divided by the step's number of micro-batches; then the gradients and the stats
+        are summed over processes. Returns the summed stats. A non-finite loss in any process
+        stops every process with FloatingPointError before the optimiser steps."""
+        n = len(micro_batches)
+        mine = micro_batches if self.sharded else [micro_batches[i] for i in distributed.share(n)]
+        stats_sum: dict[str, float] = {}
+        bad = None
+        for micro in mine:
+            loss, stats = self.loss_fn(self.model, micro)
+            if not torch.isfinite(loss):
+                bad = loss.item()
+                break
+            self.accelerator.backward(loss / n)
+            for k, v in stats.items():
+                stats_sum[k] = stats_sum.get(k, 0.0) + float(v)
+        if distributed.world_size() > 1:
+            parts = distributed.gather_objects((bad, stats_sum))
+            bad = next((b for b, _ in parts if b is not None), None)
+            stats_sum = {}
+            for _, part in parts:
+                for k, v in part.items():
+                    stats_sum[k] = stats_sum.get(k, 0.0) + v
+            if bad is None:
+                distributed.sum_gradients(self.model.parameters())
+        if bad is not None:
+            raise FloatingPointError(
+                f"non-finite loss ({bad}) at step {self.step}; "
+                f"the last good checkpoint in {self.ckpt_dir} is kept unchanged"
+            )
+        return stats_sum
+
+    def _evaluate(self) -> dict:
+        """Rank 0 evaluates (the others wait for its result), so results equal a one-process
+        run's."""
+        result = None
+        if self.main:
+            self.model.eval()
+            result = self.eval_fn(self.accelerator.unwrap_model(self.model))
+            self.model.train()
+        return distributed.broadcast_object(result)
 
     # ----------------------------------------------------------------- the loop
     def run(self) -> dict:
@@ -200,6 +276,7 @@ class TrainLoop:
             from rich.console import Console
 
             Console(stderr=True).print(f"resuming from {self.ckpt_dir} at step {self.step}/{cfg.max_steps}")
+        self._warned_idle = False
         self.model.train()
         last: dict = {}
         t0, tokens_since = time.time(), 0
@@ -209,17 +286,8 @@ class TrainLoop:
             task = bar.add_task("train", total=cfg.max_steps, completed=self.step, info="resumed" if resumed else "")
             while self.step < cfg.max_steps:
                 micro_batches = self.batch_at(self.step)
-                stats_sum: dict[str, float] = {}
-                for micro in micro_batches:
-                    loss, stats = self.loss_fn(self.model, micro)
-                    if not torch.isfinite(loss):
-                        raise FloatingPointError(
-                            f"non-finite loss ({loss.item()}) at step {self.step}; "
-                            f"the last good checkpoint in {self.ckpt_dir} is kept unchanged"
-                        )
-                    self.accelerator.backward(loss / len(micro_batches))
-                    for k, v in stats.items():
-                        stats_sum[k] = stats_sum.get(k, 0.0) + float(v)
+                self._warn_idle(len(micro_batches))
+                stats_sum = self._accumulate(micro_batches)
                 grad_norm = None
                 if cfg.max_grad_norm > 0:
                     grad_norm = float(self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm))
@@ -230,7 +298,7 @@ class TrainLoop:
                 tokens_since += int(stats_sum.get("tokens", 0))
                 last = {k: v / len(micro_batches) if k != "tokens" else v for k, v in stats_sum.items()}
                 bar.update(task, completed=self.step, info=f"loss {last.get('loss', float('nan')):.4f}")
-                if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                if self.main and (self.step % cfg.log_every == 0 or self.step == cfg.max_steps):
                     dt = time.time() - t0
                     rec = {"step": self.step, "lr": self.scheduler.get_last_lr()[0], **last,
                            "tokens_per_s": tokens_since / max(dt, 1e-9)}
@@ -241,14 +309,24 @@ class TrainLoop:
                 do_eval = self.eval_fn is not None and (
                     (cfg.eval_every and self.step % cfg.eval_every == 0) or self.step == cfg.max_steps)
                 if do_eval:
-                    self.model.eval()
-                    result = self.eval_fn(self.accelerator.unwrap_model(self.model))
-                    self.model.train()
-                    self.metrics.write({"step": self.step, **{f"eval/{k}": v for k, v in result.items()}})
+                    result = self._evaluate()
+                    if self.main:
+                        self.metrics.write({"step": self.step, **{f"eval/{k}": v for k, v in result.items()}})
                     last.update({f"eval/{k}": v for k, v in result.items()})
                 if (cfg.save_every and self.step % cfg.save_every == 0) or self.step == cfg.max_steps:
                     self.save_checkpoint()
         self.model.eval()
-        if self.save_fn is not None:
+        if self.save_fn is not None and self.main:
             self.save_fn(self.accelerator.unwrap_model(self.model), self.run_dir / "model")
+        distributed.barrier()
         return {"step": self.step, **last}
+
+    def _warn_idle(self, n: int) -> None:
+        world = distributed.world_size()
+        if self.sharded or n >= world or self._warned_idle or not self.main:
+            return
+        self._warned_idle = True
+        from rich.console import Console
+
+        Console(stderr=True).print(f"warning: {world} processes share {n} micro-batch(es) per step, so "
+                                   f"{world - n} of them have nothing to do; set grad_accum to a multiple of {world}")
