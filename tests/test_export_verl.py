@@ -97,6 +97,13 @@ def test_gsm8k_file_reward_rebuilds_the_task_from_its_absolute_path(tmp_path, mo
     assert "####" in first["answer"]  # the gold above is the number after GSM8K's '####'
 
 
+def test_a_registered_task_keeps_its_name_beside_a_folder_of_that_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "arith").mkdir()  # get_task("arith") is the registered task, whatever lies in the cwd
+    run(Config(task="arith", out="out", num_train=0, num_test=1))
+    assert _rows(tmp_path / "out" / "test.parquet")[0]["extra_info"]["task"] == "arith"
+
+
 def _constant_prm(path: Path, p_step: float) -> None:
     """A tiny PRM whose every step scores `p_step` (head weight 0, bias logit(p_step))."""
     import torch

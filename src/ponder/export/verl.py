@@ -48,8 +48,10 @@ def schema():
 def task_reference(name: str, args: dict) -> tuple[str, dict]:
     """(task name, knobs) as a reward worker rebuilds the task: a file task's path (the name,
     or a `path` knob) made absolute, since verl's workers do not run in this directory."""
+    from ponder.tasks import TASKS
+
     args = dict(args)
-    if Path(name).exists():
+    if name not in TASKS and not name.startswith("gym:") and Path(name).exists():
         name = str(Path(name).resolve())
     if isinstance(args.get("path"), str) and Path(args["path"]).exists():
         args["path"] = str(Path(args["path"]).resolve())
