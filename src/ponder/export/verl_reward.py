@@ -20,7 +20,7 @@ and the response split on the task's step delimiter.
 A deliberate departure from process-supervised RL (DeepSeekMath, Shao et al. 2024, §4.1.3,
 which gives each step's reward to that step's tokens): verl's custom reward is one number per
 response, put on its last token, so the PRM contributes an outcome-level score here. Use
-`ponder rl --algorithm process_grpo` for per-step advantages.
+`ponder rl --estimator process_grpo` for per-step advantages.
 
 The dict returned has "score", "acc" (the verifier's 0/1, verl's name for it) and, with a PRM,
 "prm" (the aggregated step score), so verl logs each part.
