@@ -43,7 +43,10 @@ class Config:
     steps: int = 100
     """optimiser steps"""
     batch_size: int = 16
-    """pairs per step"""
+    """pairs per micro-batch"""
+    grad_accum: int = 1
+    """micro-batches per optimiser step (under torchrun each process takes whole micro-batches:
+    use a multiple of the number of processes)"""
     lr: float = 1e-4
     """peak learning rate"""
     warmup_steps: int = 10
@@ -70,7 +73,7 @@ def run(cfg: Config, progress: bool = True) -> dict:
     from ponder.train.policy_engine import policy_engine
     from ponder.train.step_dpo import step_dpo_pairs
 
-    require(cfg, positive=("n_problems", "samples", "max_tokens", "steps", "batch_size", "max_len"),
+    require(cfg, positive=("n_problems", "samples", "max_tokens", "steps", "batch_size", "grad_accum", "max_len"),
             non_negative=("temperature", "beta", "lr", "warmup_steps", "n_eval"))
     task = get_task(cfg.task, **cfg.task_args)
     rows = read_preferences(input_file(cfg.data, "--data")) if cfg.data else None
@@ -82,21 +85,29 @@ def run(cfg: Config, progress: bool = True) -> dict:
     step = cfg.step or rows is None
     if rows is None:
         cache = run_dir / "pairs.jsonl"
-        if cache.exists():  # a resumed run trains on the pairs it built the first time
-            rows = read_preferences(cache)
-        else:
+
+        def build_pairs():  # on rank 0 alone under torchrun; the others get its pairs
+            if cache.exists():  # a resumed run trains on the pairs it built the first time
+                return read_preferences(cache)
             problems = task.problems("train", n=cfg.n_problems, seed=cfg.seed)
-            rows = step_dpo_pairs(task, problems, gen, cfg.samples, cfg.temperature, cfg.max_tokens, cfg.seed)
-            if not rows:
+            built = step_dpo_pairs(task, problems, gen, cfg.samples, cfg.temperature, cfg.max_tokens, cfg.seed)
+            if not built:
                 raise ValueError("the model made no step errors on the sampled problems: no Step-DPO pairs to learn from")
-            write_jsonl(cache, rows)
+            write_jsonl(cache, built)
+            return built
+
+        rows = distributed.on_main(build_pairs)
     held_out = task.problems("test", n=cfg.n_eval, seed=cfg.seed) if cfg.n_eval else []
     eval_fn = (lambda m: {"accuracy": greedy_accuracy(gen, task, held_out, cfg.max_tokens, m)}) if held_out else None
     initial_path = run_dir / "initial_eval.json"
-    if eval_fn and not initial_path.exists():  # kept, so a resumed run still reports where it started
-        write_json(initial_path, {"accuracy": eval_fn(model)["accuracy"]})
-    tc = TrainConfig(lr=cfg.lr, max_steps=cfg.steps, warmup_steps=cfg.warmup_steps, seed=cfg.seed,
-                     eval_every=0, save_every=max(cfg.steps // 5, 1), log_every=max(1, cfg.steps // 50))
+
+    def initial_eval():  # on rank 0 alone; kept, so a resumed run still reports where it started
+        if eval_fn and not initial_path.exists():
+            write_json(initial_path, {"accuracy": eval_fn(model)["accuracy"]})
+
+    distributed.on_main(initial_eval)
+    tc = TrainConfig(lr=cfg.lr, max_steps=cfg.steps, warmup_steps=cfg.warmup_steps, grad_accum=cfg.grad_accum,
+                     seed=cfg.seed, eval_every=0, save_every=max(cfg.steps // 5, 1), log_every=max(1, cfg.steps // 50))
     final = train_dpo(model, tokenizer, rows, run_dir, tc, beta=cfg.beta, batch_size=cfg.batch_size,
                       max_len=cfg.max_len, append_eos=not step, eval_fn=eval_fn, progress=progress)
     summary = {"run_dir": str(run_dir), "model_dir": str(run_dir / "model"), "step_dpo": step, "pairs": len(rows),

@@ -30,7 +30,10 @@ class Config:
     steps: int = 400
     """optimiser steps"""
     batch_size: int = 32
-    """examples per step"""
+    """examples per micro-batch"""
+    grad_accum: int = 1
+    """micro-batches per optimiser step (under torchrun each process takes whole micro-batches:
+    use a multiple of the number of processes)"""
     lr: float = 1e-3
     """peak learning rate"""
     warmup_steps: int = 20
@@ -49,7 +52,7 @@ def run(cfg: Config, progress: bool = True) -> dict:
     from ponder.train.loop import TrainConfig
     from ponder.train.rm import read_outcomes, read_stepwise, train_reward_model
 
-    require(cfg, positive=("steps", "batch_size", "max_len"), non_negative=("lr", "warmup_steps"),
+    require(cfg, positive=("steps", "batch_size", "grad_accum", "max_len"), non_negative=("lr", "warmup_steps"),
             choices={"kind": ("prm", "orm"), "aggregation": tuple(AGGREGATIONS)})
     data = input_file(cfg.data, "--data")
     rows = read_stepwise(data) if cfg.kind == "prm" else read_outcomes(data)
@@ -57,8 +60,8 @@ def run(cfg: Config, progress: bool = True) -> dict:
     run_dir = Path(cfg.runs_dir) / cfg.run
     distributed.init()  # under torchrun: rank 0 writes the run directory, the others wait for it
     distributed.on_main(lambda: start_run(run_dir, to_dict(cfg), "train-rm"))
-    tc = TrainConfig(lr=cfg.lr, max_steps=cfg.steps, warmup_steps=cfg.warmup_steps, seed=cfg.seed,
-                     eval_every=0, save_every=max(cfg.steps // 4, 1), log_every=10)
+    tc = TrainConfig(lr=cfg.lr, max_steps=cfg.steps, warmup_steps=cfg.warmup_steps, grad_accum=cfg.grad_accum,
+                     seed=cfg.seed, eval_every=0, save_every=max(cfg.steps // 4, 1), log_every=10)
     final = train_reward_model(rm, rows, run_dir, tc, cfg.kind, batch_size=cfg.batch_size, hard=cfg.hard,
                                max_len=cfg.max_len, progress=progress)
     summary = {"run_dir": str(run_dir), "model_dir": str(run_dir / "model"), "examples": len(rows), **final}

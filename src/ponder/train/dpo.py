@@ -9,7 +9,9 @@ steps do not. The loss is eq. 7 of the DPO paper:
     -log sigmoid(beta * ((log pi(y_w|x) - log ref(y_w|x)) - (log pi(y_l|x) - log ref(y_l|x))))
 
 The reference is the initial model; its log-probabilities are computed once before training
-(a pure function of the data), so no second model is kept in memory.
+(a pure function of the data), so no second model is kept in memory. Each optimiser step takes
+`cfg.grad_accum` micro-batches of `batch_size` pairs; under torchrun each process takes its share
+of them (see loop.py) and computes its share of the reference log-probabilities.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ponder.models.load import encode_prompts
+from ponder.train import distributed
 from ponder.train.loop import EpochOrder, TrainConfig, TrainLoop
 
 
@@ -146,19 +149,28 @@ def train_dpo(model, tokenizer, rows: list[dict], run_dir: str | Path, cfg: Trai
     ref = torch.zeros(len(pairs), 2)
     was_training = model.training
     model.eval()
+    starts = range(0, len(pairs), batch_size)
+    mine = {}  # this process's share of the batches, the same batches in any number of processes
     with torch.no_grad():
-        for s in range(0, len(pairs), batch_size):
+        for s in [starts[i] for i in distributed.share(len(starts))]:
             lp = sequence_logps(model, collate_pairs(pairs[s:s + batch_size], pad))
             n = len(pairs[s:s + batch_size])
-            ref[s:s + n, 0], ref[s:s + n, 1] = lp[:n], lp[n:]
+            mine[s] = torch.stack([lp[:n], lp[n:]], dim=1)
+    for part in distributed.gather_objects(mine):
+        for s, lp in part.items():
+            ref[s:s + len(lp)] = lp
     model.train(was_training)
     order = EpochOrder(len(pairs), cfg.seed)
+    per_step = batch_size * cfg.grad_accum
 
     def batch_at(step: int):
-        picks = order.take(step * batch_size, batch_size)
-        batch = collate_pairs([pairs[i] for i in picks], pad)
-        batch["ref"] = ref[picks]
-        return [batch]
+        picks = order.take(step * per_step, per_step)
+        out = []
+        for k in range(0, per_step, batch_size):
+            batch = collate_pairs([pairs[i] for i in picks[k:k + batch_size]], pad)
+            batch["ref"] = ref[picks[k:k + batch_size]]
+            out.append(batch)
+        return out
 
     def loss_fn(m, batch):
         lp = sequence_logps(m, batch)

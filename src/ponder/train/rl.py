@@ -32,8 +32,22 @@ weights are always current. Any other engine (`vllm`, a server URL) holds its ow
 trainer pushes its weights into it (`update_weights`) after optimiser steps, before the next
 rollout or evaluation - TRL's, verl's and OpenRLHF's weight sync, on one machine.
 
+Data parallel (`torchrun --nproc_per_node N`, see distributed.py): each process samples and
+scores its own share of a rollout's prompts (whole groups), then the groups are gathered, so
+every process holds the whole rollout and computes from it what is computed over the batch -
+dynamic sampling's kept groups, advantages (a group's rewards are normalised whole; REINFORCE++
+whitens over the whole batch), the logged reward means. The forwards for sampling-time, reference
+and value estimates are split by rows and gathered. Each mini-batch is cut between processes;
+each computes the loss of its rows with the whole mini-batch's denominators (token and sequence
+counts), so the losses add up to the one-process loss and the loop sums the gradients. Logged
+loss-time diagnostics (entropy, KL, clip fraction) are token-weighted means over the processes.
+The held-out evaluation runs on rank 0 (see TrainLoop), so its results are a one-process run's.
+Prompts are then sampled with a seed each (`prompt_seeds`), so a rollout does not depend on how
+its prompts are split between processes; a plain run keeps one seed per generate call, as it
+always did, so its samples differ from a torchrun run's (resume a run the way it was started).
+
 Deliberate simplifications: the whole rollout batch is one forward per mini-batch (no
-micro-batching) and rewards are computed in this process.
+micro-batching) and rewards are computed in the process that sampled them.
 """
 from __future__ import annotations
 
@@ -52,6 +66,7 @@ from ponder.generation.prefill import left_pad
 from ponder.models import encode_prompts
 from ponder.rewards.functions import RewardError, RewardFunction, combine
 from ponder.runs import write_json
+from ponder.train import distributed
 from ponder.train.advantages import ESTIMATORS, AdvantageInputs, compute_advantages
 from ponder.train.loop import EpochOrder, MetricsLog, TrainConfig, TrainLoop
 from ponder.train.policy_engine import policy_engine
@@ -170,10 +185,13 @@ class RLTrainer:
 
     def __init__(self, model, tokenizer, task, train_problems, eval_problems, rewards: list[RewardFunction],
                  cfg: RLConfig, run_dir: str | Path, process_scorer=None, progress: bool = True,
-                 batch_size: int = 64, lora: dict | None = None, engine: str = "torch"):
+                 batch_size: int = 64, lora: dict | None = None, engine: str = "torch",
+                 prompt_seeds: bool | None = None):
         """`engine`: torch (in this process, sharing the policy's weights), vllm, or a server
         URL (see policy_engine.py); weights are pushed to it before the first rollout too, so
-        a resumed run is in sync."""
+        a resumed run is in sync. `prompt_seeds`: sample each prompt of a rollout with its own
+        seed, so the rollout is the same however its prompts are split between processes
+        (default: when the run has several processes)."""
         cfg.check()
         if lora and engine != "torch":
             raise ValueError(f"LoRA training samples with the in-process engine only (engine torch), got {engine!r}")
@@ -204,6 +222,7 @@ class RLTrainer:
         self._cache: tuple[int, list[dict]] | None = None
         self._order = EpochOrder(len(self.train_problems), _seed(cfg.seed, 7))
         self.timing = {"generate_s": 0.0, "score_s": 0.0, "completions": 0}
+        self.prompt_seeds = distributed.launched() if prompt_seeds is None else prompt_seeds
 
     # ------------------------------------------------------------- prompts and samples
     def _prompts(self, r: int, attempt: int) -> list:
@@ -225,16 +244,25 @@ class RLTrainer:
             self._stale = False
 
     def _sample_groups(self, r: int, attempt: int) -> list[dict]:
+        """The groups of rollout r's prompts (refill round `attempt`), sampled and scored: this
+        process's share of the prompts, then gathered, so every process returns all groups in
+        the order of the prompts."""
         cfg = self.cfg
         problems = self._prompts(r, attempt)
+        mine = distributed.share(len(problems))
+        problems = [problems[i] for i in mine]
+        if not problems:  # more processes than prompts: this one only gathers
+            return [g for part in distributed.gather_objects([]) for g in part]
         prompts = [self.task.prompt(p) for p in problems]
         prompt_ids = encode_prompts(self.tokenizer, prompts)
         params = SamplingParams(n=cfg.group_size, temperature=cfg.temperature, top_p=cfg.top_p,
                                 max_tokens=cfg.max_tokens, seed=_seed(cfg.seed, r, attempt),
                                 logprobs=False)  # recomputed by the trainer where the loss needs them
+        seeds = [_seed(cfg.seed, r, attempt, i) for i in mine] if self.prompt_seeds else None
         self._sync_weights()
         t0 = time.perf_counter()
-        samples = self.generator.generate(prompt_ids, params)
+        samples = self.generator.generate(prompt_ids, params, seeds=seeds) if seeds else \
+            self.generator.generate(prompt_ids, params)
         self.timing["generate_s"] += time.perf_counter() - t0
         t0 = time.perf_counter()
         rows = [{"problem": p, "prompt": q, "prompt_ids": ids, "sample": s}
@@ -243,7 +271,8 @@ class RLTrainer:
         self._score(rows)
         self.timing["score_s"] += time.perf_counter() - t0
         G = cfg.group_size
-        return [rows[i:i + G] for i in range(0, len(rows), G)]
+        groups = [rows[i:i + G] for i in range(0, len(rows), G)]
+        return [g for part in distributed.gather_objects(groups) for g in part]
 
     def _score(self, rows: list[dict]) -> None:
         prompts = [x["prompt"] for x in rows]
@@ -307,17 +336,20 @@ class RLTrainer:
         module = self.trainable
         needs_old = cfg.updates_per_step > 1 or cfg.estimator == "gae"
         if needs_old:
-            old_logp, _, values = response_logprobs(module, batch, cfg.temperature, with_values=cfg.estimator == "gae")
+            gae = cfg.estimator == "gae"
+            old_logp, values = self._by_rows(
+                lambda b: response_logprobs(module, b, cfg.temperature, with_values=gae)[::2], batch)
             batch["old_logp"] = old_logp
             if values is not None:
                 batch["old_values"] = values * mask
         if cfg.beta > 0:
-            batch["ref_logp"] = self._ref_logprobs(batch)
+            batch["ref_logp"] = self._by_rows(lambda b: (self._ref_logprobs(b),), batch)[0]
         token_rewards = torch.zeros(B, T)
         last = (mask.sum(-1).long() - 1).clamp(min=0)
         token_rewards[torch.arange(B), last] = rewards
         if cfg.beta > 0 and cfg.kl_in_reward:
-            logp = batch["old_logp"] if needs_old else response_logprobs(module, batch, cfg.temperature)[0]
+            logp = batch["old_logp"] if needs_old else \
+                self._by_rows(lambda b: response_logprobs(module, b, cfg.temperature)[:1], batch)[0]
             kl = kl_penalty(logp, batch["ref_logp"], cfg.kl_estimator) * mask
             token_rewards = token_rewards - cfg.beta * kl
             rewards = rewards - cfg.beta * kl.sum(-1)
@@ -361,6 +393,18 @@ class RLTrainer:
         return {"input_ids": torch.cat([ids, response], dim=1), "attention_mask": attention, "position_ids": positions,
                 "response": response, "mask": mask, "prompt_len": P}
 
+    @staticmethod
+    def _by_rows(fn, batch: dict) -> tuple:
+        """fn(batch) -> a tuple of (B, T) tensors (or None), each process computing it on its
+        share of the rows, then gathered: the same tensors as fn over the whole batch in one
+        process (up to float rounding: other rows share the forward)."""
+        if distributed.world_size() == 1:
+            return tuple(fn(batch))
+        rows = distributed.share(batch["mask"].shape[0])
+        part = fn({k: (v[rows.start:rows.stop] if torch.is_tensor(v) else v) for k, v in batch.items()})
+        parts = distributed.gather_objects(tuple(t.cpu() if t is not None else None for t in part))
+        return tuple(None if column[0] is None else torch.cat(column) for column in zip(*parts))
+
     def _ref_logprobs(self, batch: dict) -> torch.Tensor:
         if self.peft is not None:
             with self.peft.disable_adapter():
@@ -378,14 +422,39 @@ class RLTrainer:
             # empty: their optimiser steps have no gradient and change nothing (see loss_fn), so
             # every rollout still takes updates_per_step loop steps and resume stays exact
             for chunk in torch.tensor_split(perm, cfg.num_minibatches):
-                mb = {k: (v[chunk] if torch.is_tensor(v) else v) for k, v in batch.items()}
-                seqs = (mb["mask"].sum(-1) > 0).sum() if cfg.loss_agg == "seq-mean-token-mean" else len(chunk)
-                mb["num_tokens"], mb["num_seqs"] = float(mb["mask"].sum()), int(seqs)
-                if self._can_skip_zero_rows() and len(chunk):
+                whole = batch["mask"][chunk]  # the denominators are the whole mini-batch's
+                seqs = (whole.sum(-1) > 0).sum() if cfg.loss_agg == "seq-mean-token-mean" else len(chunk)
+                rows = distributed.share(len(chunk))
+                mine = chunk[rows.start:rows.stop]  # this process's rows (all of them in one process)
+                mb = {k: (v[mine] if torch.is_tensor(v) else v) for k, v in batch.items()}
+                mb["num_tokens"], mb["num_seqs"] = float(whole.sum()), int(seqs)
+                mb["share"] = self._share(batch, chunk, rows)
+                if self._can_skip_zero_rows() and len(mine):
                     mb = drop_zero_rows(mb)
-                mb["stats"] = dict(stats, tokens=generated if not out else 0)
+                mb["stats"] = dict(stats, tokens=generated if not out and distributed.is_main() else 0)
                 out.append(mb)
         return out
+
+    def _share(self, batch: dict, chunk: torch.Tensor, rows: range) -> float:
+        """This process's share (its `rows` of the mini-batch `chunk`) of the tokens that one
+        process would compute the loss's means over: the rows `drop_zero_rows` keeps, when rows
+        are dropped. Token-mean terms and logged means are weighted by it, so that their sum over
+        processes is the one-process value; by rows when no token counts; 1 in one process."""
+        if distributed.world_size() == 1:
+            return 1.0
+        if not len(chunk):
+            return 1.0 / distributed.world_size()
+        mask = batch["mask"][chunk]
+        kept = torch.ones(len(chunk), dtype=torch.bool)
+        if self._can_skip_zero_rows():
+            kept = ((batch["advantages"][chunk] != 0) & (mask > 0)).any(-1)
+            if not kept.any():
+                kept[0] = True  # drop_zero_rows keeps one row, the first
+        tokens = mask.sum(-1) * kept
+        whole, mine = float(tokens.sum()), float(tokens[rows.start:rows.stop].sum())
+        if whole > 0:
+            return mine / whole
+        return float(kept[rows.start:rows.stop].sum()) / float(kept.sum())
 
     def _can_skip_zero_rows(self) -> bool:
         """Whether a row with all-zero advantages contributes exactly nothing to the loss:
@@ -401,32 +470,40 @@ class RLTrainer:
         return [self._cache[1][i]]
 
     def loss_fn(self, model, mb: dict) -> tuple[torch.Tensor, dict]:
+        """The policy loss of this process's rows of a mini-batch, over the whole mini-batch's
+        denominators (so the processes' losses add up to the mini-batch's loss), and its stats
+        weighted by this process's share (`_share`; the loop sums both over processes)."""
         cfg = self.cfg
+        share = mb["share"]
+        weighted = {k: (v * share if k != "tokens" else v) for k, v in mb["stats"].items()}
         if mb["mask"].shape[0] == 0:
             # an empty mini-batch: a loss without any parameter in its graph leaves every
             # gradient None, and AdamW skips such parameters (no momentum, no weight decay)
-            return torch.zeros((), requires_grad=True), dict(mb["stats"], loss=0.0)
+            return torch.zeros((), requires_grad=True), dict(weighted, loss=0.0)
         self._stale = True  # an optimiser step follows this loss
         gae = cfg.estimator == "gae"
         logp, entropy, values = response_logprobs(model, mb, cfg.temperature, with_values=gae)
         mask = mb["mask"]
         old = mb["old_logp"] if "old_logp" in mb else logp.detach()
         loss_mat, st = policy_loss(cfg.loss, logp, old, mb["advantages"], mask, cfg.epsilon_low, cfg.epsilon_high)
-        stats = dict(mb["stats"])
+        stats = dict(weighted)
         if "ref_logp" in mb:
             kl = kl_penalty(logp, mb["ref_logp"], cfg.kl_estimator)
-            stats["kl"] = masked_mean(kl.detach(), mask)
+            stats["kl"] = masked_mean(kl.detach(), mask) * share
             if not cfg.kl_in_reward:
                 loss_mat = loss_mat + cfg.beta * kl
         loss = aggregate(loss_mat, mask, cfg.loss_agg, norm=cfg.max_tokens, num_tokens=mb.get("num_tokens"),
                          num_seqs=mb.get("num_seqs"))
-        if cfg.entropy_coef:
-            loss = loss - cfg.entropy_coef * aggregate(entropy, mask, "token-mean")
+        if cfg.entropy_coef:  # no rows are dropped here, so num_tokens is this mask's count in one process
+            loss = loss - cfg.entropy_coef * aggregate(entropy, mask, "token-mean", num_tokens=mb["num_tokens"])
         if gae:
-            vl = value_loss(values, mb["old_values"], mb["returns"], mask, cfg.value_clip)
+            # the token-mean over this process's rows, times its share of the tokens: its part
+            # of the token-mean over the whole mini-batch
+            vl = value_loss(values, mb["old_values"], mb["returns"], mask, cfg.value_clip) * share
             loss = loss + cfg.vf_coef * vl
             stats["value_loss"] = vl.item()
-        stats.update(st, loss=loss.item(), entropy=masked_mean(entropy.detach(), mask))
+        stats.update({k: v * share for k, v in st.items()}, loss=loss.item(),
+                     entropy=masked_mean(entropy.detach(), mask) * share)
         return loss, stats
 
     def evaluate(self, model=None, n_tokens: int | None = None) -> dict:
@@ -450,17 +527,22 @@ class RLTrainer:
                            save_every=cfg.save_every * U, log_every=1, seed=cfg.seed)
         loop = TrainLoop(self.trainable, tcfg, self.run_dir, self.batch_at, self.loss_fn,
                          eval_fn=self.evaluate if self.eval_problems else None, save_fn=self.save,
-                         progress=self.progress)
+                         progress=self.progress, sharded=True)
         fresh = not (self.run_dir / "checkpoint" / "trainer_state.json").exists() and \
             not (self.run_dir / "checkpoint.old").exists()
         initial_path = self.run_dir / "initial_eval.json"
-        initial = None
-        if fresh and self.eval_problems:
-            initial = self.evaluate()
-            MetricsLog(self.run_dir / "metrics.jsonl").write({"step": 0, **{f"eval/{k}": v for k, v in initial.items()}})
-            write_json(initial_path, initial)
-        elif initial_path.exists():  # a resumed run still reports where it started
-            initial = json.loads(initial_path.read_text())
+
+        def initial_eval():  # on rank 0 alone (distributed.on_main), like the loop's evaluations
+            if fresh and self.eval_problems:
+                result = self.evaluate()
+                MetricsLog(self.run_dir / "metrics.jsonl").write({"step": 0, **{f"eval/{k}": v for k, v in result.items()}})
+                write_json(initial_path, result)
+                return result
+            if initial_path.exists():  # a resumed run still reports where it started
+                return json.loads(initial_path.read_text())
+            return None
+
+        initial = distributed.on_main(initial_eval)
         final = loop.run()
         final["rl_steps"] = loop.step // U
         if initial is not None:
