@@ -170,10 +170,10 @@ class TrainLoop:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, cfg) / cfg.lr)
         # evaluation_mode: no DDP wrapper (gradients are summed by distributed.sum_gradients);
         # the model is still placed on the device and saved in checkpoints
-        model = self.accelerator.prepare_model(model, evaluation_mode=True)
+        self.model = self.accelerator.prepare_model(model, evaluation_mode=True)
         self.optimizer, self.scheduler = self.accelerator.prepare(optimizer, scheduler)
-        self.model = model
         distributed.broadcast_parameters(self.model)
+        self._warned_idle = False
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl")
         self.ckpt_dir = self.run_dir / "checkpoint"
         self.step = 0
@@ -276,7 +276,6 @@ class TrainLoop:
             from rich.console import Console
 
             Console(stderr=True).print(f"resuming from {self.ckpt_dir} at step {self.step}/{cfg.max_steps}")
-        self._warned_idle = False
         self.model.train()
         last: dict = {}
         t0, tokens_since = time.time(), 0
