@@ -17,7 +17,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test bench clean chromium setup-engines test-engines
+.PHONY: setup demo test bench clean chromium setup-engines test-engines setup-verl test-verl
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -77,8 +77,28 @@ VLLM_ENV := VLLM_CPU_OMP_THREADS_BIND=$(VLLM_CPUS) GOMP_CPU_AFFINITY=$(VLLM_CPUS
 test-engines: setup-engines
 	$(VLLM_ENV) $(VLLM_VENV)/bin/pytest tests/engines
 
+# verl's own venv (verl pins transformers below what .venv has): the export is checked with
+# verl's own dataset reader and reward loader.
+VERL_VENV ?= .venv-verl
+VERL_VERSION ?= 0.9.1
+VERL_PY := $(VERL_VENV)/bin/python
+VERL_STAMP := $(VERL_VENV)/.ponder-installed
+
+$(VERL_PY):
+	$(PYTHON) -m venv $(VERL_VENV)
+
+$(VERL_STAMP): $(VERL_PY) pyproject.toml
+	$(VERL_PY) -m pip install -q "torch==$(TORCH_VERSION)"
+	$(VERL_PY) -m pip install -q "verl==$(VERL_VERSION)" "torch==$(TORCH_VERSION)" -e ".[parquet]" pytest
+	touch $(VERL_STAMP)
+
+setup-verl: $(VERL_STAMP)
+
+test-verl: setup-verl
+	$(VERL_VENV)/bin/pytest tests/test_export_verl.py
+
 bench: setup
 	$(PY) benchmarks/generation.py
 
 clean:
-	rm -rf $(VENV) $(VLLM_VENV) runs
+	rm -rf $(VENV) $(VLLM_VENV) $(VERL_VENV) runs

@@ -88,7 +88,7 @@ def test_prompt_completion_file_errors_name_file_line_and_field(tmp_path):
 
     p = tmp_path / "pairs.jsonl"
     p.write_text('{"prompt": "a", "completion": "b"}\n\n{"prompt": "c", "completion": 3}\n')
-    with pytest.raises(ValueError, match=r"pairs.jsonl:3: field 'completion': expected a string, got 3"):
+    with pytest.raises(ValueError, match=r"pairs.jsonl:3: field 'completion': expected a string \(rows of prompt and completion\), got 3"):
         read_prompt_completion(p)
     p.write_text('{"prompt": "a", "completion": "b"}\n')
     assert read_prompt_completion(p) == [{"prompt": "a", "completion": "b"}]

@@ -77,6 +77,10 @@ class AnnotateConfig:
     """seed for problem choice and sampling"""
     runs_dir: str = "runs"
     """parent folder of run directories"""
+    workers: int = 1
+    """Ray workers sharing the chunks, each with its own engine (1: this process; see ponder.scaleout)"""
+    ray_address: str | None = None
+    """Ray cluster to join (default: $RAY_ADDRESS, else a local Ray started here)"""
 
 
 def _seed(base: int, chunk: int, stage: int) -> int:

@@ -137,7 +137,10 @@ def _options(cfg_cls) -> tuple[list[inspect.Parameter], dict[str, tuple[str, str
         else:
             flag = _flag(f.name)
             annotation = Optional[_base_type(typ)[0]]
-            opt = typer.Option(None, flag, help=f"{help_text} [default: {shown}]")
+            # `--run-name` too: under `torchrun -m ponder`, torchrun's own parser takes `--run`
+            # for an abbreviation of its `--run-path`.
+            names = [flag, "--run-name"] if f.name == "run" else [flag]
+            opt = typer.Option(None, *names, help=f"{help_text} [default: {shown}]")
         kinds[f.name] = (kind, flag)
         params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=annotation))
     return params, kinds
@@ -226,6 +229,8 @@ def register(module, name: str | None = None, to: typer.Typer | None = None) -> 
             if msg is None or os.environ.get("PONDER_DEBUG"):
                 raise
             fail(msg)
+        if os.environ.get("RANK", "0") != "0":
+            return  # one of several torchrun processes: rank 0 reports
         show = getattr(module, "show", None)
         if show is not None:
             show(result, console)

@@ -12,7 +12,10 @@ import time
 from pathlib import Path
 
 from ponder.annotate.run import METHODS, AnnotateConfig as Config  # noqa: F401  the command's options
+from functools import partial
+
 from ponder.config import require, to_dict
+from ponder.scaleout import NOT_CONFIG, check_workers, in_order, map_shards
 
 
 def run(cfg: Config, progress: bool = True, generator=None, judge_generator=None) -> dict:
@@ -24,24 +27,32 @@ def run(cfg: Config, progress: bool = True, generator=None, judge_generator=None
     from ponder.annotate.judge import LLMJudge
     from ponder.annotate.records import append_chunk, read_complete_chunks
     from ponder.annotate.run import Annotator, derived_files, label_quality
-    from ponder.commands.common import open_engine
+    from ponder.commands.common import check_model, open_engine
     from ponder.runs import start_run, write_json, write_jsonl
     from ponder.tasks import get_task
 
     require(cfg, positive=("n_problems", "samples", "max_tokens", "k", "chunk", "batch_size"),
             non_negative=("temperature", "max_pairs"))
+    check_workers(cfg.workers, cfg.ray_address)
     task = get_task(cfg.task, **cfg.task_args)
     problems = task.problems(cfg.split, n=cfg.n_problems, seed=cfg.seed)
-    if generator is None:
-        generator = open_engine(cfg.engine, cfg.policy, batch_size=cfg.batch_size)
-    judge = None
-    if "judge" in cfg.methods:
-        if judge_generator is None:
-            judge_generator = open_engine(cfg.judge_engine, cfg.judge_model, batch_size=cfg.batch_size)
-        judge = LLMJudge(judge_generator)
-    annotator = Annotator(cfg, generator, task, judge)  # checks the methods against the task
+    if cfg.workers > 1:
+        annotator = None  # each worker builds its own; models and methods are checked here
+        check_model(cfg.policy, cfg.engine)
+        if "judge" in cfg.methods:
+            check_model(cfg.judge_model, cfg.judge_engine)
+        Annotator(cfg, None, task, LLMJudge(None) if "judge" in cfg.methods else None)
+    else:
+        if generator is None:
+            generator = open_engine(cfg.engine, cfg.policy, batch_size=cfg.batch_size)
+        judge = None
+        if "judge" in cfg.methods:
+            if judge_generator is None:
+                judge_generator = open_engine(cfg.judge_engine, cfg.judge_model, batch_size=cfg.batch_size)
+            judge = LLMJudge(judge_generator)
+        annotator = Annotator(cfg, generator, task, judge)  # checks the methods against the task
     run_dir = Path(cfg.runs_dir) / cfg.run
-    start_run(run_dir, to_dict(cfg), "annotate")
+    start_run(run_dir, to_dict(cfg), "annotate", ignore=("run", "runs_dir", *NOT_CONFIG))
     path = run_dir / "records.jsonl"
     records, start = read_complete_chunks(path)
     chunks = [problems[i:i + cfg.chunk] for i in range(0, len(problems), cfg.chunk)]
@@ -50,18 +61,20 @@ def run(cfg: Config, progress: bool = True, generator=None, judge_generator=None
         Console(stderr=True).print(f"resuming {run_dir}: {done} of {len(problems)} problems already annotated")
     columns = [TextColumn("[bold]annotate"), BarColumn(), TextColumn("{task.completed}/{task.total} problems"),
                TimeElapsedColumn()]
+    todo = [(c, chunks[c]) for c in range(start, len(chunks))]
     with Progress(*columns, disable=not progress) as bar:
         job = bar.add_task("annotate", total=len(problems), completed=sum(len(c) for c in chunks[:start]))
-        for c in range(start, len(chunks)):
-            t0 = time.time()
-            new = annotator.chunk(chunks[c], c)
-            wall = round(time.time() - t0, 3)
-            append_chunk(path, c, new)
+        results = map_shards(_annotate_chunk, todo, setup=partial(_annotator, cfg), workers=cfg.workers,
+                             ray_address=cfg.ray_address, state=annotator)
+        # Chunks are appended in order (what resume reads); one that finishes early waits.
+        for done in in_order(results, start):
+            new, wall = done.value
+            append_chunk(path, done.index, new)
             # Timings live beside the records, which stay byte-identical across reruns.
             with open(run_dir / "chunk_times.jsonl", "a") as f:
-                f.write(json.dumps({"chunk": c, "wall_s": wall}) + "\n")
-            records += [{"chunk": c, **r} for r in new]
-            bar.update(job, advance=len(chunks[c]))
+                f.write(json.dumps({"chunk": done.index, "wall_s": wall}) + "\n")
+            records += [{"chunk": done.index, **r} for r in (new or [{"marker": True}])]
+            bar.update(job, advance=len(chunks[done.index]))
     # The run's wall time is the sum over its chunks, whichever invocation computed them.
     wall_s = sum(_chunk_times(run_dir / "chunk_times.jsonl", len(chunks)).values())
     records = [r for r in records if not r.get("marker")]
@@ -82,6 +95,26 @@ def run(cfg: Config, progress: bool = True, generator=None, judge_generator=None
     }
     write_json(run_dir / "summary.json", summary)
     return summary
+
+
+def _annotator(cfg: Config):
+    """A worker's annotator: its own engines, task and judge (runs in each Ray worker)."""
+    from ponder.annotate.judge import LLMJudge
+    from ponder.annotate.run import Annotator
+    from ponder.commands.common import open_engine
+    from ponder.tasks import get_task
+
+    generator = open_engine(cfg.engine, cfg.policy, batch_size=cfg.batch_size)
+    judge = None
+    if "judge" in cfg.methods:
+        judge = LLMJudge(open_engine(cfg.judge_engine, cfg.judge_model, batch_size=cfg.batch_size))
+    return Annotator(cfg, generator, get_task(cfg.task, **cfg.task_args), judge)
+
+
+def _annotate_chunk(annotator, c: int, problems) -> tuple[list[dict], float]:
+    t0 = time.time()
+    records = annotator.chunk(problems, c)
+    return records, round(time.time() - t0, 3)
 
 
 def _chunk_times(path: Path, n_chunks: int) -> dict[int, float]:

@@ -28,6 +28,15 @@ def open_engine(engine: str, model: str, **kw):
     return make_engine(engine or "torch", resolve_model(model, engine), **kw)
 
 
+def check_model(model: str, engine: str = "torch") -> None:
+    """Fail now, in one line, on a model that does not exist (before workers load it)."""
+    from ponder.generation import is_url
+    from ponder.models import resolve_model_path
+
+    if not is_url(engine or ""):
+        resolve_model_path(resolve_model(model, engine))
+
+
 def input_file(path: str | None, option: str) -> Path:
     """An input file named by `option`, checked before any work starts."""
     if not path:
@@ -68,8 +77,10 @@ def print_summary(console, title: str, summary: dict, output: str | None = None,
 
 
 def search_context(model: str, engine: str, task_name: str, task_args: dict, scorer: str, n_problems: int,
-                   split: str, seed: int):
-    """The search context (policy engine, task, scorer) and the problems of a search command."""
+                   split: str, seed: int, open_policy: bool = True):
+    """The search context (policy engine, task, scorer) and the problems of a search command.
+    With `open_policy=False` the context has no engine yet (the model is only checked): Ray
+    workers open their own (`search_worker`)."""
     from ponder.search.base import SearchContext
     from ponder.search.scorers import load_scorer
     from ponder.tasks import get_task
@@ -77,5 +88,15 @@ def search_context(model: str, engine: str, task_name: str, task_args: dict, sco
     task = get_task(task_name, **task_args)
     problems = task.problems(split, n=n_problems, seed=seed)
     sc = load_scorer(scorer, task, problems)
+    if not open_policy:
+        check_model(model, engine)
+        return SearchContext(None, task, sc), problems
     generator = open_engine(engine, model, seed=seed)
     return SearchContext(generator, task, sc), problems
+
+
+def search_worker(cfg):
+    """A Ray worker's search context, built from a search or scale command's config."""
+    ctx, _ = search_context(cfg.model, cfg.engine, cfg.task, cfg.task_args, cfg.scorer, cfg.n_problems,
+                            cfg.split, cfg.seed)
+    return ctx

@@ -42,6 +42,7 @@ def run(cfg: Config) -> dict:
     from ponder.pipeline.report import write_report
     from ponder.pipeline.stages import Stage, run_stages
     from ponder.runs import start_run, write_json
+    from ponder.scaleout import NOT_CONFIG, check_workers
 
     if is_url(cfg.engine):
         raise ConfigError(f"--engine {cfg.engine}: the demo trains its own models and samples from each in turn, "
@@ -64,7 +65,8 @@ def run(cfg: Config) -> dict:
         for sub in ("stages", "init", "sft", "annotate", "prm", "rl", "config.yaml"):
             target = run_dir / sub
             shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
-    start_run(run_dir, to_dict(dc), "demo", start_over="add --force")
+    check_workers(dc.workers, dc.ray_address)
+    start_run(run_dir, to_dict(dc), "demo", start_over="add --force", ignore=("run", "runs_dir", *NOT_CONFIG))
     t_start = time.time()
     split = stages.make_split(dc)
     pipeline = [

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 from ponder.config import ConfigError, require
 from ponder.eval.evaluate import EvalConfig
@@ -19,23 +20,42 @@ class Config(EvalConfig):
     """task knobs, e.g. num_ops=3"""
     output: str | None = None
     """write the JSON result (summary and per-problem records) here"""
+    workers: int = 1
+    """Ray workers sharing the problems, each with its own engine (1: this process; see ponder.scaleout)"""
+    ray_address: str | None = None
+    """Ray cluster to join (default: $RAY_ADDRESS, else a local Ray started here)"""
 
 
 def run(cfg: Config, progress: bool = True) -> dict:
-    from ponder.commands.common import open_engine
-    from ponder.eval import evaluate
+    from ponder.commands.common import check_model, open_engine
+    from ponder.eval.evaluate import evaluate
+    from ponder.scaleout import check_workers
     from ponder.tasks import get_task
 
     if not cfg.model:
         raise ConfigError("--model is required: a model dir, .gguf, smollm2, or a run name")
-    require(cfg, positive=("n", "max_tokens"), non_negative=("k", "temperature"), probability=("top_p",))
+    require(cfg, positive=("n", "max_tokens", "chunk"), non_negative=("k", "temperature"), probability=("top_p",))
+    check_workers(cfg.workers, cfg.ray_address)
+    check_model(cfg.model, cfg.engine)
     task = get_task(cfg.task, **cfg.task_args)
     problems = task.problems(cfg.split, n=cfg.n, seed=cfg.seed)
-    with open_engine(cfg.engine, cfg.model, progress=progress) as gen:
-        out = evaluate(gen, task, problems, cfg)
+    setup = partial(_evaluator, cfg)
+    if cfg.workers > 1:
+        out = evaluate(None, task, problems, cfg, workers=cfg.workers, ray_address=cfg.ray_address, setup=setup)
+    else:
+        with open_engine(cfg.engine, cfg.model, progress=progress) as gen:
+            out = evaluate(gen, task, problems, cfg)
     out["title"] = f"eval: {cfg.task} ({len(problems)} problems)"
     out["output"] = cfg.output
     return out
+
+
+def _evaluator(cfg: Config):
+    """A Ray worker's state: its own engine, and the task."""
+    from ponder.commands.common import open_engine
+    from ponder.tasks import get_task
+
+    return open_engine(cfg.engine, cfg.model), get_task(cfg.task, **cfg.task_args)
 
 
 def show(out: dict, console) -> None:

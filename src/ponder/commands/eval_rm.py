@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 from ponder.config import ConfigError, require
 
@@ -36,12 +37,20 @@ class Config:
     """seed for problem choice and sampling"""
     output: str | None = None
     """write the JSON result here"""
+    chunk: int = 32
+    """problems per sampling call, and per shard with --workers"""
+    workers: int = 1
+    """Ray workers sampling the solutions, each with its own engine (1: this process; see ponder.scaleout)"""
+    ray_address: str | None = None
+    """Ray cluster to join (default: $RAY_ADDRESS, else a local Ray started here)"""
 
 
 def run(cfg: Config, progress: bool = True) -> dict:
     """Evaluate each reward model on one shared sample set."""
-    from ponder.commands.common import open_engine
-    from ponder.eval.rm import evaluate_reward_model, sample_solutions, vote_and_oracle
+    from ponder.commands.common import check_model, open_engine
+    from ponder.eval.evaluate import chunks_of
+    from ponder.eval.rm import evaluate_reward_model, merge_samples, vote_and_oracle
+    from ponder.scaleout import check_workers, map_shards
     from ponder.rewards.base import AGGREGATIONS, VerifierScorer
     from ponder.rewards.model import load_reward_model
     from ponder.runs import write_json
@@ -49,13 +58,21 @@ def run(cfg: Config, progress: bool = True) -> dict:
 
     if not cfg.rm:
         raise ConfigError("--rm is required: a PRM or ORM directory, or 'verifier' (repeatable)")
-    require(cfg, positive=("n", "samples", "max_tokens"), non_negative=("temperature",), probability=("threshold",),
-            choices={"aggregation": (None, *AGGREGATIONS)})
+    require(cfg, positive=("n", "samples", "max_tokens", "chunk"), non_negative=("temperature",),
+            probability=("threshold",), choices={"aggregation": (None, *AGGREGATIONS)})
+    check_workers(cfg.workers, cfg.ray_address)
+    check_model(cfg.policy, cfg.engine)
     task = get_task(cfg.task, **cfg.task_args)
     problems = task.problems(cfg.split, n=cfg.n, seed=cfg.seed)
     scorers = {path: VerifierScorer(task, problems) if path == "verifier" else load_reward_model(path) for path in cfg.rm}
-    with open_engine(cfg.engine, cfg.policy, progress=progress) as generator:
-        data = sample_solutions(generator, task, problems, cfg.samples, cfg.temperature, cfg.max_tokens, cfg.seed)
+    shards = chunks_of(problems, cfg.chunk)
+    if cfg.workers > 1:
+        parts = {r.index: r.value for r in map_shards(_sample_chunk, shards, setup=partial(_sampler, cfg),
+                                                       workers=cfg.workers, ray_address=cfg.ray_address)}
+    else:
+        with open_engine(cfg.engine, cfg.policy, progress=progress) as generator:
+            parts = {i: _sample_chunk((generator, task, cfg), i, ps) for i, ps in shards}
+    data = merge_samples([parts[i] for i, _ in shards])
     ns = [k for k in (1, 2, 4, 8, 16, 32, 64) if k <= cfg.samples]
     maj, oracle = vote_and_oracle(data, ns)
     out = {"problems": len(problems), "samples": cfg.samples,
@@ -68,6 +85,21 @@ def run(cfg: Config, progress: bool = True) -> dict:
     if cfg.output:
         write_json(cfg.output, out)
     return out
+
+
+def _sampler(cfg: Config):
+    """A Ray worker's state: its own policy engine and the task."""
+    from ponder.commands.common import open_engine
+    from ponder.tasks import get_task
+
+    return open_engine(cfg.engine, cfg.policy), get_task(cfg.task, **cfg.task_args), cfg
+
+
+def _sample_chunk(state, index: int, problems):
+    from ponder.eval.rm import sample_solutions
+
+    generator, task, cfg = state
+    return sample_solutions(generator, task, problems, cfg.samples, cfg.temperature, cfg.max_tokens, cfg.seed)
 
 
 def show(out: dict, console) -> None:

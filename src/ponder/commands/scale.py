@@ -7,6 +7,7 @@ stopped; a rerun with other options is refused.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from ponder.config import require, to_dict
@@ -25,22 +26,25 @@ def run(cfg: Config, progress: bool = True) -> dict:
     from contextlib import nullcontext
 
     from ponder.commands.common import progress as progress_bar
-    from ponder.commands.common import search_context
+    from ponder.commands.common import search_context, search_worker
     from ponder.commands.search import check
+    from ponder.scaleout import NOT_CONFIG, check_workers
     from ponder.runs import atomic_write, start_run, write_json
     from ponder.search.scale import plot_scaling, run_scale, table_markdown, validate_sweep
 
     check(cfg)
     require(cfg, positive=("n_problems", "bins"), choices={"difficulty": ("pass_rate", "score")})
     validate_sweep(cfg)
+    check_workers(cfg.workers, cfg.ray_address)
+    local = cfg.workers <= 1
     ctx, problems = search_context(cfg.model, cfg.engine, cfg.task, cfg.task_args, cfg.scorer, cfg.n_problems,
-                                   cfg.split, cfg.seed)
+                                   cfg.split, cfg.seed, open_policy=local)
     run_dir = Path(cfg.runs_dir) / cfg.run
-    start_run(run_dir, to_dict(cfg), "scale")
+    start_run(run_dir, to_dict(cfg), "scale", ignore=("run", "runs_dir", *NOT_CONFIG))
     runs = sum(1 if s == "greedy" else len(cfg.budgets) for s in cfg.strategies) * len(problems)
     bar, tick = progress_bar(runs, "scale")
-    with ctx.generator, bar if progress else nullcontext():
-        out = run_scale(ctx, problems, cfg, tick, cells=run_dir / "cells.jsonl")
+    with ctx.generator if local else nullcontext(), bar if progress else nullcontext():
+        out = run_scale(ctx, problems, cfg, tick, cells=run_dir / "cells.jsonl", setup=partial(search_worker, cfg))
     write_json(run_dir / "scale.json", out)
     table = table_markdown(out["rows"])
     atomic_write(run_dir / "scale.md", table + "\n")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 from ponder.config import require
 from ponder.search.base import SearchParams
@@ -27,6 +28,10 @@ class Config(SearchParams):
     """task split"""
     output: str | None = None
     """write the JSON result (summary and per-problem records) here"""
+    workers: int = 1
+    """Ray workers sharing the problems, each with its own engine (1: this process; see ponder.scaleout)"""
+    ray_address: str | None = None
+    """Ray cluster to join (default: $RAY_ADDRESS, else a local Ray started here)"""
 
 
 def check(cfg: SearchParams) -> None:
@@ -44,8 +49,9 @@ def run(cfg: Config, progress: bool = True) -> dict:
     from dataclasses import fields
 
     from ponder.commands.common import progress as progress_bar
-    from ponder.commands.common import search_context
+    from ponder.commands.common import search_context, search_worker
     from ponder.runs import write_json
+    from ponder.scaleout import check_workers
     from ponder.search.base import check_width, get_strategy, search_all
     from ponder.search.scale import TREE
 
@@ -54,12 +60,15 @@ def run(cfg: Config, progress: bool = True) -> dict:
     get_strategy(cfg.strategy)  # a bad name fails before any work
     if cfg.strategy in TREE:
         check_width(cfg, cfg.strategy)
+    check_workers(cfg.workers, cfg.ray_address)
     params = SearchParams(**{f.name: getattr(cfg, f.name) for f in fields(SearchParams)})
+    local = cfg.workers <= 1
     ctx, problems = search_context(cfg.model, cfg.engine, cfg.task, cfg.task_args, cfg.scorer, cfg.n_problems,
-                                   cfg.split, cfg.seed)
+                                   cfg.split, cfg.seed, open_policy=local)
     bar, tick = progress_bar(len(problems), f"{cfg.strategy} N={cfg.n}")
-    with ctx.generator, bar if progress else nullcontext():
-        out = search_all(cfg.strategy, ctx, problems, params, tick)
+    with ctx.generator if local else nullcontext(), bar if progress else nullcontext():
+        out = search_all(cfg.strategy, ctx, problems, params, tick, workers=cfg.workers,
+                         ray_address=cfg.ray_address, setup=partial(search_worker, cfg))
     if cfg.output:
         write_json(cfg.output, out)
     out["title"] = f"search: {cfg.strategy} on {cfg.task} ({len(problems)} problems)"

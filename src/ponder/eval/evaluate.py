@@ -7,6 +7,8 @@ task's own equivalence check through `is_correct`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
+from typing import Callable
 
 from ponder.eval.metrics import majority_vote, mean, pass_at_k
 from ponder.generation.base import Generator, SamplingParams
@@ -29,6 +31,8 @@ class EvalConfig:
     """seed for problem selection and sampling"""
     split: str = "test"
     """task split to evaluate on"""
+    chunk: int = 64
+    """problems per engine call, and per shard with --workers"""
 
 
 def gold_vote_key(task: Task, problem: Problem, text: str, correct: bool) -> str | None:
@@ -39,8 +43,17 @@ def gold_vote_key(task: Task, problem: Problem, text: str, correct: bool) -> str
     return f"gold:{problem.answer}" if correct else task.extract_answer(text)
 
 
-def evaluate(generator: Generator, task: Task, problems: list[Problem], cfg: EvalConfig) -> dict:
-    """Score `problems`; returns summary metrics and per-problem records."""
+def problem_seed(seed: int, problem: Problem) -> int:
+    """The sampling seed of one problem: a function of the run's seed and the problem alone, so
+    a problem gets the same samples whatever chunk, shard or worker it lands in."""
+    from ponder.search.base import seed_for
+
+    return seed_for(seed, problem)
+
+
+def evaluate_chunk(generator: Generator, task: Task, problems: list[Problem], cfg: EvalConfig) -> dict:
+    """Per-problem records of `problems` (one greedy call, one sampled call) and the tokens
+    they cost: {"records", "generated_tokens", "prefill_tokens"}."""
     prompts = [task.prompt(p) for p in problems]
     start = generator.usage.copy()
     greedy = generator.generate(prompts, SamplingParams(n=1, temperature=0.0, max_tokens=cfg.max_tokens))
@@ -48,16 +61,9 @@ def evaluate(generator: Generator, task: Task, problems: list[Problem], cfg: Eva
     for p, [s] in zip(problems, greedy):
         records.append({"id": p.id, "answer": p.answer, "greedy": s.text, "greedy_correct": task.is_correct(p, s.text),
                         "greedy_tokens": s.num_tokens, "finish_reason": s.finish_reason})
-    out = {
-        "problems": len(problems),
-        "greedy_accuracy": mean(r["greedy_correct"] for r in records),
-        "mean_tokens": mean(r["greedy_tokens"] for r in records),
-        "truncated": mean(r["finish_reason"] == "length" for r in records),
-    }
     if cfg.k > 0:
-        sp = SamplingParams(n=cfg.k, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens,
-                            seed=cfg.seed)
-        sampled = generator.generate(prompts, sp)
+        sp = SamplingParams(n=cfg.k, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens)
+        sampled = generator.generate(prompts, sp, seeds=[problem_seed(cfg.seed, p) for p in problems])
         for p, rec, samples in zip(problems, records, sampled):
             correct = [task.is_correct(p, s.text) for s in samples]
             keys = [gold_vote_key(task, p, s.text, ok) for s, ok in zip(samples, correct)]
@@ -65,14 +71,51 @@ def evaluate(generator: Generator, task: Task, problems: list[Problem], cfg: Eva
             rec["majority"] = majority_vote(keys)
             rec["majority_correct"] = rec["majority"] == f"gold:{p.answer}"
             rec["sample_tokens"] = mean(s.num_tokens for s in samples)
-        for k in sorted({1, cfg.k} | ({cfg.k // 2} if cfg.k >= 4 else set())):
-            out[f"pass@{k}"] = mean(pass_at_k(cfg.k, r["num_correct"], k) for r in records)
-        out[f"maj@{cfg.k}"] = mean(r["majority_correct"] for r in records)
-        out["mean_sample_tokens"] = mean(r["sample_tokens"] for r in records)
     used = generator.usage - start
-    out["generated_tokens"] = used.generated_tokens
-    out["prefill_tokens"] = used.prefill_tokens
+    return {"records": records, "generated_tokens": used.generated_tokens, "prefill_tokens": used.prefill_tokens}
+
+
+def summarize(chunks: list[dict], k: int) -> dict:
+    """The summary metrics of `evaluate_chunk` results, in problem order."""
+    records = [r for c in chunks for r in c["records"]]
+    out = {
+        "problems": len(records),
+        "greedy_accuracy": mean(r["greedy_correct"] for r in records),
+        "mean_tokens": mean(r["greedy_tokens"] for r in records),
+        "truncated": mean(r["finish_reason"] == "length" for r in records),
+    }
+    if k > 0:
+        for j in sorted({1, k} | ({k // 2} if k >= 4 else set())):
+            out[f"pass@{j}"] = mean(pass_at_k(k, r["num_correct"], j) for r in records)
+        out[f"maj@{k}"] = mean(r["majority_correct"] for r in records)
+        out["mean_sample_tokens"] = mean(r["sample_tokens"] for r in records)
+    out["generated_tokens"] = sum(c["generated_tokens"] for c in chunks)
+    out["prefill_tokens"] = sum(c["prefill_tokens"] for c in chunks)
     return {"summary": out, "records": records}
+
+
+def chunks_of(problems: list[Problem], size: int) -> list[tuple[int, list[Problem]]]:
+    return [(i // size, problems[i:i + size]) for i in range(0, len(problems), size)]
+
+
+def evaluate(generator: Generator | None, task: Task, problems: list[Problem], cfg: EvalConfig, workers: int = 1,
+             ray_address: str | None = None, setup: Callable[[], tuple[Generator, Task]] | None = None) -> dict:
+    """Score `problems` in chunks of `cfg.chunk`; returns summary metrics and per-problem
+    records. With `workers` > 1 the chunks run on Ray workers, each with the (engine, task)
+    that `setup()` builds (ponder.scaleout); the records are the same as with one."""
+    from ponder.scaleout import map_shards
+
+    if workers > 1 and setup is None:
+        raise ValueError("evaluating on Ray workers needs `setup`: a function that builds a worker's (engine, task)")
+    shards = chunks_of(problems, cfg.chunk)
+    done = {r.index: r.value for r in map_shards(partial(_evaluate_shard, cfg), shards, setup=setup, workers=workers,
+                                                  ray_address=ray_address, state=(generator, task))}
+    return summarize([done[i] for i, _ in shards], cfg.k)
+
+
+def _evaluate_shard(cfg: EvalConfig, state: tuple[Generator, Task], index: int, problems: list[Problem]) -> dict:
+    generator, task = state
+    return evaluate_chunk(generator, task, problems, cfg)
 
 
 def greedy_accuracy(generator: Generator, task: Task, problems: list[Problem], max_tokens: int, model=None) -> float:

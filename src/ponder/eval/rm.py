@@ -51,11 +51,24 @@ class SampleSet:
     keys: list[list[str | None]]
 
 
+def merge_samples(parts: list[SampleSet]) -> SampleSet:
+    """Sample sets of consecutive problem chunks, as one."""
+    join = lambda name: [x for part in parts for x in getattr(part, name)]  # noqa: E731
+    first_error = None if any(part.first_error is None for part in parts) else join("first_error")
+    return SampleSet(join("problems"), join("prompts"), join("texts"), join("steps"), join("correct"), first_error,
+                     join("keys"))
+
+
 def sample_solutions(generator: Generator, task: Task, problems: list[Problem], n: int, temperature: float,
                      max_tokens: int, seed: int) -> SampleSet:
+    """n solutions per problem, each problem seeded by itself (`problem_seed`), so a chunk of
+    the problems, sampled anywhere, gives the same solutions as the whole set."""
+    from ponder.eval.evaluate import problem_seed
+
     prompts = [task.prompt(p) for p in problems]
     outs = generator.generate(prompts, SamplingParams(n=n, temperature=temperature, max_tokens=max_tokens,
-                                                      seed=seed, logprobs=False))
+                                                      logprobs=False),
+                              seeds=[problem_seed(seed, p) for p in problems])
     texts = [[s.text for s in o] for o in outs]
     steps = [[task.split_steps(t) for t in ts] for ts in texts]
     correct = [[task.is_correct(p, t) for t in ts] for p, ts in zip(problems, texts)]

@@ -27,6 +27,7 @@ import json
 import math
 import sys
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from ponder.config import to_dict
@@ -98,6 +99,11 @@ class DemoConfig:
     scaling sweep): torch or vllm. A server URL does not fit: the demo trains its own models"""
     seed: int = 0
     """seed for data, initialisation and sampling"""
+    workers: int = 1
+    """Ray workers for the evaluation, annotation and scaling stages, each with its own engine
+    (1: this process; see ponder.scaleout). Training stays in this process"""
+    ray_address: str | None = None
+    """Ray cluster to join (default: $RAY_ADDRESS, else a local Ray started here)"""
 
 
 QUICK = dict(n_train=3000, sft_steps=150, batch_size=16, eval_n=24, eval_k=4, dev_n=12, annotate_n=8,
@@ -209,8 +215,12 @@ def evaluate_policy(cfg: DemoConfig, split: Split, policy: Trained, out: Path) -
 
     ec = EvalConfig(n=cfg.eval_n, k=cfg.eval_k, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
                     seed=cfg.seed + 7)
-    with make_engine(cfg.engine, policy.model_dir) as engine:
-        result = evaluate(engine, split.task, split.held_out, ec)
+    if cfg.workers > 1:
+        setup = partial(_worker_engine_and_task, cfg, policy.model_dir)
+        result = evaluate(None, split.task, split.held_out, ec, cfg.workers, cfg.ray_address, setup)
+    else:
+        with make_engine(cfg.engine, policy.model_dir) as engine:
+            result = evaluate(engine, split.task, split.held_out, ec)
     write_jsonl(out, result["records"])
     return Evaluated(result["summary"], str(out))
 
@@ -222,7 +232,8 @@ def annotate(cfg: DemoConfig, split: Split, policy: Trained, run_dir: Path) -> A
     ac = annotate_command.Config(run="annotate", runs_dir=str(run_dir), task=cfg.task, task_args=cfg.task_args,
                                  n_problems=cfg.annotate_n, policy=policy.model_dir, engine=cfg.engine,
                                  samples=cfg.annotate_samples, k=cfg.annotate_k, temperature=1.0,
-                                 max_tokens=cfg.max_tokens, methods=methods, chunk=32, seed=cfg.seed)
+                                 max_tokens=cfg.max_tokens, methods=methods, chunk=32, seed=cfg.seed,
+                                 workers=cfg.workers, ray_address=cfg.ray_address)
     return Annotated(annotate_command.run(ac), str(run_dir / "annotate"))
 
 
@@ -272,15 +283,35 @@ def scale(cfg: DemoConfig, split: Split, policies: dict[str, Trained], reward_mo
     scorer = load_prm(reward_model.model_dir)
     sc = ScaleConfig(strategies=tuple(cfg.scale_strategies), budgets=tuple(cfg.scale_budgets), weighted=True,
                      temperature=cfg.temperature, max_tokens=cfg.max_tokens, max_step_tokens=cfg.max_tokens,
-                     beam_width=4, seed=cfg.seed)
+                     beam_width=4, seed=cfg.seed, workers=cfg.workers, ray_address=cfg.ray_address)
     rows, records = {}, {}
     for name, policy in policies.items():
-        with make_engine(cfg.engine, policy.model_dir) as engine:
-            res = run_scale(SearchContext(engine, split.task, scorer), problems, sc)
+        if cfg.workers > 1:
+            setup = partial(_worker_search_context, cfg, policy.model_dir, reward_model.model_dir)
+            res = run_scale(SearchContext(None, split.task, scorer), problems, sc, setup=setup)
+        else:
+            with make_engine(cfg.engine, policy.model_dir) as engine:
+                res = run_scale(SearchContext(engine, split.task, scorer), problems, sc)
         path = run_dir / f"scale_{name}_records.jsonl"
         write_jsonl(path, res["records"])
         rows[name], records[name] = res["rows"], str(path)
     return Scaled(rows, records)
+
+
+def _worker_engine_and_task(cfg: DemoConfig, model_dir: str):
+    """A Ray worker's own engine on `model_dir`, and the demo's task."""
+    from ponder.generation import make_engine
+    from ponder.tasks import get_task
+
+    return make_engine(cfg.engine, model_dir), get_task(cfg.task, **cfg.task_args)
+
+
+def _worker_search_context(cfg: DemoConfig, model_dir: str, prm_dir: str):
+    from ponder.rewards.model import load_prm
+    from ponder.search import SearchContext
+
+    engine, task = _worker_engine_and_task(cfg, model_dir)
+    return SearchContext(engine, task, load_prm(prm_dir))
 
 
 # ----------------------------------------------------------------------------- claims

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import asdict, dataclass, fields
+from functools import partial
 from typing import Callable
 
 from ponder.generation.base import Generator
@@ -202,20 +203,29 @@ def check_width(cfg: SearchParams, strategy: str) -> int:
     return n // m
 
 
-def search_all(strategy: str, ctx: SearchContext, problems: list[Problem], params: SearchParams,
-               on_result: Callable[[], None] | None = None) -> dict:
-    """`strategy` over every problem: accuracy and total compute, with per-problem records."""
+def search_all(strategy: str, ctx: SearchContext | None, problems: list[Problem], params: SearchParams,
+               on_result: Callable[[], None] | None = None, workers: int = 1, ray_address: str | None = None,
+               setup: Callable[[], SearchContext] | None = None) -> dict:
+    """`strategy` over every problem: accuracy and total compute, with per-problem records.
+    With `workers` > 1 the problems run on Ray workers, each with the context `setup()`
+    builds (ponder.scaleout); a problem's search depends on the problem alone (`seed_for`),
+    so the records are the same whoever ran them."""
+    from ponder.scaleout import map_shards
+
     get_strategy(strategy)  # a bad name fails before any work
-    total, records = Compute(), []
-    for p in problems:
-        r = search(strategy, ctx, p, params)
-        total = total + r.compute
-        records.append({"id": p.id, "gold": p.answer, "answer": r.answer,
-                        "correct": bool(r.text is not None and ctx.task.is_correct(p, r.text)),
-                        "text": r.text, "compute": r.compute.__dict__,
-                        "candidates": [c.__dict__ for c in r.candidates]})
-        if on_result:
-            on_result()
+    if workers > 1 and setup is None:
+        raise ValueError("a search on Ray workers needs `setup`: a function that builds a worker's SearchContext")
+    size = 1 if workers <= 1 else 4
+    shards = [(i, problems[i:i + size]) for i in range(0, len(problems), size)]
+    done: dict[int, list[dict]] = {}
+    for result in map_shards(partial(_search_problems, strategy, params), shards, setup=setup, workers=workers,
+                             ray_address=ray_address, state=ctx):
+        done[result.index] = result.value
+        for _ in result.value:
+            if on_result:
+                on_result()
+    records = [r for i, _ in shards for r in done[i]]
+    total = sum((Compute(**r["compute"]) for r in records), Compute())
     n = max(len(problems), 1)
     summary = {"strategy": strategy, "n": params.n, "problems": len(problems),
                "accuracy": sum(r["correct"] for r in records) / n,
@@ -223,3 +233,15 @@ def search_all(strategy: str, ctx: SearchContext, problems: list[Problem], param
                "scorer_tokens": total.scorer_tokens, "generated_tokens_per_problem": total.generated_tokens / n,
                "prefill_per_generated": total.prefill_per_generated(), "wall_s": round(total.wall_s, 2)}
     return {"summary": summary, "records": records}
+
+
+def _search_problems(strategy: str, params: SearchParams, ctx: SearchContext, index: int,
+                     problems: list[Problem]) -> list[dict]:
+    records = []
+    for p in problems:
+        r = search(strategy, ctx, p, params)
+        records.append({"id": p.id, "gold": p.answer, "answer": r.answer,
+                        "correct": bool(r.text is not None and ctx.task.is_correct(p, r.text)),
+                        "text": r.text, "compute": r.compute.__dict__,
+                        "candidates": [c.__dict__ for c in r.candidates]})
+    return records

@@ -67,6 +67,10 @@ class ScaleConfig(SearchParams):
     """difficulty bins for compute-optimal selection"""
     seed: int = 0
     """seed of problem selection, sampling and the selection halves"""
+    workers: int = 1
+    """Ray workers sharing the sweep's cells, each with its own engine (1: this process; see ponder.scaleout)"""
+    ray_address: str | None = None
+    """Ray cluster to join (default: $RAY_ADDRESS, else a local Ray started here)"""
 
 
 def sweep_cells(cfg: ScaleConfig) -> list[tuple[str, int, SearchParams]]:
@@ -129,33 +133,49 @@ def read_records(path: Path) -> list[dict]:
     return records
 
 
-def sweep(ctx: SearchContext, problems: list[Problem], cfg: ScaleConfig,
-          on_result: Callable[[], None] | None = None, cells: str | Path | None = None) -> list[dict]:
+def sweep(ctx: SearchContext | None, problems: list[Problem], cfg: ScaleConfig,
+          on_result: Callable[[], None] | None = None, cells: str | Path | None = None,
+          setup: Callable[[], SearchContext] | None = None) -> list[dict]:
     """One record per (strategy, budget, problem), in sweep order. With `cells` (a JSONL
     file of per-cell records), the records already there are kept (not recomputed) and each
     new one is appended to it durably as soon as it exists. `on_result` is called once per
-    record, kept or computed."""
+    record, kept or computed. With `cfg.workers` > 1 the cells run on Ray workers, each with
+    the context `setup()` builds (ponder.scaleout); a cell is a pure function of its problem,
+    strategy and budget, so the records do not depend on who computed them."""
+    from ponder.scaleout import map_shards
+
     validate_sweep(cfg)
+    if cfg.workers > 1 and setup is None:
+        raise ValueError("a sweep on Ray workers needs `setup`: a function that builds a worker's SearchContext")
     done = {_key(r): r for r in read_records(cells)} if cells is not None else {}
+    plan = [(problem, strategy, budget, params) for strategy, budget, params in sweep_cells(cfg)
+            for problem in problems]
+    todo = [cell for cell in plan if (cell[0].id, cell[1], cell[2]) not in done]
+    for _ in range(len(plan) - len(todo)):
+        if on_result:
+            on_result()
+    size = 1 if cfg.workers <= 1 else 4  # small shards keep every worker busy to the end
+    shards = [(i, todo[i:i + size]) for i in range(0, len(todo), size)]
     sink = open(cells, "a") if cells is not None else None
-    records = []
     try:
-        for strategy, budget, params in sweep_cells(cfg):
-            for problem in problems:
-                rec = done.get((problem.id, strategy, budget))
-                if rec is None:
-                    rec = _run_cell(ctx, problem, strategy, budget, params)
-                    if sink is not None:
-                        sink.write(json.dumps(rec) + "\n")  # one write per record, then fsync
-                        sink.flush()
-                        os.fsync(sink.fileno())
-                records.append(rec)
+        for result in map_shards(_run_cells, shards, setup=setup, workers=cfg.workers,
+                                 ray_address=cfg.ray_address, state=ctx):
+            for rec in result.value:
+                done[_key(rec)] = rec
+                if sink is not None:
+                    sink.write(json.dumps(rec) + "\n")  # one write per record, then fsync
+                    sink.flush()
+                    os.fsync(sink.fileno())
                 if on_result:
                     on_result()
     finally:
         if sink is not None:
             sink.close()
-    return records
+    return [done[(problem.id, strategy, budget)] for problem, strategy, budget, _ in plan]
+
+
+def _run_cells(ctx: SearchContext, index: int, cells: list) -> list[dict]:
+    return [_run_cell(ctx, problem, strategy, budget, params) for problem, strategy, budget, params in cells]
 
 
 def selection(strategy: str, params: SearchParams) -> str | None:
@@ -230,12 +250,13 @@ def tokens_to_match(rows: list[dict], strategy: str, accuracy: float) -> float |
     return curve[0][0] if curve and curve[0][1] >= accuracy else None
 
 
-def run_scale(ctx: SearchContext, problems: list[Problem], cfg: ScaleConfig,
-              on_result: Callable[[], None] | None = None, cells: str | Path | None = None) -> dict:
+def run_scale(ctx: SearchContext | None, problems: list[Problem], cfg: ScaleConfig,
+              on_result: Callable[[], None] | None = None, cells: str | Path | None = None,
+              setup: Callable[[], SearchContext] | None = None) -> dict:
     """The sweep (resumable through its `cells` file, see `sweep`), its summary rows, and the
     compute-optimal rows: per N, the best setting per difficulty bin within the tokens
     majority@N spends (compute_optimal.py), scored on held-out halves."""
-    records = sweep(ctx, problems, cfg, on_result, cells)
+    records = sweep(ctx, problems, cfg, on_result, cells, setup)
     rows = summarize(records)
     out = {"rows": rows, "records": records}
     if any(r["strategy"] in ("majority", "best_of_n") for r in records):
