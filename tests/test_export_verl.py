@@ -200,7 +200,6 @@ def test_verls_dataset_and_reward_manager_read_the_export(tmp_path):
     """verl's RLHFDataset reads the parquet; its custom reward loader loads reward.py; its naive
     reward manager decodes a response and scores it through compute_score, as in training."""
     pytest.importorskip("verl", reason="verl is not installed (it lives in a venv of its own: see the README)")
-    import asyncio
 
     import torch
     from omegaconf import OmegaConf
