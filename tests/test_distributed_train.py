@@ -121,12 +121,19 @@ def runs(tmp_path_factory):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
     one = tmp_path_factory.mktemp("one_process")
+    import torch
+
     from ponder.commands import sft
 
-    sft.run(sft_config(one, "sft"), progress=False)
-    rl_trainer(one / "rl").train()
-    rl_trainer(one / "rl_cut", **RESUMED).train()  # uninterrupted
-    dpo_run(one / "dpo")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each torchrun process: the same kernels, the same rounding
+    try:
+        sft.run(sft_config(one, "sft"), progress=False)
+        rl_trainer(one / "rl").train()
+        rl_trainer(one / "rl_cut", **RESUMED).train()  # uninterrupted
+        dpo_run(one / "dpo")
+    finally:
+        torch.set_num_threads(threads)
     return two, one
 
 

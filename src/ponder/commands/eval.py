@@ -36,8 +36,8 @@ def run(cfg: Config, progress: bool = True) -> dict:
         raise ConfigError("--model is required: a model dir, .gguf, smollm2, or a run name")
     require(cfg, positive=("n", "max_tokens", "chunk"), non_negative=("k", "temperature"), probability=("top_p",))
     check_workers(cfg.workers, cfg.ray_address)
-    check_model(cfg.model, cfg.engine)
     task = get_task(cfg.task, **cfg.task_args)
+    check_model(cfg.model, cfg.engine)
     problems = task.problems(cfg.split, n=cfg.n, seed=cfg.seed)
     setup = partial(_evaluator, cfg)
     if cfg.workers > 1:
