@@ -1,5 +1,8 @@
 """Fixtures shared by the test suites (`make test` and `make test-engines`).
 
+`tiny_dir`: a random tiny character-level Llama saved once per session (commands that only
+need some model to run on).
+
 `arith_policy`: a tiny character-level Llama fine-tuned on `arith` reference solutions for
 a few hundred steps (about a minute on 2 cores), once per session, so that comparisons
 between engines are made on a policy that solves some problems and fails others - a
@@ -30,3 +33,15 @@ def arith_policy(tmp_path_factory) -> str:
     cfg = TrainConfig(lr=3e-3, max_steps=POLICY_STEPS, warmup_steps=30, seed=0, eval_every=0, save_every=POLICY_STEPS)
     train_sft(model, tok, rows, run, cfg, batch_size=32, progress=False)
     return str(run / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    """Folder of a random `tiny:1m` model and its character tokenizer."""
+    from ponder.models import build_char_tokenizer, build_tiny_model
+
+    d = tmp_path_factory.mktemp("tiny")
+    tok = build_char_tokenizer()
+    build_tiny_model(tok, "1m", seed=0).save_pretrained(d)
+    tok.save_pretrained(d)
+    return d

@@ -8,7 +8,6 @@ import pytest
 from typer.testing import CliRunner
 
 from ponder.cli import app, user_error_message
-from ponder.models import build_char_tokenizer, build_tiny_model
 
 runner = CliRunner()
 
@@ -27,15 +26,6 @@ def refused(args: list[str], *fragments: str) -> str:
     for f in fragments:
         assert f in text, text
     return text
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tiny")
-    tok = build_char_tokenizer()
-    build_tiny_model(tok, "1m", seed=0).save_pretrained(d)
-    tok.save_pretrained(d)
-    return d
 
 
 @pytest.mark.parametrize("args,flag", [

@@ -6,18 +6,8 @@ import pytest
 from typer.testing import CliRunner
 
 from ponder.cli import app
-from ponder.models import build_char_tokenizer, build_tiny_model
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tiny")
-    tok = build_char_tokenizer()
-    build_tiny_model(tok, "1m", seed=0).save_pretrained(d)
-    tok.save_pretrained(d)
-    return d
 
 
 def test_help():

@@ -20,7 +20,6 @@ pytest.importorskip("ray")
 from typer.testing import CliRunner  # noqa: E402
 
 from ponder.cli import app  # noqa: E402
-from ponder.models import build_char_tokenizer, build_tiny_model  # noqa: E402
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -35,13 +34,9 @@ def local_ray():
     ray.shutdown()
 
 
-@pytest.fixture(scope="module")
-def policy(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("policy")
-    tok = build_char_tokenizer()
-    build_tiny_model(tok, "1m", seed=0).save_pretrained(d)
-    tok.save_pretrained(d)
-    return d
+@pytest.fixture
+def policy(tiny_dir) -> Path:
+    return tiny_dir
 
 
 class Result:
