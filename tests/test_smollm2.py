@@ -36,3 +36,21 @@ def test_smollm2_answers_and_matches_generate(smollm2):
             out = model.generate(**enc, max_new_tokens=12, do_sample=False, pad_token_id=tok.pad_token_id)
         ref = out[0, enc["input_ids"].shape[1]:].tolist()
         assert sample.token_ids == ref[: len(sample.token_ids)]
+
+
+def test_a_model_loaded_from_the_gguf_saves_as_a_plain_hugging_face_model(smollm2, tmp_path):
+    """Every trainer (sft, rl, dpo, iterate, train-rm) starts from `load_model`, which
+    dequantises the GGUF, and ends with `save_pretrained`: that must write an ordinary
+    (unquantized) model that loads back with the same weights (transformers refused with
+    "quantized with gguf and is not serializable")."""
+    import json
+
+    from ponder.models import load_model
+
+    model, tokenizer = smollm2
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    assert "quantization_config" not in json.loads((tmp_path / "config.json").read_text())
+    reloaded, _ = load_model(str(tmp_path))
+    name = "model.layers.0.self_attn.q_proj.weight"
+    assert torch.equal(dict(reloaded.named_parameters())[name], dict(model.named_parameters())[name])

@@ -55,6 +55,7 @@ def load_model(name: str, dtype: str = "float32"):
         kw = dict(gguf_file=path.name)
         tokenizer = AutoTokenizer.from_pretrained(path.parent, **kw)
         model = AutoModelForCausalLM.from_pretrained(path.parent, dtype=torch_dtype, **kw)
+        _forget_gguf(model)
     else:
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
@@ -63,6 +64,19 @@ def load_model(name: str, dtype: str = "float32"):
         tokenizer.pad_token = tokenizer.eos_token
     model.eval()
     return model, tokenizer
+
+
+def _forget_gguf(model) -> None:
+    """transformers dequantises a GGUF file into plain `dtype` tensors but keeps its quantizer
+    on the model, and `save_pretrained` then refuses ("quantized with gguf and is not
+    serializable"). Nothing is quantized any more: drop the marks, so a model trained from a
+    GGUF saves as a plain Hugging Face model."""
+    model.hf_quantizer = None
+    if getattr(model, "is_quantized", False):
+        model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.quantization_method = None
 
 
 def format_prompt(tokenizer, text: str, system: str | None = None) -> str:
