@@ -42,7 +42,7 @@ class UsageError(ValueError):
 
 
 def fail(msg: str) -> typing.NoReturn:
-    console.print(f"[bold red]error:[/bold red] {msg}", highlight=False)
+    console.print(f"[bold red]error:[/bold red] {msg}", highlight=False, soft_wrap=True)  # one line, whatever the path length
     raise typer.Exit(2)
 
 
