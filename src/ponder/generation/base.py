@@ -115,6 +115,20 @@ class Usage:
         return Usage(self.prefill_tokens, self.generated_tokens, self.calls, self.cached_tokens)
 
 
+PromptSeed = Union[int, tuple[int, int]]
+"""a per-prompt seed: `s` samples the prompt as if alone in a call seeded s; `(s, i)` as
+prompt i of a call seeded s (so prompts gathered from several calls into one, e.g. search
+batched across problems, keep the samples their own calls would have drawn)"""
+
+
+def seed_key(seed: PromptSeed) -> tuple[int, int]:
+    """(call seed, prompt index) of a per-prompt seed: an int s is (s, 0)."""
+    if isinstance(seed, tuple):
+        s, i = seed
+        return int(s), int(i)
+    return int(seed), 0
+
+
 def prompt_seed(seed: int, index: int) -> int:
     """A well-mixed seed for prompt `index` of a call (or request) seeded `seed` (numpy's
     SeedSequence hashing, so neighbouring pairs give unrelated streams). Below 2**62: vLLM
@@ -134,10 +148,11 @@ class Generator:
     usage: Usage
 
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams,
-                 seeds: Sequence[int] | None = None) -> list[list[Sample]]:
+                 seeds: Sequence[PromptSeed] | None = None) -> list[list[Sample]]:
         """For each prompt (user text or model-ready ids), `params.n` samples. `seeds`: one
         seed per prompt instead of `params.seed`, each prompt then sampled as if it were
-        alone in a call with that seed (a server batching independent requests)."""
+        alone in a call with that seed (a server batching independent requests), or, for a
+        pair (s, i), as if it were prompt i of a call seeded s (see `PromptSeed`)."""
         raise NotImplementedError
 
     def prompt_ids(self, prompts: Sequence[str]) -> list[list[int]]:

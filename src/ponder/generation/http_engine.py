@@ -41,7 +41,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from ponder.generation.base import EngineError, Generator, Sample, SamplingParams, Usage, prompt_seed
+from ponder.generation.base import EngineError, Generator, Sample, SamplingParams, Usage, prompt_seed, seed_key
 
 # Servers that take vLLM's extra sampling fields (`owned_by` of their models).
 EXTRAS = ("vllm", "sglang", "ponder")
@@ -187,9 +187,10 @@ class HTTPGenerator(Generator):
         if seeds is not None and len(seeds) != len(prompts):
             raise ValueError(f"got {len(seeds)} seeds for {len(prompts)} prompts; give one seed per prompt")
         # Prompt i alone in a call seeded s is a request seeded prompt_seed(s, 0): the server
-        # (vLLM, ponder serve) takes that seed as is, so `seeds[i]` is mixed the same way.
+        # (vLLM, ponder serve) takes that seed as is, so `seeds[i]` is mixed the same way (a
+        # pair (s, k): as prompt k of a call seeded s, prompt_seed(s, k)).
         if seeds is not None:
-            seeds = [prompt_seed(int(s), 0) for s in seeds]
+            seeds = [prompt_seed(*seed_key(s)) for s in seeds]
         elif params.seed is not None:
             seeds = [prompt_seed(params.seed, i) for i in range(len(prompts))]
         jobs = [(p, None if seeds is None else int(seeds[i])) for i, p in enumerate(prompts)]

@@ -49,7 +49,17 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ponder.generation.base import EngineError, Generator, Prompt, Sample, SamplingParams, Usage, check_params
+from ponder.generation.base import (
+    EngineError,
+    Generator,
+    Prompt,
+    PromptSeed,
+    Sample,
+    SamplingParams,
+    Usage,
+    check_params,
+    seed_key,
+)
 from ponder.generation.kv_cache import GROW_BY
 from ponder.generation.prefill import left_pad, positions_of, prefill
 from ponder.generation.sampling import select_tokens, token_logprobs
@@ -137,16 +147,21 @@ class TorchGenerator(Generator):
 
     @torch.inference_mode()
     def generate(self, prompts: list[Prompt], params: SamplingParams,
-                 seeds: list[int] | None = None) -> list[list[Sample]]:
+                 seeds: list[PromptSeed] | None = None) -> list[list[Sample]]:
         """For each prompt, `params.n` samples (see the module docstring). `seeds`: one seed
         per prompt instead of `params.seed`, prompt i then sampled as if it were alone in a
-        call seeded with seeds[i] (a server batching independent requests)."""
+        call seeded with seeds[i] (a server batching independent requests), or as prompt k of
+        a call seeded s for seeds[i] = (s, k)."""
         check_params(params)
         prompt_ids = self.encode(prompts)
         if seeds is not None and len(seeds) != len(prompt_ids):
             raise ValueError(f"got {len(seeds)} seeds for {len(prompt_ids)} prompts; give one seed per prompt")
         seed = params.seed if params.seed is not None else int(torch.randint(0, 2**62, ()).item())
-        row_seed = (lambda i, j: _row_seed(seeds[i], 0, j)) if seeds is not None else (lambda i, j: _row_seed(seed, i, j))
+        if seeds is not None:
+            keys = [seed_key(s) for s in seeds]
+            row_seed = lambda i, j: _row_seed(*keys[i], j)  # noqa: E731
+        else:
+            row_seed = lambda i, j: _row_seed(seed, i, j)  # noqa: E731
         per_chunk = max(1, self.batch_size // params.n)
         order = sorted(range(len(prompt_ids)), key=lambda i: -len(prompt_ids[i]))
         chunks = [order[i : i + per_chunk] for i in range(0, len(order), per_chunk)]

@@ -24,7 +24,7 @@ ponder`. How the contract (base.py) maps onto vLLM:
   request prefilled in chunks crashed vLLM ("CPU Generator does not use offset"), so the
   engine turns it off unless told otherwise (`enable_chunked_prefill`). Prompt i of
   a call seeded s is sampled with its own seed, `prompt_seed(s, i)`; `seeds[i]` samples it as
-  if it were alone in a call seeded `seeds[i]`. A call without a seed draws from the
+  if it were alone in a call seeded `seeds[i]` (a pair (s, k): as prompt k of a call seeded s). A call without a seed draws from the
   engine's generator, seeded once at construction (`seed`).
 - Weights: `update_weights` streams (name, tensor) pairs into the model runner's
   `reload_weights` and resets the prefix cache. That needs the engine core in this process,
@@ -54,11 +54,13 @@ from ponder.generation.base import (
     EngineError,
     Generator,
     Prompt,
+    PromptSeed,
     Sample,
     SamplingParams,
     Usage,
     check_params,
     prompt_seed,
+    seed_key,
 )
 
 MULTIPROCESSING_ENV = "VLLM_ENABLE_V1_MULTIPROCESSING"
@@ -141,7 +143,7 @@ class VLLMGenerator(Generator):
     # ----- generation -----
 
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams,
-                 seeds: Sequence[int] | None = None) -> list[list[Sample]]:
+                 seeds: Sequence[PromptSeed] | None = None) -> list[list[Sample]]:
         """For each prompt, `params.n` samples (see the module docstring for seeds and
         logprobs)."""
         from vllm import SamplingParams as VLLMParams
@@ -156,7 +158,7 @@ class VLLMGenerator(Generator):
 
         def request_seed(i: int) -> int | None:
             if seeds is not None:
-                return prompt_seed(seeds[i], 0)
+                return prompt_seed(*seed_key(seeds[i]))
             return None if params.seed is None else prompt_seed(params.seed, i)
 
         requests = [
