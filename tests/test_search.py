@@ -47,7 +47,7 @@ class Scripted(Generator):
 
     tokenize = prompt_ids
 
-    def generate(self, prompts, params: SamplingParams):
+    def generate(self, prompts, params: SamplingParams, seeds=None):
         out = []
         for i, prompt in enumerate(prompts):
             prompt = prompt if isinstance(prompt, str) else "".join(map(chr, prompt))

@@ -2,7 +2,8 @@
 
 The whole sweep is checked before anything runs. Each (problem, strategy, budget) record is
 appended to the run's cells.jsonl as it is computed, so a killed sweep resumes where it
-stopped; a rerun with other options is refused.
+stopped; a rerun with other options is refused (`batch` and the worker options aside: they
+change how the records are computed, not what they are).
 """
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ def run(cfg: Config, progress: bool = True) -> dict:
     ctx, problems = search_context(cfg.model, cfg.engine, cfg.task, cfg.task_args, cfg.scorer, cfg.n_problems,
                                    cfg.split, cfg.seed, open_policy=local)
     run_dir = Path(cfg.runs_dir) / cfg.run
-    start_run(run_dir, to_dict(cfg), "scale", ignore=("run", "runs_dir", *NOT_CONFIG))
+    start_run(run_dir, to_dict(cfg), "scale", ignore=("run", "runs_dir", "batch", *NOT_CONFIG))
     runs = sum(1 if s == "greedy" else len(cfg.budgets) for s in cfg.strategies) * len(problems)
     bar, tick = progress_bar(runs, "scale")
     with ctx.generator if local else nullcontext(), bar if progress else nullcontext():

@@ -28,6 +28,9 @@ class Config(SearchParams):
     """task split"""
     output: str | None = None
     """write the JSON result (summary and per-problem records) here"""
+    batch: bool = True
+    """search the problems together, one engine and scorer call per round (search/batch.py);
+    off: one problem at a time (the same records, slower)"""
     workers: int = 1
     """Ray workers sharing the problems, each with its own engine (1: this process; see ponder.scaleout)"""
     ray_address: str | None = None
@@ -68,7 +71,7 @@ def run(cfg: Config, progress: bool = True) -> dict:
     bar, tick = progress_bar(len(problems), f"{cfg.strategy} N={cfg.n}")
     with ctx.generator if local else nullcontext(), bar if progress else nullcontext():
         out = search_all(cfg.strategy, ctx, problems, params, tick, workers=cfg.workers,
-                         ray_address=cfg.ray_address, setup=partial(search_worker, cfg))
+                         ray_address=cfg.ray_address, setup=partial(search_worker, cfg), batch=cfg.batch)
     if cfg.output:
         write_json(cfg.output, out)
     out["title"] = f"search: {cfg.strategy} on {cfg.task} ({len(problems)} problems)"

@@ -22,11 +22,22 @@ import math
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
+from functools import partial
+from itertools import groupby
 from pathlib import Path
 from typing import Callable
 
 from ponder.runs import atomic_write
-from ponder.search.base import SearchContext, SearchParams, get_strategy, search, search_params
+from ponder.search.base import (
+    SearchContext,
+    SearchParams,
+    SearchResult,
+    get_strategy,
+    search,
+    search_params,
+    shard_size,
+)
+from ponder.search.batch import search_many
 from ponder.search.compute_optimal import compute_optimal, difficulty_bins
 from ponder.tasks.base import Problem
 
@@ -67,6 +78,9 @@ class ScaleConfig(SearchParams):
     """difficulty bins for compute-optimal selection"""
     seed: int = 0
     """seed of problem selection, sampling and the selection halves"""
+    batch: bool = True
+    """search the problems of a (strategy, budget) cell together, one engine and scorer call
+    per round (search/batch.py); off: one problem at a time (the same records, slower)"""
     workers: int = 1
     """Ray workers sharing the sweep's cells, each with its own engine (1: this process; see ponder.scaleout)"""
     ray_address: str | None = None
@@ -154,11 +168,12 @@ def sweep(ctx: SearchContext | None, problems: list[Problem], cfg: ScaleConfig,
     for _ in range(len(plan) - len(todo)):
         if on_result:
             on_result()
-    size = 1 if cfg.workers <= 1 else 4  # small shards keep every worker busy to the end
-    shards = [(i, todo[i:i + size]) for i in range(0, len(todo), size)]
+    size = shard_size(len(problems), cfg.workers, cfg.batch)
+    groups = [list(g) for _, g in groupby(todo, key=lambda cell: cell[1:3])]  # one (strategy, budget) each
+    shards = list(enumerate(g[i:i + size] for g in groups for i in range(0, len(g), size)))
     sink = open(cells, "a") if cells is not None else None
     try:
-        for result in map_shards(_run_cells, shards, setup=setup, workers=cfg.workers,
+        for result in map_shards(partial(_run_cells, cfg.batch), shards, setup=setup, workers=cfg.workers,
                                  ray_address=cfg.ray_address, state=ctx):
             for rec in result.value:
                 done[_key(rec)] = rec
@@ -174,8 +189,14 @@ def sweep(ctx: SearchContext | None, problems: list[Problem], cfg: ScaleConfig,
     return [done[(problem.id, strategy, budget)] for problem, strategy, budget, _ in plan]
 
 
-def _run_cells(ctx: SearchContext, index: int, cells: list) -> list[dict]:
-    return [_run_cell(ctx, problem, strategy, budget, params) for problem, strategy, budget, params in cells]
+def _run_cells(batch: bool, ctx: SearchContext, index: int, cells: list) -> list[dict]:
+    """The records of a shard's cells, all of one (strategy, budget): with `batch` their
+    problems searched together (batch.py), else one by one."""
+    _, strategy, budget, params = cells[0]
+    problems = [problem for problem, *_ in cells]
+    results = search_many(strategy, ctx, problems, params) if batch else \
+        [search(strategy, ctx, p, params) for p in problems]
+    return [_record(ctx, p, strategy, budget, params, r) for p, r in zip(problems, results)]
 
 
 def selection(strategy: str, params: SearchParams) -> str | None:
@@ -188,8 +209,8 @@ def selection(strategy: str, params: SearchParams) -> str | None:
     return None
 
 
-def _run_cell(ctx: SearchContext, problem: Problem, strategy: str, budget: int, params: SearchParams) -> dict:
-    r = search(strategy, ctx, problem, params)
+def _record(ctx: SearchContext, problem: Problem, strategy: str, budget: int, params: SearchParams,
+            r: SearchResult) -> dict:
     correct = [ctx.task.is_correct(problem, c.text) for c in r.candidates]
     scores = [c.score for c in r.candidates if c.score is not None]
     return {

@@ -1,0 +1,89 @@
+"""The demo's scaling sweep searched one problem at a time and batched across problems, side by side, one process.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/search_batching.py
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/search_batching.py --problems 10 --budgets 1,4
+
+Settings are the demo's scale stage (`ponder demo`: arith without instruction, strategies
+greedy, majority, best_of_n, beam; budgets 1, 4, 16; temperature 0.7; 80 tokens; beam width
+4; weighted selection; the trained PRM as scorer) on its trained policies (runs/demo/sft and
+runs/demo/rl, PRM runs/demo/prm; run `ponder demo` first). The problems are the first
+`--problems` of the arith test split (the demo takes its own held-out problems).
+
+Each policy's sweep runs twice on the same engine and PRM: `batch=False` (every problem's
+search makes its own engine and scorer calls) and `batch=True` (ponder.search.batch: one
+call per round for all problems of a cell). The records of the two runs are compared field
+by field (wall time aside) and every difference is printed.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+STRATEGIES = ("greedy", "majority", "best_of_n", "beam")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", default="runs/demo", help="demo run folder with sft/model, rl/model and prm/model")
+    ap.add_argument("--problems", type=int, default=40)
+    ap.add_argument("--budgets", default="1,4,16")
+    args = ap.parse_args()
+
+    import torch
+
+    from ponder.generation import make_engine
+    from ponder.rewards.model import load_prm
+    from ponder.search import SearchContext
+    from ponder.search.scale import ScaleConfig, run_scale
+    from ponder.tasks import get_task
+
+    run = Path(args.run)
+    policies = {name: run / name / "model" for name in ("sft", "rl") if (run / name / "model").exists()}
+    if not policies or not (run / "prm" / "model").exists():
+        raise SystemExit(f"{run} has no trained policy and PRM: run `ponder demo` first")
+    print(f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, torch threads {torch.get_num_threads()}")
+    task = get_task("arith", instruction=False)
+    problems = task.problems("test", n=args.problems, seed=0)
+    prm = load_prm(run / "prm" / "model")
+    budgets = tuple(int(b) for b in args.budgets.split(","))
+    base = dict(strategies=STRATEGIES, budgets=budgets, weighted=True, temperature=0.7, max_tokens=80,
+                max_step_tokens=80, beam_width=4, seed=0)
+    rows = []
+    for name, path in policies.items():
+        with make_engine("torch", str(path)) as engine:
+            ctx = SearchContext(engine, task, prm)
+            out = {}
+            for batch in (False, True):
+                calls, prm_calls = engine.usage.calls, prm.usage.calls
+                t0 = time.perf_counter()
+                out[batch] = run_scale(ctx, problems, ScaleConfig(batch=batch, **base))["records"]
+                rows.append((name, batch, time.perf_counter() - t0, engine.usage.calls - calls,
+                             prm.usage.calls - prm_calls))
+            diffs = differences(out[False], out[True])
+            print(f"{name}: {len(out[True])} records, {len(diffs)} differ between the two runs")
+            for d in diffs[:20]:
+                print("   ", d)
+    print(f"\n{len(problems)} problems x {STRATEGIES} x budgets {budgets}\n")
+    print("| policy | search | wall s | engine calls | PRM calls |")
+    print("|---|---|---|---|---|")
+    for name, batch, wall, calls, prm_calls in rows:
+        print(f"| {name} | {'batched' if batch else 'one by one'} | {wall:.1f} | {calls} | {prm_calls} |")
+    one = sum(r[2] for r in rows if not r[1])
+    batched = sum(r[2] for r in rows if r[1])
+    print(f"\ntotal: one by one {one:.1f} s, batched {batched:.1f} s, speed-up {one / batched:.1f}x")
+
+
+def differences(a: list[dict], b: list[dict]) -> list[str]:
+    """Every field (wall time aside) on which two runs' records differ, one line each."""
+    out = []
+    for ra, rb in zip(a, b, strict=True):
+        for key in ra:
+            if key != "wall_s" and ra[key] != rb[key]:
+                out.append(f"{ra['strategy']}@{ra['budget']} {ra['problem']} {key}: {ra[key]!r} vs {rb[key]!r}")
+    return out
+
+
+if __name__ == "__main__":
+    main()
