@@ -93,6 +93,19 @@ class GrowingLayer(DynamicLayer):
         else:
             self._resize(idx, self._k.shape[2])
 
+    def extend(self, other: "GrowingLayer") -> None:
+        """Append `other`'s rows after this layer's (continuous batching: newly prefilled
+        prompts join a running batch). Both are right-aligned to the longer of the two
+        lengths; the shorter one's rows get zeros on their left, which the caller's mask
+        hides. Copies both caches once."""
+        own, length, ours = self.length, max(self.length, other.length), self._k.shape[0]
+        k, v = self._k, self._v
+        self.allocate(ours + other._k.shape[0], length, k, v)
+        self._k[:ours, :, length - own : length] = k[:, :, :own]
+        self._v[:ours, :, length - own : length] = v[:, :, :own]
+        self._k[ours:, :, length - other.length : length] = other.keys
+        self._v[ours:, :, length - other.length : length] = other.values
+
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         self.reorder_cache(indices)
 
