@@ -20,7 +20,9 @@ Settings per model:
 from __future__ import annotations
 
 import argparse
+import os
 import random
+import statistics
 import time
 
 import torch
@@ -29,6 +31,11 @@ from ponder.generation import SamplingParams, make_engine
 from ponder.generation.torch_engine import TorchGenerator  # type of the engine measured
 
 TINY_STOPS = [".", "?", "\n"]
+# The varied workload: many prompts whose sampled answers end anywhere from 3 to 2 * max_tokens
+# tokens (the random tiny model emits a "." rarely), where rows of a fixed chunk finish at
+# very different steps.
+VARIED_STOPS = ["."]
+SCHEDULES = {"ponder chunked": False, "ponder continuous": True}
 
 
 def questions(n: int, seed: int = 0) -> list[str]:
@@ -96,48 +103,75 @@ def run_engine(engine: TorchGenerator, prompts, params: SamplingParams):
     return [s[0].token_ids for s in samples], seconds
 
 
-def bench_model(name: str, model, tokenizer, args) -> list[tuple]:
-    engine = make_engine("torch", model, tokenizer=tokenizer, batch_size=args.batch)
-    prompts = questions(args.batch)
-    greedy = SamplingParams(temperature=0, max_tokens=args.max_tokens, stop=[], logprobs=False)
-    timed = greedy if name != "tiny" else SamplingParams(
-        temperature=1.0, max_tokens=args.max_tokens, stop=TINY_STOPS, seed=0, logprobs=False
-    )
-    engine.generate(prompts[:2], SamplingParams(temperature=0, max_tokens=2))  # warm-up
+def run_hf_chunks(model, tokenizer, engine: TorchGenerator, prompts, params: SamplingParams, batch: int):
+    """`model.generate` over `prompts` in chunks of `batch`, longest prompts first (as the
+    engine orders them, so both pad alike); returns token ids per prompt and seconds."""
+    order = sorted(range(len(prompts)), key=lambda i: -len(engine.encode([prompts[i]])[0]))
+    out: list[list[int]] = [[] for _ in prompts]
+    seconds = 0.0
+    for k in range(0, len(order), batch):
+        chunk = order[k : k + batch]
+        ids, t = run_hf(model, tokenizer, engine, [prompts[i] for i in chunk], params)
+        seconds += t
+        for i, row in zip(chunk, ids):
+            out[i] = row
+    return out, seconds
 
-    ours, t_ours = run_engine(engine, prompts, greedy)
-    theirs, t_theirs = run_hf(model, tokenizer, engine, prompts, greedy)
-    same = sum(a == b for a, b in zip(ours, theirs))
-    lengths = sorted(len(a) for a in ours)
-    print(
-        f"[{name}] greedy identical to model.generate: {'yes' if same == len(prompts) else 'NO'} "
-        f"({same}/{len(prompts)} prompts); lengths min/median/max {lengths[0]}/{lengths[len(lengths) // 2]}/{lengths[-1]}",
-        flush=True,
-    )
-    # Timed runs, interleaved; the fastest run of each engine counts, since a shared
-    # machine's background load only ever adds time. The greedy check is the first run
-    # when the timed settings are greedy.
-    runs_ours, runs_theirs = [], []
-    if timed is greedy:
-        runs_ours.append((sum(map(len, ours)), t_ours))
-        runs_theirs.append((sum(map(len, theirs)), t_theirs))
-    while len(runs_ours) < args.repeats:
-        ours, t = run_engine(engine, prompts, timed)
-        runs_ours.append((sum(map(len, ours)), t))
-        theirs, t = run_hf(model, tokenizer, engine, prompts, timed)
-        runs_theirs.append((sum(map(len, theirs)), t))
-    mode = "greedy" if timed is greedy else f"T=1, stop={TINY_STOPS!r}"
-    best = lambda runs: max(runs, key=lambda r: r[0] / r[1])  # noqa: E731
-    return [("model.generate", name, mode, *best(runs_theirs)), ("TorchGenerator", name, mode, *best(runs_ours))]
+
+def bench(name: str, workload: str, model, tokenizer, prompts, timed: SamplingParams, args) -> list[tuple]:
+    """One workload: the greedy check of each ponder schedule against `model.generate`, then
+    timed runs of all three, interleaved (the order rotates each round, so a shared machine's
+    load falls on all alike); the median run of each counts."""
+    engines = {label: make_engine("torch", model, tokenizer=tokenizer, batch_size=args.batch, continuous=c)
+               for label, c in SCHEDULES.items()}
+    for engine in engines.values():
+        engine.generate(prompts[:2], SamplingParams(temperature=0, max_tokens=2))  # warm-up
+    hf_engine = engines["ponder chunked"]
+    greedy = SamplingParams(temperature=0, max_tokens=args.max_tokens, stop=timed.stop, logprobs=False)
+    theirs, _ = run_hf_chunks(model, tokenizer, hf_engine, prompts, greedy, args.batch)
+    check = {"model.generate": "-"}
+    for label, engine in engines.items():
+        ours, _ = run_engine(engine, prompts, greedy)
+        same = sum(a == b for a, b in zip(ours, theirs))
+        check[label] = f"{same}/{len(prompts)}"
+    runners = {
+        "model.generate": lambda: run_hf_chunks(model, tokenizer, hf_engine, prompts, timed, args.batch),
+        **{label: (lambda e=engine: run_engine(e, prompts, timed)) for label, engine in engines.items()},
+    }
+    runs: dict[str, list[tuple[int, float]]] = {label: [] for label in runners}
+    outputs: dict[str, list[list[int]]] = {}
+    labels = list(runners)
+    for r in range(args.repeats):
+        for label in labels[r % len(labels):] + labels[: r % len(labels)]:
+            ids, seconds = runners[label]()
+            runs[label].append((sum(map(len, ids)), seconds))
+            outputs[label] = ids
+    if timed.temperature > 0:  # seeded samples must not depend on the schedule
+        same = sum(a == b for a, b in zip(outputs["ponder chunked"], outputs["ponder continuous"]))
+        print(f"[{name} {workload}] seeded samples identical, chunked vs continuous: {same}/{len(prompts)}")
+    lengths = sorted(len(a) for a in outputs["ponder continuous"])
+    print(f"[{name} {workload}] output lengths min/median/max {lengths[0]}/{lengths[len(lengths) // 2]}/{lengths[-1]}",
+          flush=True)
+    mode = "greedy" if timed.temperature == 0 else f"T=1, stop={timed.stop!r}"
+    table = []
+    for label, measured in runs.items():
+        rate = statistics.median(tokens / seconds for tokens, seconds in measured)
+        tokens, seconds = sorted(measured, key=lambda m: m[0] / m[1])[len(measured) // 2]
+        table.append((label, name, workload, len(prompts), mode, tokens, seconds, rate, check[label]))
+    return table
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="tiny,smollm2", help="comma-separated: tiny, smollm2")
-    parser.add_argument("--batch", type=int, default=64, help="prompts per batch (one batch each)")
+    parser.add_argument("--workloads", default="one-batch,varied",
+                        help="comma-separated: one-batch (--batch prompts), varied (--varied prompts, tiny only)")
+    parser.add_argument("--batch", type=int, default=64, help="rows decoded together")
+    parser.add_argument("--varied", type=int, default=256, help="prompts of the varied-length workload")
     parser.add_argument("--max-tokens", type=int, default=128, help="generated tokens per prompt, at most")
-    parser.add_argument("--repeats", type=int, default=2, help="timed runs per engine; the fastest counts")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per engine; the median counts")
     args = parser.parse_args()
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
 
     from ponder.models import build_char_tokenizer, build_tiny_model, load_model
 
@@ -151,14 +185,25 @@ def main() -> None:
             model, tokenizer = load_model("smollm2")
         else:
             raise SystemExit(f"unknown model {name!r}: expected tiny or smollm2")
-        table += bench_model(name, model, tokenizer, args)
+        greedy = SamplingParams(temperature=0, max_tokens=args.max_tokens, stop=[], logprobs=False)
+        for workload in args.workloads.split(","):
+            if workload == "one-batch":
+                timed = greedy if name != "tiny" else SamplingParams(
+                    temperature=1.0, max_tokens=args.max_tokens, stop=TINY_STOPS, seed=0, logprobs=False)
+                table += bench(name, workload, model, tokenizer, questions(args.batch), timed, args)
+            elif workload == "varied" and name == "tiny":
+                timed = SamplingParams(temperature=1.0, max_tokens=2 * args.max_tokens, stop=VARIED_STOPS, seed=0,
+                                       logprobs=False)
+                table += bench(name, workload, model, tokenizer, questions(args.varied), timed, args)
 
-    print(f"\n{'engine':<16} {'model':<8} {'mode':<28} {'tokens':>7} {'seconds':>8} {'tokens/s':>9}")
-    for engine, model, mode, tokens, seconds in table:
-        print(f"{engine:<16} {model:<8} {mode:<28} {tokens:>7} {seconds:>8.2f} {tokens / seconds:>9.1f}")
-    for i in range(0, len(table), 2):
-        (_, model, _, n_hf, t_hf), (_, _, _, n_us, t_us) = table[i], table[i + 1]
-        print(f"{model}: TorchGenerator / model.generate throughput = {(n_us / t_us) / (n_hf / t_hf):.2f}x")
+    print(f"\n{'engine':<18} {'model':<8} {'workload':<10} {'prompts':>7} {'mode':<28} {'tokens':>7} "
+          f"{'seconds':>8} {'tokens/s':>9} {'vs generate':>11} {'greedy same':>11}")
+    for k, (engine, model, workload, n, mode, tokens, seconds, rate, same) in enumerate(table):
+        base = table[k - k % 3][7]
+        print(f"{engine:<18} {model:<8} {workload:<10} {n:>7} {mode:<28} {tokens:>7} {seconds:>8.2f} {rate:>9.1f} "
+              f"{rate / base:>10.2f}x {same:>11}")
+    for k in range(0, len(table), 3):
+        print(f"{table[k][1]} {table[k][2]}: continuous / chunked tokens/s = {table[k + 2][7] / table[k + 1][7]:.2f}x")
 
 
 if __name__ == "__main__":

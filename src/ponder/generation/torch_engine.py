@@ -108,12 +108,15 @@ class TorchGenerator(Generator):
         chat: bool | None = None,
         progress: bool = False,
         column_major: bool | None = None,
+        continuous: bool = True,
     ):
         """`batch_size`: rows (prompts x n) decoded together. `chat`: wrap prompts in the
         tokenizer's chat template (None: iff it has one). `progress`: a tqdm bar over prompts.
         `column_major`: run with column-major copies of the Linear weights, 2x faster for
         small batches on CPU, at the cost of a second copy of them in memory (see
-        weight_layout.py; None: on CPU when they take under 2 GiB)."""
+        weight_layout.py; None: on CPU when they take under 2 GiB). `continuous`: waiting
+        prompts join the running batch as rows free up (continuous batching); False decodes
+        in chunks, a chunk's prompts joining only an empty batch."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model = model
@@ -137,7 +140,8 @@ class TorchGenerator(Generator):
         self._weights = ColumnMajorWeights(model) if column_major else None
         # Prompts join a running batch only in ponder's own cache (kv_cache.py); models with
         # other layer kinds decode in chunks: a chunk's prompts join only an empty batch.
-        self._joins = growing_cache(model.config) is not None
+        self.continuous = continuous
+        self._joins = continuous and growing_cache(model.config) is not None
 
     # ----- prompts -----
 
