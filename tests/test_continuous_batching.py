@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from ponder.generation import SamplingParams
+from ponder.generation.kv_cache import GrowingLayer
 from ponder.generation.torch_engine import TorchGenerator
 from ponder.models import build_char_tokenizer, build_tiny_model
 
@@ -46,3 +47,40 @@ def test_freed_rows_are_refilled_and_samples_do_not_change(tiny, temperature):
     if temperature > 0:  # the random model's greedy rows loop; sampled rows end at many points
         assert len({s.num_tokens for p in small for s in p}) > 3
         assert forwards < chunked
+
+
+def test_positions_no_row_attends_to_are_dropped(tiny):
+    """Rows joining a running batch are right-aligned to its cache; once the rows that filled
+    the leading positions finish, those positions are dropped, so no decoding step attends
+    over more positions than one prompt plus its answer could fill."""
+    params = SamplingParams(n=1, temperature=1.0, max_tokens=24, stop=["="], seed=3)
+    engine = TorchGenerator(*tiny, batch_size=4)
+    widths = []
+    inner = engine._forward
+
+    def recorded(ids, mask, *args, **kwargs):
+        if ids.shape[1] == 1:
+            widths.append(mask.shape[1])
+        return inner(ids, mask, *args, **kwargs)
+
+    engine._forward = recorded
+    samples = engine.generate(PROMPTS, params)
+    longest = max(len(p) for p in engine.encode(PROMPTS))
+    assert max(widths) <= longest + params.max_tokens
+    assert [[s.token_ids for s in p] for p in samples] == [[s.token_ids for s in p] for p in run(tiny, 64, params)[0]]
+
+
+def test_growing_layer_trims_extends_and_grows_after_trim():
+    layer = GrowingLayer(spare=2)
+    keys = torch.arange(3 * 1 * 4 * 2, dtype=torch.float).reshape(3, 1, 4, 2)
+    layer.update(keys, -keys)
+    layer.trim(3)
+    assert layer.get_seq_length() == 1 and torch.equal(layer.keys, keys[:, :, 3:])
+    layer.update(keys[:, :, :3] + 100, -keys[:, :, :3])  # past capacity: compacted into new buffers
+    assert layer.start == 0 and torch.equal(layer.keys, torch.cat([keys[:, :, 3:], keys[:, :, :3] + 100], dim=2))
+    layer.reorder_cache(torch.tensor([2, 0]))
+    other = GrowingLayer(spare=0)
+    other.update(keys[:1, :, :2], keys[:1, :, :2])
+    layer.extend(other)  # other's 2 positions right-aligned after 2 zeros
+    assert layer.keys.shape == (3, 1, 4, 2)
+    assert torch.equal(layer.keys[2, :, :2], torch.zeros(1, 2, 2)) and torch.equal(layer.keys[2, :, 2:], keys[0, :, :2])

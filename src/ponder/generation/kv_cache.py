@@ -12,9 +12,11 @@ The engine also writes prefilled keys/values straight into it (`place`), which l
 prefill a shared prompt prefix once and groups of prompt suffixes separately, then assemble
 one batch whose rows read [prefix | padding | suffix] (prefill.py).
 
-Buffers are (rows, kv_heads, capacity, head_dim). Positions a row never wrote (padding) hold
-zeros, never garbage: they are masked out of attention, but NaN garbage times a zero
-attention weight would still be NaN.
+Buffers are (rows, kv_heads, capacity, head_dim); the cache is positions [start, length) of
+them. Positions a row never wrote (padding) hold zeros, never garbage: they are masked out of
+attention, but NaN garbage times a zero attention weight would still be NaN. `trim` drops
+leading positions that no row attends to any more (continuous batching leaves them behind
+when the rows that filled them finish) by moving `start`, without a copy.
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ class GrowingLayer(DynamicLayer):
         self.spare = spare
         self._k: torch.Tensor | None = None
         self._v: torch.Tensor | None = None
+        self.start = 0
         self.length = 0
 
     def allocate(self, rows: int, length: int, like_k: torch.Tensor, like_v: torch.Tensor) -> None:
@@ -46,13 +49,14 @@ class GrowingLayer(DynamicLayer):
         self._v = like_v.new_empty(rows, like_v.shape[1], length + self.spare, like_v.shape[3])
         self._k[:, :, :length] = 0
         self._v[:, :, :length] = 0
-        self.length = length
+        self.start, self.length = 0, length
         self.device, self.is_initialized = like_k.device, True
         self._views()
 
     def place(self, rows: torch.Tensor, start: int, keys: torch.Tensor, values: torch.Tensor) -> None:
         """Write (len(rows), kv_heads, S, head_dim) `keys`/`values` into buffer `rows` at
-        positions [start, start + S) (a (1, ...) tensor is broadcast to all `rows`)."""
+        positions [start, start + S) of a freshly allocated buffer (a (1, ...) tensor is
+        broadcast to all `rows`)."""
         end = start + keys.shape[2]
         self._k[rows, :, start:end] = keys
         self._v[rows, :, start:end] = values
@@ -65,7 +69,8 @@ class GrowingLayer(DynamicLayer):
             self.lazy_initialization(key_states, value_states)
         new = key_states.shape[2]
         if self.length + new > self._k.shape[2]:
-            self._resize(torch.arange(self._k.shape[0], device=self._k.device), self.length + new + self.spare)
+            self._resize(torch.arange(self._k.shape[0], device=self._k.device),
+                         self.length - self.start + new + self.spare)
         self._k[:, :, self.length : self.length + new] = key_states
         self._v[:, :, self.length : self.length + new] = value_states
         self.length += new
@@ -86,8 +91,8 @@ class GrowingLayer(DynamicLayer):
         moved = (idx != torch.arange(keep, device=idx.device)).nonzero().squeeze(1)
         if keep <= self._k.shape[0] and bool((idx[moved] >= keep).all()):
             src = idx[moved]
-            self._k[moved, :, : self.length] = self._k[src, :, : self.length]
-            self._v[moved, :, : self.length] = self._v[src, :, : self.length]
+            self._k[moved, :, self.start : self.length] = self._k[src, :, self.start : self.length]
+            self._v[moved, :, self.start : self.length] = self._v[src, :, self.start : self.length]
             self._k, self._v = self._k[:keep], self._v[:keep]
             self._views()
         else:
@@ -98,13 +103,20 @@ class GrowingLayer(DynamicLayer):
         prompts join a running batch). Both are right-aligned to the longer of the two
         lengths; the shorter one's rows get zeros on their left, which the caller's mask
         hides. Copies both caches once."""
-        own, length, ours = self.length, max(self.length, other.length), self._k.shape[0]
-        k, v = self._k, self._v
-        self.allocate(ours + other._k.shape[0], length, k, v)
-        self._k[:ours, :, length - own : length] = k[:, :, :own]
-        self._v[:ours, :, length - own : length] = v[:, :, :own]
-        self._k[ours:, :, length - other.length : length] = other.keys
-        self._v[ours:, :, length - other.length : length] = other.values
+        k, v = self.keys, self.values
+        own, theirs, ours = k.shape[2], other.keys.shape[2], k.shape[0]
+        length = max(own, theirs)
+        self.allocate(ours + other.keys.shape[0], length, k, v)
+        self._k[:ours, :, length - own : length] = k
+        self._v[:ours, :, length - own : length] = v
+        self._k[ours:, :, length - theirs : length] = other.keys
+        self._v[ours:, :, length - theirs : length] = other.values
+
+    def trim(self, positions: int) -> None:
+        """Drop the first `positions` cached positions of every row (ones no row attends
+        to; the caller cuts its mask alike). No copy: the cache starts later in the buffer."""
+        self.start = min(self.length, self.start + positions)
+        self._views()
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         self.reorder_cache(indices)
@@ -117,26 +129,28 @@ class GrowingLayer(DynamicLayer):
     def crop(self, tokens_to_remove: int) -> None:
         if tokens_to_remove > 0:
             raise ValueError("GrowingLayer.crop takes a negative number of positions to remove")
-        self.length = max(0, self.length + tokens_to_remove)
+        self.length = max(self.start, self.length + tokens_to_remove)
         self._views()
 
     def reset(self) -> None:
         self._k = self._v = self.keys = self.values = None
-        self.length, self.is_initialized = 0, False
+        self.start, self.length, self.is_initialized = 0, 0, False
 
     def _resize(self, rows: torch.Tensor, capacity: int) -> None:
         """New buffers holding `rows` of the old ones, with room for `capacity` positions.
-        Only the filled positions are copied; the rest is never read before it is written."""
-        k, v = self._k, self._v
+        Only the cached positions are copied, to the start of the new buffers; the rest is
+        never read before it is written."""
+        k, v, held = self._k, self._v, self.length - self.start
         self._k = k.new_empty(len(rows), k.shape[1], capacity, k.shape[3])
         self._v = v.new_empty(len(rows), v.shape[1], capacity, v.shape[3])
-        self._k[:, :, : self.length] = k[rows, :, : self.length]
-        self._v[:, :, : self.length] = v[rows, :, : self.length]
+        self._k[:, :, :held] = k[rows, :, self.start : self.length]
+        self._v[:, :, :held] = v[rows, :, self.start : self.length]
+        self.start, self.length = 0, held
         self._views()
 
     def _views(self) -> None:
-        self.keys = self._k[:, :, : self.length]
-        self.values = self._v[:, :, : self.length]
+        self.keys = self._k[:, :, self.start : self.length]
+        self.values = self._v[:, :, self.start : self.length]
 
 
 def growing_cache(config, spare: int = GROW_BY) -> DynamicCache | None:

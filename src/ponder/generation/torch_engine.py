@@ -141,7 +141,8 @@ class TorchGenerator(Generator):
         # Prompts join a running batch only in ponder's own cache (kv_cache.py); models with
         # other layer kinds decode in chunks: a chunk's prompts join only an empty batch.
         self.continuous = continuous
-        self._joins = continuous and growing_cache(model.config) is not None
+        self._growing = growing_cache(model.config) is not None
+        self._joins = continuous and self._growing
 
     # ----- prompts -----
 
@@ -238,6 +239,11 @@ class TorchGenerator(Generator):
                 cache.reorder_cache(keep)
                 mask, next_pos, tokens = mask[keep], next_pos[keep], tokens[keep]
                 active = [active[j] for j in keep.tolist()]
+                dead = int(mask.any(0).int().argmax()) if self._growing else 0
+                if dead:  # leading positions no running row attends to any more
+                    mask = mask[:, dead:]
+                    for layer in cache.layers:
+                        layer.trim(dead)
             mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=1)
             logits = self._forward(tokens[:, None], mask, next_pos[:, None], cache)
             next_pos = next_pos + 1
