@@ -1,21 +1,31 @@
-"""Throughput of TorchGenerator against Hugging Face `model.generate`, same settings, one process.
+"""Throughput of TorchGenerator, both decode schedules, against Hugging Face `model.generate`, one process.
 
-    .venv/bin/python benchmarks/generation.py                      # tiny + smollm2, batch 64
-    .venv/bin/python benchmarks/generation.py --models tiny --max-tokens 64
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/generation.py              # tiny + smollm2, batch 64
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/generation.py --models tiny --max-tokens 64
 
-Both engines get the same tokenized prompts (64 arithmetic word questions of varied length,
+Three runners get the same tokenized prompts (arithmetic word questions of varied length,
 through the chat template when the tokenizer has one), the same batch and the same
-`max_tokens`; tokens/s counts the tokens each engine actually produced (up to and including
-EOS, or up to the stop string), so padding that `generate` computes for finished rows is not
-counted as output. Before timing, greedy outputs of both engines are compared token for
-token.
+`max_tokens`: `model.generate` (over chunks of `--batch` prompts, longest first), ponder
+chunked (`continuous=False`: a chunk's prompts join only an empty batch) and ponder
+continuous (waiting prompts join as rows free up). tokens/s counts the tokens each produced
+(up to and including EOS, or up to the stop string), so padding that `generate` computes for
+finished rows is not counted as output. Before timing, each ponder schedule's greedy outputs
+are compared with `model.generate`'s token for token; timed runs are interleaved, in an
+order that rotates each round, and the median counts.
+
+Workloads:
+- one-batch: `--batch` prompts, one batch (no prompt waits, so both schedules decode alike).
+- varied: `--varied` prompts (256) through a batch of `--batch`, answers of widely varying
+  length - where a chunk thins out as its rows finish and continuous batching refills it.
 
 Settings per model:
 - smollm2 (SmolLM2-135M-Instruct): greedy, EOS ends a row; answer lengths vary naturally.
 - tiny (random-init '4m' Llama, char tokenizer): random weights make greedy text loop and
-  EOS rare, so the timed run samples at temperature 1 with stop strings, which ends rows at
-  varied points; both engines use the same stop strings (`generate(stop_strings=...)`).
-  Its greedy check uses the same prompts at temperature 0.
+  EOS rare, so the timed runs sample at temperature 1 with stop strings, which end rows at
+  varied points (one-batch: ".", "?" or newline, up to max_tokens; varied: "." only, up to
+  2 x max_tokens, lengths 3 to 256); both runners use the same stop strings
+  (`generate(stop_strings=...)`), and the two schedules' seeded samples are compared. The
+  greedy check uses the same prompts and stop strings at temperature 0.
 """
 from __future__ import annotations
 
@@ -165,7 +175,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="tiny,smollm2", help="comma-separated: tiny, smollm2")
     parser.add_argument("--workloads", default="one-batch,varied",
-                        help="comma-separated: one-batch (--batch prompts), varied (--varied prompts, tiny only)")
+                        help="comma-separated: one-batch (--batch prompts), varied (--varied prompts)")
     parser.add_argument("--batch", type=int, default=64, help="rows decoded together")
     parser.add_argument("--varied", type=int, default=256, help="prompts of the varied-length workload")
     parser.add_argument("--max-tokens", type=int, default=128, help="generated tokens per prompt, at most")
@@ -191,10 +201,12 @@ def main() -> None:
                 timed = greedy if name != "tiny" else SamplingParams(
                     temperature=1.0, max_tokens=args.max_tokens, stop=TINY_STOPS, seed=0, logprobs=False)
                 table += bench(name, workload, model, tokenizer, questions(args.batch), timed, args)
-            elif workload == "varied" and name == "tiny":
-                timed = SamplingParams(temperature=1.0, max_tokens=2 * args.max_tokens, stop=VARIED_STOPS, seed=0,
-                                       logprobs=False)
+            elif workload == "varied":
+                timed = greedy if name != "tiny" else SamplingParams(
+                    temperature=1.0, max_tokens=2 * args.max_tokens, stop=VARIED_STOPS, seed=0, logprobs=False)
                 table += bench(name, workload, model, tokenizer, questions(args.varied), timed, args)
+            else:
+                raise SystemExit(f"unknown workload {workload!r}: expected one-batch or varied")
 
     print(f"\n{'engine':<18} {'model':<8} {'workload':<10} {'prompts':>7} {'mode':<28} {'tokens':>7} "
           f"{'seconds':>8} {'tokens/s':>9} {'vs generate':>11} {'greedy same':>11}")
