@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/learning_rl.py --tag base --seeds 0,1,2
     .venv/bin/python benchmarks/learning_rl.py --tag lr3e-4 --rl-lr 3e-4 --seeds 0,1,2
+    .venv/bin/python benchmarks/learning_rl.py --summary          # every recorded variant
 
 Per seed: a tiny model trained from scratch by SFT on reference solutions of easy problems
 (`--sft-task`, default 2-3 operations), then GRPO (or `--estimator`) on hard training problems
@@ -112,9 +113,38 @@ def rl_model(args, seed: int, sft_dir: str, hard, dev) -> tuple[str, float, dict
     return str(run_dir / "model"), time.perf_counter() - t0, final
 
 
+def mean_of(rows: list[dict], key: str) -> str:
+    if key == "rl_dev_greedy":  # rows written before the field existed keep it in rl_final
+        rows = [{key: r.get(key, r.get("rl_final", {}).get("eval/accuracy"))} for r in rows]
+    values = [r[key] for r in rows if r.get(key) is not None]
+    return f"{statistics.mean(values):.3f}" if values else "-"
+
+
+def summary() -> None:
+    """Every recorded variant: seeds, SFT and RL held-out greedy, RL - SFT as mean ± SE over seeds."""
+    by_tag: dict[str, list[dict]] = {}
+    for line in RESULTS.read_text().splitlines():
+        row = json.loads(line)
+        by_tag.setdefault(row["tag"], []).append(row)
+    print(f"{'variant':28} {'seeds':>5} {'SFT':>6} {'RL':>6} {'RL - SFT':>16} {'RL dev':>6} {'easy SFT->RL':>13}  note")
+    for tag, rows in by_tag.items():
+        done = [r for r in rows if r.get("rl_hard_greedy") is not None]
+        note = "; ".join(r["stopped"] for r in rows if r.get("stopped"))[:60]
+        if not done:
+            print(f"{tag:28} {len(rows):5} {rows[0]['sft_hard_greedy']:6.3f} {'-':>6} {'-':>16}  {note}")
+            continue
+        d = [r["rl_minus_sft"] for r in done]
+        se = statistics.stdev(d) / math.sqrt(len(d)) if len(d) > 1 else done[0]["paired_se"]
+        print(f"{tag:28} {len(done):5} {statistics.mean(r['sft_hard_greedy'] for r in done):6.3f} "
+              f"{statistics.mean(r['rl_hard_greedy'] for r in done):6.3f} {statistics.mean(d):+7.3f} ± {se:.3f} "
+              f"{mean_of(done, 'rl_dev_greedy'):>6} {mean_of(done, 'sft_easy_greedy')}->{mean_of(done, 'rl_easy_greedy')}  "
+              f"{'(1 seed: paired SE)' if len(done) == 1 else ''}{note}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--tag", required=True, help="name of this RL variant (its run dirs and results rows)")
+    ap.add_argument("--summary", action="store_true", help="print the recorded results and exit")
+    ap.add_argument("--tag", help="name of this RL variant (its run dirs and results rows)")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--model", default="tiny:1m")
     ap.add_argument("--sft-task", default="num_ops=2-3", help="arith knobs of the SFT problems")
@@ -140,6 +170,10 @@ def main():
     ap.add_argument("--runs-dir", default="runs/bench-learning")
     ap.add_argument("--progress", action="store_true")
     args = ap.parse_args()
+    if args.summary:
+        return summary()
+    if not args.tag:
+        ap.error("--tag is required (the name of this RL variant)")
     torch.set_num_threads(args.threads)
     from ponder.tasks import get_task
 
@@ -147,18 +181,22 @@ def main():
     hard = get_task("arith", instruction=False, **task_knobs(args.rl_task))
     draw = hard.problems("test", n=args.eval_n + args.dev_n, seed=0)  # the same held-out set for every seed
     held_out, dev = draw[:args.eval_n], draw[args.eval_n:]
-    easy_dev = easy.problems("test", n=args.dev_n, seed=0)
+    easy_draw = easy.problems("test", n=args.eval_n + args.dev_n, seed=0)
+    easy_held_out, easy_dev = easy_draw[:args.eval_n], easy_draw[args.eval_n:]
     rows = []
     for seed in [int(s) for s in args.seeds.split(",")]:
         sft_dir, sft_wall = sft_model(args, seed, easy, easy_dev)
         before = greedy_records(sft_dir, hard, held_out, args.max_tokens)
+        easy_before = greedy_records(sft_dir, easy, easy_held_out, args.max_tokens)
         rl_dir, rl_wall, final = rl_model(args, seed, sft_dir, hard, dev)
         after = greedy_records(rl_dir, hard, held_out, args.max_tokens)
+        easy_after = greedy_records(rl_dir, easy, easy_held_out, args.max_tokens)
         diff, se = paired(after, before)
         row = {"tag": args.tag, "seed": seed, "settings": {k: v for k, v in vars(args).items()
                                                            if k not in ("tag", "seeds", "threads", "progress")},
                "sft_hard_greedy": sum(before) / len(before), "rl_hard_greedy": sum(after) / len(after),
-               "rl_minus_sft": diff, "paired_se": se, "sft_wall_s": round(sft_wall, 1), "rl_wall_s": round(rl_wall, 1),
+               "rl_minus_sft": diff, "paired_se": se, "sft_easy_greedy": sum(easy_before) / len(easy_before),
+               "rl_easy_greedy": sum(easy_after) / len(easy_after), "rl_dev_greedy": final.get("eval/accuracy"), "sft_wall_s": round(sft_wall, 1), "rl_wall_s": round(rl_wall, 1),
                "rl_final": {k: v for k, v in final.items() if isinstance(v, (int, float))},
                "date": time.strftime("%Y-%m-%d %H:%M")}
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
