@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from ponder.eval.rm import first_below, processbench_f1
+from ponder.eval.rm import bootstrap_f1_se, first_below, processbench_f1
 from ponder.rewards import VerifierScorer, aggregate
 from ponder.rewards.model import RewardModel, load_prm, load_reward_model
 from ponder.tasks import get_task
@@ -30,6 +30,20 @@ def test_processbench_f1_by_hand():
     assert out["acc_erroneous"] == pytest.approx(2 / 3) and out["acc_correct"] == 0.5
     assert out["f1"] == pytest.approx(2 * (2 / 3) * 0.5 / (2 / 3 + 0.5))
     assert first_below([0.9, 0.6, 0.4, 0.9], 0.5) == 2 and first_below([0.9], 0.5) is None
+
+
+def test_bootstrap_f1_se():
+    # every problem alike: every resample has the same F1, so no spread
+    same = [[1, None]] * 6, [[1, None]] * 6
+    assert bootstrap_f1_se(*same) == 0.0
+    # half the problems perfect, half all wrong: resamples differ, the spread is that of a
+    # binomial-like mix, well inside (0, 0.5)
+    pred = [[1, None]] * 10 + [[None, 2]] * 10
+    truth = [[1, None]] * 20
+    se = bootstrap_f1_se(pred, truth)
+    assert 0.05 < se < 0.3
+    assert bootstrap_f1_se(pred, truth) == se  # seeded
+    assert bootstrap_f1_se([[1]], [[1]]) == 0.0
 
 
 def test_verifier_scorer_steps_and_outcomes():

@@ -137,7 +137,26 @@ def evaluate_reward_model(scorer: Scorer, data: SampleSet, aggregation: str = "l
     agg, steps = solution_scores(scorer, data, aggregation)
     out = {"best_of_n": best_of_n(data, agg, ns), "weighted_best_of_n": weighted_best_of_n(data, agg, ns)}
     if steps is not None and data.first_error is not None:
-        pred = [first_below(s, threshold) for sols in steps for s in sols]
-        truth = [fe for sols in data.first_error for fe in sols]
-        out["processbench"] = processbench_f1(pred, truth)
+        pred = [[first_below(s, threshold) for s in sols] for sols in steps]
+        flat = lambda nested: [x for xs in nested for x in xs]  # noqa: E731
+        out["processbench"] = {**processbench_f1(flat(pred), flat(data.first_error)),
+                               "f1_se": bootstrap_f1_se(pred, data.first_error)}
     return out
+
+
+def bootstrap_f1_se(predicted: list[list[int | None]], truth: list[list[int | None]], rounds: int = 200,
+                    seed: int = 0) -> float:
+    """Standard error of the ProcessBench F1 by the bootstrap over problems (Efron & Tibshirani
+    1993, ch. 6): the standard deviation of the F1 of `rounds` resamples of the problems, each
+    problem taking all its solutions along (they share a question, so they are not independent)."""
+    import random
+    import statistics
+
+    if len(predicted) < 2:
+        return 0.0
+    rng = random.Random(seed)
+    f1s = []
+    for _ in range(rounds):
+        pick = [rng.randrange(len(predicted)) for _ in predicted]
+        f1s.append(processbench_f1([p for i in pick for p in predicted[i]], [t for i in pick for t in truth[i]])["f1"])
+    return statistics.stdev(f1s)

@@ -47,7 +47,8 @@ def sections(summary: dict) -> list[tuple[str, list[str], list[list]]]:
     pb = prm.get("processbench") or {}
     ns = list(prm["best_of_n"])
     out.append((f"PRM trained on OmegaPRM labels ({prm.get('train_examples')} solutions): ProcessBench F1 "
-                f"{_f(pb.get('f1'))} (acc. on erroneous {_f(pb.get('acc_erroneous'))}, on correct "
+                f"{_f(pb.get('f1'))}" + (f" ± {pb['f1_se']:.3f} (bootstrap SE over problems)" if "f1_se" in pb else "")
+                + f" (acc. on erroneous {_f(pb.get('acc_erroneous'))}, on correct "
                 f"{_f(pb.get('acc_correct'))})",
                 ["selector"] + [f"@{n}" for n in ns],
                 [["PRM best-of-N"] + [prm["best_of_n"][n] for n in ns],
