@@ -42,7 +42,7 @@ def make_engine(
     the engine's own generator, used by calls without a seed (offline vLLM). `api_key` (default:
     $OPENAI_API_KEY), `max_concurrency` (requests in flight; default $PONDER_MAX_CONCURRENCY
     or 16) and `timeout` (seconds per request): server engines. Other `options` go to the engine class (e.g. `chat`,
-    `column_major` for torch; `gpu_memory_utilization` for vLLM)."""
+    `column_major`, `continuous` for torch; `gpu_memory_utilization` for vLLM)."""
     spec = (spec or "torch").strip()
     if spec == "torch":
         from ponder.generation.torch_engine import TorchGenerator
