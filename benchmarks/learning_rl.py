@@ -120,6 +120,11 @@ def mean_of(rows: list[dict], key: str) -> str:
     return f"{statistics.mean(values):.3f}" if values else "-"
 
 
+def easy_change(rows: list[dict]) -> str:
+    before, after = mean_of(rows, "sft_easy_greedy"), mean_of(rows, "rl_easy_greedy")
+    return "-" if before == "-" else f"{before}->{after}"
+
+
 def summary() -> None:
     """Every recorded variant: seeds, SFT and RL held-out greedy, RL - SFT as mean ± SE over seeds."""
     by_tag: dict[str, list[dict]] = {}
@@ -137,7 +142,7 @@ def summary() -> None:
         se = statistics.stdev(d) / math.sqrt(len(d)) if len(d) > 1 else done[0]["paired_se"]
         print(f"{tag:28} {len(done):5} {statistics.mean(r['sft_hard_greedy'] for r in done):6.3f} "
               f"{statistics.mean(r['rl_hard_greedy'] for r in done):6.3f} {statistics.mean(d):+7.3f} ± {se:.3f} "
-              f"{mean_of(done, 'rl_dev_greedy'):>6} {mean_of(done, 'sft_easy_greedy')}->{mean_of(done, 'rl_easy_greedy')}  "
+              f"{mean_of(done, 'rl_dev_greedy'):>6} {easy_change(done):>13}  "
               f"{'(1 seed: paired SE)' if len(done) == 1 else ''}{note}")
 
 
@@ -149,6 +154,7 @@ def main():
     ap.add_argument("--model", default="tiny:1m")
     ap.add_argument("--sft-task", default="num_ops=2-3", help="arith knobs of the SFT problems")
     ap.add_argument("--rl-task", default="num_ops=4-5", help="arith knobs of the RL and held-out problems")
+    ap.add_argument("--sft-model", help="start RL from this model dir instead of training the SFT model here")
     ap.add_argument("--sft-n", type=int, default=20000)
     ap.add_argument("--sft-steps", type=int, default=1000)
     ap.add_argument("--sft-lr", type=float, default=3e-3)
@@ -185,7 +191,7 @@ def main():
     easy_held_out, easy_dev = easy_draw[:args.eval_n], easy_draw[args.eval_n:]
     rows = []
     for seed in [int(s) for s in args.seeds.split(",")]:
-        sft_dir, sft_wall = sft_model(args, seed, easy, easy_dev)
+        sft_dir, sft_wall = (args.sft_model, 0.0) if args.sft_model else sft_model(args, seed, easy, easy_dev)
         before = greedy_records(sft_dir, hard, held_out, args.max_tokens)
         easy_before = greedy_records(sft_dir, easy, easy_held_out, args.max_tokens)
         rl_dir, rl_wall, final = rl_model(args, seed, sft_dir, hard, dev)
