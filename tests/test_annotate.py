@@ -22,7 +22,7 @@ from ponder.annotate import (
     q_value,
     u_value,
 )
-from ponder.annotate.run import derived_files, label_quality, AnnotateConfig
+from ponder.annotate.run import Annotator, derived_files, label_quality, AnnotateConfig
 from ponder.generation.base import Generator, Sample, SamplingParams, Usage
 from ponder.tasks import get_task
 from ponder.tasks.arith import solve
@@ -49,7 +49,7 @@ class OraclePolicy(Generator):
     def generate(self, prompts, params: SamplingParams):
         out = []
         for prompt in prompts:
-            prompt = "".join(map(chr, prompt))
+            prompt = prompt if isinstance(prompt, str) else "".join(map(chr, prompt))
             lines = prompt.split("\n")
             expr, prefix = lines[0], [l for l in lines[1:] if l]
             self.states.append(tuple(prefix))
@@ -181,6 +181,25 @@ def test_judge_verdicts_and_consensus():
 
     judge = LLMJudge(Scripted())
     assert judge.score_steps(["8+(5*6)"], [["8+30", "38", "Answer: 38"]]) == [[1.0, 0.0, 0.0]]
+
+
+def test_completer_rolls_out_in_place_of_the_policy(arith):
+    """Math-Shepherd's completer: the policy samples the solutions, another model does the
+    rollouts from their prefixes, so the labels measure what the completer can finish."""
+    problems = arith.problems("train", n=2, seed=0)
+    policy, completer = OraclePolicy(arith, good=1), OraclePolicy(arith, good=4)
+    policy.problems = completer.problems = problems
+    cfg = AnnotateConfig(methods=["math_shepherd"], samples=1, k=4, rationalize=False)
+    own = Annotator(cfg, policy, arith).chunk(problems, 0)
+    policy.states.clear()
+    strong = Annotator(cfg, policy, arith, completer=completer).chunk(problems, 0)
+    assert [r["completion"] for r in own] == [r["completion"] for r in strong]  # the same samples
+    assert all(r["correct"] for r in own)
+    # from each correct prefix 1 of the policy's 4 rollouts finishes right, all 4 of the completer's
+    assert all(v == 0.25 for r in own for v in r["labels"]["math_shepherd"]["soft"][:-1])
+    assert all(v == 1.0 for r in strong for v in r["labels"]["math_shepherd"]["soft"])
+    assert policy.states == [(), ()]  # with a completer, the policy only sampled the two solutions
+    assert len(completer.states) > 0
 
 
 def test_derived_files_and_quality():

@@ -67,7 +67,9 @@ def start_run(run_dir: str | Path, config: dict, command: str, ignore: tuple[str
             raise RunConfigError(f"{saved_path}: unreadable config of an earlier run ({e}); "
                                  f"use another --run name or delete {run_dir}") from None
         grown = [k for k in extendable if k in saved and k in new and isinstance(new[k], int) and new[k] > saved[k]]
-        skip = (*ignore, *grown)
+        # an option added to the command since that run, left unset now, changes nothing it did
+        added_unset = [k for k, v in new.items() if k not in saved and v is None]
+        skip = (*ignore, *grown, *added_unset)
         diffs = _differences({k: v for k, v in saved.items() if k not in skip},
                              {k: v for k, v in new.items() if k not in skip})
         if diffs:

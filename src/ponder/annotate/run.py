@@ -51,6 +51,11 @@ class AnnotateConfig:
     """solutions sampled per problem"""
     temperature: float = 1.0
     """sampling temperature for solutions and rollouts"""
+    completer: str | None = None
+    """model that completes prefixes in the Math-Shepherd and OmegaPRM rollouts (Math-Shepherd's
+    "completer", Wang et al. 2024 §3.2), on the policy's engine; default: the policy itself. A
+    stronger completer gives labels closer to step correctness, since a weak one often fails from
+    a correct prefix and recovers after a wrong one"""
     max_tokens: int = 256
     """tokens per solution or rollout, at most"""
     methods: list[str] = field(default_factory=lambda: ["math_shepherd", "omega_prm", "truth"])
@@ -88,7 +93,7 @@ def _seed(base: int, chunk: int, stage: int) -> int:
 
 
 class Annotator:
-    def __init__(self, cfg: AnnotateConfig, generator, task, judge: LLMJudge | None = None):
+    def __init__(self, cfg: AnnotateConfig, generator, task, judge: LLMJudge | None = None, completer=None):
         unknown = [m for m in cfg.methods if m not in METHODS]
         if unknown:
             raise ValueError(f"unknown annotation method(s) {unknown}: expected some of {', '.join(METHODS)}")
@@ -97,6 +102,7 @@ class Annotator:
         if "judge" in cfg.methods and judge is None:
             raise ValueError("method 'judge' needs a judge model")
         self.cfg, self.generator, self.task, self.judge = cfg, generator, task, judge
+        self.completer = completer if completer is not None else generator
         self.omega_cfg = OmegaConfig(k=cfg.k, **cfg.omega)
 
     def chunk(self, problems, c: int) -> list[dict]:
@@ -120,7 +126,7 @@ class Annotator:
                 r["labels"]["truth"] = {"soft": [float(x) for x in check.labels], "rollouts": 0, "tokens": 0}
         if "math_shepherd" in cfg.methods:
             sols = [(by_problem[r["problem_id"]], r["steps"], r["correct"]) for r in policy]
-            for r, lab in zip(policy, math_shepherd(gen, task, sols, cfg.k, cfg.temperature, cfg.max_tokens,
+            for r, lab in zip(policy, math_shepherd(self.completer, task, sols, cfg.k, cfg.temperature, cfg.max_tokens,
                                                     _seed(cfg.seed, c, 1))):
                 r["labels"]["math_shepherd"] = {"soft": lab.soft, "rollouts": lab.rollouts, "tokens": lab.tokens}
         if "omega_prm" in cfg.methods:
@@ -129,7 +135,7 @@ class Annotator:
                 mine = [r for r in policy if r["problem_id"] == p.id]
                 groups.append((p, [(r["steps"], r["correct"], r["tokens"]) for r in mine]))
                 owners.append(mine)
-            trees = omega_prm(gen, task, groups, self.omega_cfg, cfg.temperature, cfg.max_tokens,
+            trees = omega_prm(self.completer, task, groups, self.omega_cfg, cfg.temperature, cfg.max_tokens,
                               _seed(cfg.seed, c, 2))
             for p, mine, sols in zip(problems, owners, trees):
                 for sol in sols:

@@ -18,7 +18,7 @@ from ponder.config import require, to_dict
 from ponder.scaleout import NOT_CONFIG, check_workers, in_order, map_shards
 
 
-def run(cfg: Config, progress: bool = True, generator=None, judge_generator=None) -> dict:
+def run(cfg: Config, progress: bool = True, generator=None, judge_generator=None, completer=None) -> dict:
     """Run (or resume) an annotation run; returns the summary. `generator` / `judge_generator`
     replace the engines the config names (for callers that already hold one)."""
     from rich.console import Console
@@ -39,6 +39,8 @@ def run(cfg: Config, progress: bool = True, generator=None, judge_generator=None
     if cfg.workers > 1:
         annotator = None  # each worker builds its own; models and methods are checked here
         check_model(cfg.policy, cfg.engine)
+        if cfg.completer:
+            check_model(cfg.completer, cfg.engine)
         if "judge" in cfg.methods:
             check_model(cfg.judge_model, cfg.judge_engine)
         Annotator(cfg, None, task, LLMJudge(None) if "judge" in cfg.methods else None)
@@ -50,7 +52,9 @@ def run(cfg: Config, progress: bool = True, generator=None, judge_generator=None
             if judge_generator is None:
                 judge_generator = open_engine(cfg.judge_engine, cfg.judge_model, batch_size=cfg.batch_size)
             judge = LLMJudge(judge_generator)
-        annotator = Annotator(cfg, generator, task, judge)  # checks the methods against the task
+        if completer is None and cfg.completer:
+            completer = open_engine(cfg.engine, cfg.completer, batch_size=cfg.batch_size)
+        annotator = Annotator(cfg, generator, task, judge, completer)  # checks the methods against the task
     run_dir = Path(cfg.runs_dir) / cfg.run
     start_run(run_dir, to_dict(cfg), "annotate", ignore=("run", "runs_dir", *NOT_CONFIG))
     path = run_dir / "records.jsonl"
@@ -108,7 +112,8 @@ def _annotator(cfg: Config):
     judge = None
     if "judge" in cfg.methods:
         judge = LLMJudge(open_engine(cfg.judge_engine, cfg.judge_model, batch_size=cfg.batch_size))
-    return Annotator(cfg, generator, get_task(cfg.task, **cfg.task_args), judge)
+    completer = open_engine(cfg.engine, cfg.completer, batch_size=cfg.batch_size) if cfg.completer else None
+    return Annotator(cfg, generator, get_task(cfg.task, **cfg.task_args), judge, completer)
 
 
 def _annotate_chunk(annotator, c: int, problems) -> tuple[list[dict], float]:
