@@ -72,7 +72,7 @@ def main() -> None:
                           str(args.annotate_n), "--samples", "4", "--k", "8", "--method", "math_shepherd",
                           "--method", "omega_prm", "--method", "truth", "--chunk", "4", "--max-tokens", "80",
                           "--workers", str(w), *task)
-    same = all((out / f"annotate-w1" / f).read_text() == (out / f"annotate-w{args.workers}" / f).read_text()
+    same = all((out / "annotate-w1" / f).read_text() == (out / f"annotate-w{args.workers}" / f).read_text()
                for f in ("records.jsonl", "stepwise_omega_prm.jsonl", "stepwise_math_shepherd.jsonl"))
     rows.append(("annotate (Math-Shepherd + OmegaPRM)", f"{args.annotate_n} problems x 4 samples, k=8",
                  walls[1], walls[args.workers], same))
