@@ -43,6 +43,8 @@ def _differences(saved: dict, new: dict) -> list[str]:
     for key in new:
         if key in saved and saved[key] != new[key]:
             out.append(f"{key}: {saved[key]!r} there, {new[key]!r} now")
+        elif key not in saved and new[key] is not None:
+            out.append(f"{key}: not an option there, {new[key]!r} now")
     return out
 
 
@@ -67,9 +69,7 @@ def start_run(run_dir: str | Path, config: dict, command: str, ignore: tuple[str
             raise RunConfigError(f"{saved_path}: unreadable config of an earlier run ({e}); "
                                  f"use another --run name or delete {run_dir}") from None
         grown = [k for k in extendable if k in saved and k in new and isinstance(new[k], int) and new[k] > saved[k]]
-        # an option added to the command since that run, left unset now, changes nothing it did
-        added_unset = [k for k, v in new.items() if k not in saved and v is None]
-        skip = (*ignore, *grown, *added_unset)
+        skip = (*ignore, *grown)
         diffs = _differences({k: v for k, v in saved.items() if k not in skip},
                              {k: v for k, v in new.items() if k not in skip})
         if diffs:
