@@ -78,7 +78,7 @@ def main():
         ap.error("--tag and --labels are required")
     torch.set_num_threads(args.threads)
     from ponder.commands import train_rm
-    from ponder.eval.rm import evaluate_reward_model, sample_solutions, solution_scores
+    from ponder.eval.rm import quality_of_scores, sample_solutions, solution_scores
     from ponder.generation import make_engine
     from ponder.rewards.model import load_prm
     from ponder.tasks import get_task
@@ -99,8 +99,8 @@ def main():
                                progress=False)
         train_s = time.perf_counter() - t0
         prm = load_prm(trained["model_dir"])
-        quality = evaluate_reward_model(prm, data, "min")
-        agg, _ = solution_scores(prm, data, "min")
+        agg, steps = solution_scores(prm, data, "min")  # scored once: F1, best-of-N and the comparison
+        quality = quality_of_scores(data, agg, steps)
         weighted, majority = per_problem_choice(data, agg, args.eval_samples)
         diff, se = paired(weighted, majority)
         row = {"tag": args.tag, "seed": seed, "settings": {k: v for k, v in vars(args).items()

@@ -132,9 +132,15 @@ def vote_and_oracle(data: SampleSet, ns: list[int]) -> tuple[dict[int, float], d
 
 def evaluate_reward_model(scorer: Scorer, data: SampleSet, aggregation: str = "last",
                           threshold: float = 0.5, ns: list[int] | None = None) -> dict:
+    agg, steps = solution_scores(scorer, data, aggregation)
+    return quality_of_scores(data, agg, steps, threshold, ns)
+
+
+def quality_of_scores(data: SampleSet, agg: list[list[float]], steps: list | None, threshold: float = 0.5,
+                      ns: list[int] | None = None) -> dict:
+    """`evaluate_reward_model` from scores already computed (`solution_scores`)."""
     n = len(data.texts[0]) if data.texts else 0
     ns = ns or [k for k in (1, 2, 4, 8, 16, 32, 64) if k <= n]
-    agg, steps = solution_scores(scorer, data, aggregation)
     out = {"best_of_n": best_of_n(data, agg, ns), "weighted_best_of_n": weighted_best_of_n(data, agg, ns)}
     if steps is not None and data.first_error is not None:
         pred = [[first_below(s, threshold) for s in sols] for sols in steps]

@@ -253,8 +253,7 @@ def _search_problems(strategy: str, params: SearchParams, batch: bool, ctx: Sear
                      problems: list[Problem]) -> list[dict]:
     from ponder.search.batch import search_many
 
-    results = search_many(strategy, ctx, problems, params) if batch else \
-        [search(strategy, ctx, p, params) for p in problems]
+    results = search_many(strategy, ctx, problems, params, batch)
     records = []
     for p, r in zip(problems, results):
         records.append({"id": p.id, "gold": p.answer, "answer": r.answer,

@@ -40,11 +40,12 @@ from ponder.tasks.base import Problem
 
 
 def search_many(strategy: str, ctx: SearchContext, problems: list[Problem],
-                params: SearchParams) -> list[SearchResult]:
+                params: SearchParams, batch: bool = True) -> list[SearchResult]:
     """`search(strategy, ctx, p, params)` for every problem, their engine and scorer calls
-    made together (module docstring); the results are those of one-by-one searches."""
+    made together (module docstring); the results are those of one-by-one searches, which
+    `batch=False` runs instead."""
     get_strategy(strategy)
-    if len(problems) <= 1:
+    if not batch or len(problems) <= 1:
         return [search(strategy, ctx, p, params) for p in problems]
     t0 = time.perf_counter()
     results = _Batch(ctx).run(lambda c, p: search(strategy, c, p, params), problems)

@@ -33,7 +33,6 @@ from ponder.search.base import (
     SearchParams,
     SearchResult,
     get_strategy,
-    search,
     search_params,
     shard_size,
 )
@@ -194,8 +193,7 @@ def _run_cells(batch: bool, ctx: SearchContext, index: int, cells: list) -> list
     problems searched together (batch.py), else one by one."""
     _, strategy, budget, params = cells[0]
     problems = [problem for problem, *_ in cells]
-    results = search_many(strategy, ctx, problems, params) if batch else \
-        [search(strategy, ctx, p, params) for p in problems]
+    results = search_many(strategy, ctx, problems, params, batch)
     return [_record(ctx, p, strategy, budget, params, r) for p, r in zip(problems, results)]
 
 
