@@ -242,6 +242,49 @@ def test_samples_follow_weight_updates(tiny):
     assert [s[0].token_ids for s in after] != [s[0].token_ids for s in before]
 
 
+
+bf16_kernels = pytest.mark.skipif(not __import__("ponder.generation.weight_layout", fromlist=["x"])
+                                  .PackedBF16Linears.supported(), reason="no oneDNN bf16 kernels on this CPU")
+
+
+@bf16_kernels
+def test_bf16_matmuls_stay_close_to_fp32(tiny):
+    """torch-bf16 computes the Linear layers in bf16: teacher-forced log-probabilities within
+    bf16 rounding of fp32's, on a model whose other layers it leaves alone."""
+    model, tokenizer = tiny
+    completions = ["12 + 30 = 42", "the cat", "7"]
+    exact = make_engine("torch", model, tokenizer=tokenizer).logprobs(PROMPTS[:3], completions)
+    bf16 = make_engine("torch-bf16", model, tokenizer=tokenizer).logprobs(PROMPTS[:3], completions)
+    diffs = [abs(a - b) for row_a, row_b in zip(exact, bf16) for a, b in zip(row_a, row_b)]
+    assert len(diffs) == sum(len(c) for c in completions)
+    assert 0 < max(diffs) < 0.1  # rounded (so really bf16), but only by bf16's 3 significant digits
+
+
+@bf16_kernels
+def test_bf16_follows_weight_updates_and_gives_the_model_back(tiny):
+    """The packed copies follow in-place updates (an RL loop), and after a call every Linear
+    runs its own forward again (training sees plain fp32 layers)."""
+    _, tokenizer = tiny
+    model = build_tiny_model(tokenizer, "1m", seed=1).eval()
+    gen = make_engine("torch-bf16", model, tokenizer=tokenizer)
+    before = gen.generate(PROMPTS, SamplingParams(**GREEDY))
+    assert not any("forward" in m.__dict__ for m in model.modules())
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(-1.0)
+    after = gen.generate(PROMPTS, SamplingParams(**GREEDY))
+    fresh = make_engine("torch-bf16", model, tokenizer=tokenizer).generate(PROMPTS, SamplingParams(**GREEDY))
+    assert [s[0].token_ids for s in after] == [s[0].token_ids for s in fresh]
+    assert [s[0].token_ids for s in after] != [s[0].token_ids for s in before]
+    assert not any("forward" in m.__dict__ for m in model.modules())
+
+
+def test_matmul_dtype_is_checked(tiny):
+    model, tokenizer = tiny
+    with pytest.raises(ValueError, match="matmul_dtype must be None or 'bfloat16'"):
+        make_engine("torch", model, tokenizer=tokenizer, matmul_dtype="fp8")
+
+
 # ----- stop strings and max_tokens -----
 
 

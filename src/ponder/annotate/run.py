@@ -46,7 +46,7 @@ class AnnotateConfig:
     """policy model that samples solutions and rollouts (local dir, .gguf or smollm2; with a
     server engine, the served model's name)"""
     engine: str = "torch"
-    """engine of the policy: torch, vllm, or an OpenAI-compatible server URL (http://host:port/v1)"""
+    """engine of the policy: torch, torch-bf16, vllm, or an OpenAI-compatible server URL (http://host:port/v1)"""
     samples: int = 4
     """solutions sampled per problem"""
     temperature: float = 1.0
@@ -67,7 +67,7 @@ class AnnotateConfig:
     judge_model: str = "smollm2"
     """model used as the LLM judge when `judge` is among the methods"""
     judge_engine: str = "torch"
-    """engine of the judge: torch, vllm, or a server URL"""
+    """engine of the judge: torch, torch-bf16, vllm, or a server URL"""
     rationalize: bool = True
     """STaR rationalisation for problems with no correct sample"""
     hint_template: str = "{prompt}\n(The answer is {answer}.)\n"

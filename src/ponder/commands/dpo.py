@@ -56,7 +56,7 @@ class Config:
     n_eval: int = 200
     """held-out problems for greedy accuracy before and after (0 = none)"""
     engine: str = "torch"
-    """engine that samples the policy (pairs, evaluation): torch, vllm, or a server URL that takes weights"""
+    """engine that samples the policy (pairs, evaluation): torch, torch-bf16, vllm, or a server URL that takes weights"""
     seed: int = 0
     """seed of problem choice, sampling and data order"""
 

@@ -13,7 +13,7 @@ class Config(EvalConfig):
     model: str = ""
     """model dir, .gguf, smollm2, or a run name under runs/ (with a server engine: the served model's name)"""
     engine: str = "torch"
-    """generation engine: torch (in this process), vllm, or an OpenAI-compatible server URL http(s)://host:port/v1"""
+    """generation engine: torch (in this process; torch-bf16: its Linear layers in bf16), vllm, or an OpenAI-compatible server URL http(s)://host:port/v1"""
     task: str = "arith"
     """task name or dataset path"""
     task_args: dict = field(default_factory=dict)

@@ -14,7 +14,7 @@ class Config:
     policy: str = "runs/demo/sft/model"
     """policy that samples the solutions to judge, or a run name (with a server engine: the served name)"""
     engine: str = "torch"
-    """engine of the policy: torch, vllm, or an OpenAI-compatible server URL"""
+    """engine of the policy: torch, torch-bf16, vllm, or an OpenAI-compatible server URL"""
     task: str = "arith"
     """task name or dataset path"""
     task_args: dict = field(default_factory=dict)

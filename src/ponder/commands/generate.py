@@ -11,7 +11,7 @@ class Config:
     model: str = ""
     """model dir, .gguf, smollm2, or a run name under runs/ (with a server engine: the served model's name)"""
     engine: str = "torch"
-    """generation engine: torch (in this process), vllm, or an OpenAI-compatible server URL http(s)://host:port/v1"""
+    """generation engine: torch (in this process; torch-bf16: its Linear layers in bf16), vllm, or an OpenAI-compatible server URL http(s)://host:port/v1"""
     prompts: list[str] = field(default_factory=list, metadata={"csv": False})
     """prompt texts (the engine applies the model's chat template)"""
     task: str | None = None

@@ -48,7 +48,7 @@ class Config:
     n_eval: int = 200
     """held-out problems for greedy accuracy per round"""
     engine: str = "torch"
-    """engine that samples the policy: torch, vllm, or a server URL that takes weights"""
+    """engine that samples the policy: torch, torch-bf16, vllm, or a server URL that takes weights"""
     seed: int = 0
     """seed of problem choice, sampling and training"""
 

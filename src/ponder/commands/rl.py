@@ -49,7 +49,8 @@ class Config(RLConfig):
     gen_batch_size: int = 64
     """rows decoded together by the generation engine"""
     engine: str = "torch"
-    """rollout engine: torch (in this process, sharing the policy), vllm (weights pushed after every
+    """rollout engine: torch (in this process, sharing the policy; torch-bf16: its Linear layers in
+    bf16), vllm (weights pushed after every
     optimiser step), or the URL of a server that takes weights (`ponder serve`)"""
 
 

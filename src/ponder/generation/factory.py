@@ -2,10 +2,13 @@
 
     engine = make_engine("torch", "runs/demo/sft/model")                # in this process
     engine = make_engine("torch", model, tokenizer=tokenizer)            # a model in memory (RL)
+    engine = make_engine("torch-bf16", "smollm2")                        # Linear layers in bf16 (CPU)
     engine = make_engine("vllm", "smollm2")                              # vLLM's offline LLM
     engine = make_engine("http://127.0.0.1:8000/v1", "smollm2")          # any OpenAI-compatible server
 
-`spec` is `torch` (default), `vllm`, or an `http(s)://host:port/v1` URL. `model` is a model
+`spec` is `torch` (default), `torch-bf16` (the same engine computing its Linear layers in
+bfloat16 from prepacked weights: faster on CPUs with AVX512-BF16/AMX, not bit-equal to
+fp32), `vllm`, or an `http(s)://host:port/v1` URL. `model` is a model
 directory, a `.gguf`, an alias (`smollm2`) or a run's model folder for the in-process
 engines; for a server it is the served model's name (None: the server's only model). Every
 engine honours the contract in base.py; heavy engines are imported only when asked for.
@@ -16,7 +19,7 @@ import os
 
 from ponder.generation.base import EngineError, Generator
 
-ENGINES = ("torch", "vllm", "http(s)://host:port/v1")
+ENGINES = ("torch", "torch-bf16", "vllm", "http(s)://host:port/v1")
 
 
 def is_url(spec: str) -> bool:
@@ -44,17 +47,19 @@ def make_engine(
     or 16) and `timeout` (seconds per request): server engines. Other `options` go to the engine class (e.g. `chat`,
     `column_major`, `continuous` for torch; `gpu_memory_utilization` for vLLM)."""
     spec = (spec or "torch").strip()
-    if spec == "torch":
+    if spec in ("torch", "torch-bf16"):
         from ponder.generation.torch_engine import TorchGenerator
 
+        if spec == "torch-bf16":
+            options["matmul_dtype"] = "bfloat16"
         if model is None:
-            raise ValueError("engine torch needs a model (a path, an alias, or a loaded model with its tokenizer)")
+            raise ValueError(f"engine {spec} needs a model (a path, an alias, or a loaded model with its tokenizer)")
         if isinstance(model, str):
             from ponder.models import load_model
 
             model, tokenizer = load_model(model)
         elif tokenizer is None:
-            raise ValueError("engine torch: a loaded model needs its tokenizer (tokenizer=...)")
+            raise ValueError(f"engine {spec}: a loaded model needs its tokenizer (tokenizer=...)")
         return TorchGenerator(model, tokenizer, batch_size=batch_size, progress=progress, **options)
     if spec == "vllm":
         from ponder.generation.vllm_engine import VLLMGenerator

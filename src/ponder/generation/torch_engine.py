@@ -80,7 +80,7 @@ from ponder.generation.kv_cache import GROW_BY, growing_cache
 from ponder.generation.prefill import left_pad, positions_of, prefill
 from ponder.generation.sampling import select_tokens, token_logprobs
 from ponder.generation.stops import IncrementalDetokenizer, decode_completion, find_stop
-from ponder.generation.weight_layout import ColumnMajorWeights
+from ponder.generation.weight_layout import ColumnMajorWeights, PackedBF16Linears
 
 # Teacher-forced scoring materialises (rows, positions, vocab) logits; one micro-batch holds
 # at most this many floats (256 MB).
@@ -121,6 +121,7 @@ class TorchGenerator(Generator):
         progress: bool = False,
         column_major: bool | None = None,
         continuous: bool = True,
+        matmul_dtype: str | None = None,
     ):
         """`batch_size`: rows (prompts x n) decoded together. `chat`: wrap prompts in the
         tokenizer's chat template (None: iff it has one). `progress`: a tqdm bar over prompts.
@@ -128,9 +129,14 @@ class TorchGenerator(Generator):
         small batches on CPU, at the cost of a second copy of them in memory (see
         weight_layout.py; None: on CPU when they take under 2 GiB). `continuous`: waiting
         prompts join the running batch as rows free up (continuous batching); False decodes
-        in chunks, a chunk's prompts joining only an empty batch."""
+        in chunks, a chunk's prompts joining only an empty batch. `matmul_dtype`: "bfloat16"
+        computes every Linear layer in bf16 from prepacked weight copies (CPU with oneDNN
+        bf16 kernels; see weight_layout.PackedBF16Linears), the rest in the model's dtype;
+        None: the model's dtype throughout."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if matmul_dtype not in (None, "bfloat16"):
+            raise ValueError(f"matmul_dtype must be None or 'bfloat16', got {matmul_dtype!r}")
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
@@ -150,6 +156,12 @@ class TorchGenerator(Generator):
             )
             column_major = self.device.type == "cpu" and linear_bytes < COLUMN_MAJOR_MAX_BYTES
         self._weights = ColumnMajorWeights(model) if column_major else None
+        self.matmul_dtype = matmul_dtype
+        if matmul_dtype == "bfloat16":
+            if self.device.type != "cpu" or not PackedBF16Linears.supported():
+                raise EngineError("engine torch: matmul_dtype='bfloat16' needs a CPU model and oneDNN bf16 kernels "
+                                  "(AVX512-BF16 or AMX); this machine has none - leave matmul_dtype unset")
+            self._weights = PackedBF16Linears(model, batch_size)
         # Prompts join a running batch only in ponder's own cache (kv_cache.py); models with
         # other layer kinds decode in chunks: a chunk's prompts join only an empty batch.
         self.continuous = continuous

@@ -1,8 +1,8 @@
 """The engine a trainer samples its own policy with (RL rollouts, Step-DPO pairs, expert
 iteration, held-out evaluation during training).
 
-`torch` samples in this process from the policy object itself, so it always sees the
-current weights. Any other engine holds its own copy of the weights: vLLM loads the initial
+`torch` (and `torch-bf16`, its Linear layers in bf16) samples in this process from the
+policy object itself, so it always sees the current weights. Any other engine holds its own copy of the weights: vLLM loads the initial
 policy from a Hugging Face folder saved once in the run directory (this also covers
 `tiny:<preset>` and GGUF starts), and a server serves whatever it was started with. Either
 way the trainer calls `engine.update_weights(policy.named_parameters())` before it samples
@@ -18,11 +18,11 @@ from ponder.generation import Generator, is_url, make_engine
 
 def policy_engine(spec: str, model, tokenizer, run_dir: str | Path, batch_size: int = 64, seed: int = 0,
                   served_model: str | None = None) -> Generator:
-    """An engine for `model` (being trained in this process): `spec` is torch, vllm, or a
+    """An engine for `model` (being trained in this process): `spec` is torch, torch-bf16, vllm, or a
     server URL whose served model (`served_model`; None: its only one) starts from the same
     weights and takes new ones (`ponder serve` does)."""
-    if spec == "torch":
-        return make_engine("torch", model, tokenizer=tokenizer, batch_size=batch_size)
+    if spec in ("torch", "torch-bf16"):
+        return make_engine(spec, model, tokenizer=tokenizer, batch_size=batch_size)
     if is_url(spec):
         return make_engine(spec, served_model, seed=seed)
     init = Path(run_dir) / "engine_init"

@@ -97,7 +97,7 @@ class RLTrainer:
         seed, so the rollout is the same however its prompts are split between processes
         (default: when the run has several processes)."""
         cfg.check()
-        if lora and engine != "torch":
+        if lora and engine not in ("torch", "torch-bf16"):
             raise ValueError(f"LoRA training samples with the in-process engine only (engine torch), got {engine!r}")
         if not rewards and cfg.estimator != "process_grpo":
             raise ValueError("give at least one reward function (e.g. the task's outcome verifier)")
