@@ -2,6 +2,20 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/generation.py              # tiny + smollm2, batch 64
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/generation.py --models tiny --max-tokens 64
+    .venv/bin/python benchmarks/generation.py --headline             # SmolLM2 vs generate (and vLLM), fp32 and bf16
+    .venv-vllm/bin/python benchmarks/generation.py --headline        # the same with the vLLM rows
+
+`--headline`: the SmolLM2-135M-Instruct workload of the engine comparison (64 chat prompts,
+greedy, at most 128 tokens, one batch) through `model.generate`, ponder's torch engine and,
+when vLLM is importable, offline vLLM - each in fp32 and in bf16 (`model.generate` and vLLM
+on a bf16 copy of the model, ponder as `torch-bf16`: Linear layers in bf16 from prepacked
+weights, the rest fp32). Per row: tokens/s and its ratio to fp32 `model.generate`, the share
+of the compute bound it reaches (2 x the Linear layers' parameters per token, at the
+GFLOP/s a large matmul of that dtype reaches here, measured in the same run), the memory
+the engine adds when built and warmed up and the peak it adds during a run (resident set size), and how
+many greedy answers equal fp32 `model.generate`'s token for token. Then the bf16 effect on
+answers that are checked: greedy accuracy on `--accuracy-n` held-out `add_words` problems,
+fp32 against bf16, per engine.
 
 Three runners get the same tokenized prompts (arithmetic word questions of varied length,
 through the chat template when the tokenizer has one), the same batch and the same
@@ -30,9 +44,13 @@ Settings per model:
 from __future__ import annotations
 
 import argparse
+import copy
+import importlib.util
 import os
 import random
 import statistics
+import sys
+import threading
 import time
 
 import torch
@@ -171,6 +189,143 @@ def bench(name: str, workload: str, model, tokenizer, prompts, timed: SamplingPa
     return table
 
 
+def rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class PeakRSS:
+    """The largest resident set size seen (sampled every 5 ms) while the block runs."""
+
+    def __enter__(self):
+        self.start = self.peak = rss_mib()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def _watch(self):
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, rss_mib())
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_mib())
+
+
+def matmul_gflops(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
+    """What a large square matmul of `dtype` reaches on this machine's threads (the best of
+    `repeats`): the compute bound a decode step's matmuls could at most reach."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    return 2 * size**3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def headline(args) -> None:
+    """The SmolLM2 engine comparison (see the module docstring)."""
+    from ponder.models import load_model
+    from ponder.models.convert import hf_folder
+
+    model, tokenizer = load_model("smollm2")
+    model.eval()
+    flops_per_token = 2 * sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    peak = {"fp32": matmul_gflops(torch.float32), "bf16": matmul_gflops(torch.bfloat16)}
+    print(f"compute bound: fp32 matmul {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s; "
+          f"{flops_per_token / 1e6:.0f} MFLOP per token (2 x Linear parameters) -> "
+          f"{peak['fp32'] * 1e9 / flops_per_token:.0f} / {peak['bf16'] * 1e9 / flops_per_token:.0f} tokens/s")
+    prompts = questions(args.batch)
+    greedy = SamplingParams(temperature=0, max_tokens=args.max_tokens, logprobs=False)
+    base = make_engine("torch", model, tokenizer=tokenizer, batch_size=args.batch)  # tokenizes for generate
+    reference, _ = run_hf(model, tokenizer, base, prompts, greedy)
+
+    runners: dict[tuple, tuple] = {}  # (label, dtype) -> (dtype, run function, engine build MiB)
+
+    def add(label: str, dtype: str, build):
+        """Build a runner and warm it up (compilation, caches, weight copies): what that
+        leaves resident is the engine's memory."""
+        before = rss_mib()
+        run = build()
+        run()
+        runners[(label, dtype)] = (dtype, run, rss_mib() - before)
+
+    def hf(m):
+        return lambda: run_hf(m, tokenizer, base, prompts, greedy)
+
+    def ponder(spec, m, **kw):
+        engine = make_engine(spec, m, tokenizer=tokenizer, batch_size=args.batch, **kw)
+        return lambda: run_engine(engine, prompts, greedy)
+
+    bf16: list = []  # the bf16 copy of the model, made inside its runner's memory count
+    add("model.generate", "fp32", lambda: hf(model))
+    add("ponder torch", "fp32", lambda: ponder("torch", model))
+    add("model.generate", "bf16", lambda: hf(bf16.append(copy.deepcopy(model).to(torch.bfloat16)) or bf16[0]))
+    add("ponder torch-bf16", "bf16", lambda: ponder("torch-bf16", model))
+    if importlib.util.find_spec("vllm") is not None:
+        folder = str(hf_folder("smollm2"))
+        for dtype, name in (("fp32", "float32"), ("bf16", "bfloat16")):
+            add("vllm (offline)", dtype, lambda name=name: _vllm_runner(folder, name, prompts, greedy))
+    else:
+        print("vLLM is not importable here: no vLLM rows (run with .venv-vllm/bin/python for them)")
+    runs: dict[str, list] = {key: [] for key in runners}
+    keys = list(runners)
+    for r in range(args.repeats):
+        for key in keys[r % len(keys):] + keys[: r % len(keys)]:
+            with PeakRSS() as mem:
+                ids, seconds = runners[key][1]()
+            runs[key].append((sum(map(len, ids)), seconds, mem.peak - mem.start, ids))
+    gen_rate = statistics.median(t / s for t, s, _, _ in runs[("model.generate", "fp32")])
+    print(f"\nSmolLM2-135M-Instruct, {len(prompts)} chat prompts, greedy, <= {args.max_tokens} tokens, "
+          f"{torch.get_num_threads()} threads")
+    print(f"{'engine':<20} {'dtype':<5} {'tokens':>7} {'seconds':>8} {'tokens/s':>9} {'vs generate fp32':>16} "
+          f"{'of bound':>8} {'engine MiB':>10} {'run MiB':>8} {'greedy = fp32 generate':>22}")
+    for key in keys:
+        label, dtype = key
+        tokens, seconds, mem, ids = sorted(runs[key], key=lambda m: m[0] / m[1])[len(runs[key]) // 2]
+        rate = tokens / seconds
+        same = sum(a == b for a, b in zip(ids, reference))
+        print(f"{label:<20} {dtype:<5} {tokens:>7} {seconds:>8.2f} {rate:>9.1f} {rate / gen_rate:>15.2f}x "
+              f"{rate * flops_per_token / (peak[dtype] * 1e9):>8.0%} {runners[key][2]:>10.0f} {mem:>8.0f} "
+              f"{same:>15}/{len(prompts)}")
+    if args.accuracy_n:
+        accuracy(model, tokenizer, bf16[0], args)
+
+
+def _vllm_runner(folder: str, dtype: str, prompts, params):
+    engine = make_engine("vllm", folder, dtype=dtype)
+    return lambda: run_engine(engine, prompts, params)
+
+
+def accuracy(model, tokenizer, bf16_model, args) -> None:
+    """Greedy accuracy on held-out add_words problems, fp32 against bf16, per engine."""
+    from ponder.tasks import get_task
+
+    task = get_task("add_words")
+    problems = task.problems("test", n=args.accuracy_n, seed=0)
+    texts = [task.prompt(p) for p in problems]
+    params = SamplingParams(temperature=0, max_tokens=64, logprobs=False)
+    rows = []
+    for label, engine in (("ponder torch fp32", make_engine("torch", model, tokenizer=tokenizer)),
+                          ("ponder torch-bf16", make_engine("torch-bf16", model, tokenizer=tokenizer)),
+                          ("ponder torch, bf16 model", make_engine("torch", bf16_model, tokenizer=tokenizer))):
+        out = engine.generate(texts, params)
+        rows.append((label, [task.is_correct(p, o[0].text) for p, o in zip(problems, out)]))
+    exact = rows[0][1]
+    print(f"\nadd_words, {len(problems)} held-out problems, greedy <= 64 tokens:")
+    for label, correct in rows:
+        diff = [float(a) - float(b) for a, b in zip(correct, exact)]
+        mean = sum(diff) / len(diff)
+        se = (sum((d - mean) ** 2 for d in diff) / (len(diff) - 1) / len(diff)) ** 0.5
+        print(f"  {label:<26} accuracy {sum(correct) / len(correct):.3f}  vs fp32 {mean:+.3f} ± {se:.3f} (paired SE)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="tiny,smollm2", help="comma-separated: tiny, smollm2")
@@ -180,8 +335,20 @@ def main() -> None:
     parser.add_argument("--varied", type=int, default=256, help="prompts of the varied-length workload")
     parser.add_argument("--max-tokens", type=int, default=128, help="generated tokens per prompt, at most")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per engine; the median counts")
+    parser.add_argument("--headline", action="store_true",
+                        help="the SmolLM2 comparison with model.generate (and vLLM when importable), fp32 and bf16")
+    parser.add_argument("--accuracy-n", type=int, default=200,
+                        help="--headline: held-out add_words problems for the bf16 accuracy check (0: none)")
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
+    if args.headline:
+        if importlib.util.find_spec("vllm") is not None and "GOMP_CPU_AFFINITY" not in os.environ:
+            # offline vLLM runs in this process, whose OpenMP threads it needs pinned from the start
+            from engines import VLLM_ENV
+
+            os.execve(sys.executable, [sys.executable, *sys.argv],
+                      {**os.environ, **VLLM_ENV, "VLLM_ENABLE_V1_MULTIPROCESSING": "0"})
+        return headline(args)
 
     from ponder.models import build_char_tokenizer, build_tiny_model, load_model
 
