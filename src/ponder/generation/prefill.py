@@ -13,7 +13,9 @@ padding). So instead of one left-padded batch:
   turn) is computed once, with batch 1 - vLLM's automatic prefix caching in miniature;
 - the rest of each prompt (its suffix) is prefilled in groups of similar length, so little
   padding is computed;
-- the pieces are written into one cache whose rows read [prefix | padding | suffix].
+- the pieces are written into one cache whose rows read [prefix | padding | suffix];
+- a prompt that extends a sequence of an earlier call (prefix_cache.py) takes that
+  sequence's keys/values as its prefix and computes only the rest.
 
 Position ids count real tokens only and the mask hides the padding, so each row attends to
 exactly the tokens it would see alone, at the positions it would have alone (`generate`
@@ -89,10 +91,13 @@ def length_groups(lengths: list[int]) -> list[list[int]]:
     return groups
 
 
-def prefill(forward: Forward, config, prompt_ids: list[list[int]], n: int, pad_id: int, device, spare: int):
-    """(cache, logits (R, vocab), mask (R, W), next_pos (R,), shared) for R = len(prompt_ids)
-    * n rows, prompt p owning rows p*n .. p*n+n-1; `shared` is the length of the prefix
-    computed once for all prompts. `spare`: free cache positions to reserve for decoding."""
+def prefill(forward: Forward, config, prompt_ids: list[list[int]], n: int, pad_id: int, device, spare: int,
+            hits: list[tuple] | None = None):
+    """(cache, logits (R, vocab), mask (R, W), next_pos (R,), computed) for R = len(prompt_ids)
+    * n rows, prompt p owning rows p*n .. p*n+n-1; `computed` counts the prompt tokens
+    actually run through the model (padding aside). `spare`: free cache positions to reserve for decoding.
+    `hits`: per prompt, (entry, length) from a `PrefixCache` lookup ((None, 0): none) - the
+    first `length` positions' keys/values are taken from the entry instead of computed."""
     expand = torch.arange(len(prompt_ids), device=device).repeat_interleave(n)
     cache = growing_cache(config, spare)
     if cache is None:
@@ -103,48 +108,74 @@ def prefill(forward: Forward, config, prompt_ids: list[list[int]], n: int, pad_i
         cache = DynamicCache(config=config)
         logits = forward(ids, mask, positions, cache)
         cache.reorder_cache(expand)
-        return cache, logits[expand], mask[expand], positions[expand, -1] + 1, 0
+        return cache, logits[expand], mask[expand], positions[expand, -1] + 1, int(mask.sum())
 
+    # Each prompt's past: positions whose keys/values are known before this call's forward
+    # passes - a cache hit, or the prefix all prompts share (computed once, batch 1).
+    hits = hits or [(None, 0)] * len(prompt_ids)
     prefix = shared_prefix(prompt_ids)
-    suffix_len = [len(p) - prefix for p in prompt_ids]
-    width = prefix + max(suffix_len)
+    computed = 0
+    pasts: list[tuple[list, list, int]] = []  # per prompt: (keys per layer, values per layer, length)
+    if prefix and any(length < prefix for _, length in hits):
+        donor = next((e for e, length in hits if length >= prefix), None)
+        if donor is not None:  # a hit covers the shared prefix already
+            shared_k = [k[:, :prefix] for k in donor.keys]
+            shared_v = [v[:, :prefix] for v in donor.values]
+        else:
+            prefix_cache = growing_cache(config, spare=0)
+            ids = torch.tensor([prompt_ids[0][:prefix]], device=device)
+            forward(ids, torch.ones_like(ids), torch.arange(prefix, device=device)[None], prefix_cache)
+            computed += prefix
+            shared_k = [layer.keys[0] for layer in prefix_cache.layers]
+            shared_v = [layer.values[0] for layer in prefix_cache.layers]
+    for entry, length in hits:
+        if length >= prefix and entry is not None:
+            pasts.append((entry.keys, entry.values, length))
+        elif prefix:
+            pasts.append((shared_k, shared_v, prefix))
+        else:
+            pasts.append(([], [], 0))
+    new_len = [len(p) - past[2] for p, past in zip(prompt_ids, pasts)]
 
-    prefix_cache = None
-    if prefix:
-        prefix_cache = growing_cache(config, spare=0)
-        ids = torch.tensor([prompt_ids[0][:prefix]], device=device)
-        forward(ids, torch.ones_like(ids), torch.arange(prefix, device=device)[None], prefix_cache)
-        everyone = torch.arange(len(prompt_ids) * n, device=device)
-
-    logits = None
-    for group in length_groups(suffix_len):
-        ids, suffix_mask = left_pad([prompt_ids[p][prefix:] for p in group], pad_id, device)
-        mask = torch.cat([suffix_mask.new_ones(len(group), prefix), suffix_mask], dim=1)
+    # Groups of similar new length: rows read [padding | past | padding | new tokens].
+    groups = []
+    for group in length_groups(new_len):
+        width_past = max(pasts[p][2] for p in group)
+        ids, new_mask = left_pad([prompt_ids[p][pasts[p][2]:] for p in group], pad_id, device)
+        past_mask = torch.zeros(len(group), width_past, dtype=torch.long, device=device)
+        for r, p in enumerate(group):
+            past_mask[r, width_past - pasts[p][2]:] = 1
         group_cache = growing_cache(config, spare=0)
-        if prefix_cache is not None:  # the group continues from the shared prefix
-            for layer, shared in zip(group_cache.layers, prefix_cache.layers):
-                layer.allocate(len(group), prefix, shared.keys, shared.values)
-                layer.place(torch.arange(len(group), device=device), 0, shared.keys, shared.values)
-        group_logits = forward(ids, mask, positions_of(suffix_mask, prefix), group_cache)
+        if width_past:
+            for li, layer in enumerate(group_cache.layers):
+                like = next(pasts[p] for p in group if pasts[p][2])
+                layer.allocate(len(group), width_past, like[0][li][None], like[1][li][None])
+                for r, p in enumerate(group):
+                    keys, values, length = pasts[p]
+                    if length:
+                        at = torch.tensor([r], device=device)
+                        layer.place(at, width_past - length, keys[li][None, :, :length], values[li][None, :, :length])
+        offsets = torch.tensor([pasts[p][2] for p in group], device=device)[:, None]
+        group_logits = forward(ids, torch.cat([past_mask, new_mask], dim=1), offsets + positions_of(new_mask),
+                               group_cache)
+        computed += int(new_mask.sum())
+        groups.append((group, group_cache, torch.cat([past_mask, new_mask], dim=1), group_logits))
+
+    # One cache for all rows: each group's rows, right-aligned, copied into the n rows of its prompts.
+    width = max(m.shape[1] for _, _, m, _ in groups)
+    mask = torch.zeros(len(prompt_ids), width, dtype=torch.long, device=device)
+    logits = None
+    for group, group_cache, group_mask, group_logits in groups:
         if logits is None:
             logits = group_logits.new_empty(len(prompt_ids), group_logits.shape[-1])
         logits[group] = group_logits
-
-        # The group's suffix keys/values go, right-aligned, into the n rows of each prompt.
+        mask[group, width - group_mask.shape[1]:] = group_mask
         rows = torch.tensor([p * n + j for p in group for j in range(n)], device=device)
         source = torch.arange(len(group), device=device).repeat_interleave(n)
-        start = width - ids.shape[1]
+        start = width - group_mask.shape[1]
         for layer, own in zip(cache.layers, group_cache.layers):
             if not layer.is_initialized:
                 layer.allocate(len(prompt_ids) * n, width, own.keys, own.values)
-            layer.place(rows, start, own.keys[source, :, prefix:], own.values[source, :, prefix:])
-    if prefix_cache is not None:
-        for layer, shared in zip(cache.layers, prefix_cache.layers):
-            layer.place(everyone, 0, shared.keys, shared.values)
-
-    mask = torch.zeros(len(prompt_ids), width, dtype=torch.long, device=device)
-    mask[:, :prefix] = 1
-    for p, s in enumerate(suffix_len):
-        mask[p, width - s :] = 1
+            layer.place(rows, start, own.keys[source], own.values[source])
     next_pos = torch.tensor([len(p) for p in prompt_ids], device=device)
-    return cache, logits[expand], mask[expand], next_pos[expand], prefix
+    return cache, logits[expand], mask[expand], next_pos[expand], computed

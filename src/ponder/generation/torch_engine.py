@@ -78,6 +78,7 @@ from ponder.generation.base import (
 )
 from ponder.generation.kv_cache import GROW_BY, growing_cache
 from ponder.generation.prefill import left_pad, positions_of, prefill
+from ponder.generation.prefix_cache import PrefixCache
 from ponder.generation.sampling import select_tokens, token_logprobs
 from ponder.generation.stops import IncrementalDetokenizer, decode_completion, find_stop
 from ponder.generation.weight_layout import ColumnMajorWeights, PackedBF16Linears
@@ -92,6 +93,8 @@ COLUMN_MAJOR_MAX_BYTES = 2 * 2**30
 # free (or it is empty). Each join prefills them and copies the batch's cache once, so
 # joining for every freed row would cost more than the idle rows it fills.
 REFILL = 0.25
+# Default memory of the cross-call prefix cache (prefix_cache.py).
+PREFIX_CACHE_MB = 256
 
 
 @dataclass
@@ -122,6 +125,7 @@ class TorchGenerator(Generator):
         column_major: bool | None = None,
         continuous: bool = True,
         matmul_dtype: str | None = None,
+        prefix_cache_mb: float = PREFIX_CACHE_MB,
     ):
         """`batch_size`: rows (prompts x n) decoded together. `chat`: wrap prompts in the
         tokenizer's chat template (None: iff it has one). `progress`: a tqdm bar over prompts.
@@ -132,7 +136,9 @@ class TorchGenerator(Generator):
         in chunks, a chunk's prompts joining only an empty batch. `matmul_dtype`: "bfloat16"
         computes every Linear layer in bf16 from prepacked weight copies (CPU with oneDNN
         bf16 kernels; see weight_layout.PackedBF16Linears), the rest in the model's dtype;
-        None: the model's dtype throughout."""
+        None: the model's dtype throughout. `prefix_cache_mb`: memory for keys/values of
+        finished samples, reused by later prompts that extend them (prefix_cache.py; 0: no
+        cache)."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if matmul_dtype not in (None, "bfloat16"):
@@ -167,6 +173,8 @@ class TorchGenerator(Generator):
         self.continuous = continuous
         self._growing = growing_cache(model.config) is not None
         self._joins = continuous and self._growing
+        self.prefix_cache = PrefixCache(int(prefix_cache_mb * 2**20)) if prefix_cache_mb > 0 else None
+        self._weights_stamp = None
 
     # ----- prompts -----
 
@@ -241,7 +249,7 @@ class TorchGenerator(Generator):
             gens = [rows[r].generator for r in active] if sampling else None
             tokens = select_tokens(logits, params.temperature, params.top_k, params.top_p, gens)
             lps = token_logprobs(logits, tokens, params.temperature).tolist() if params.logprobs else None
-            done = []
+            done, finished = [], []
             for j, (r, tok) in enumerate(zip(active, tokens.tolist())):
                 row = rows[r]
                 row.token_ids.append(tok)
@@ -249,12 +257,15 @@ class TorchGenerator(Generator):
                     row.logprobs.append(lps[j])
                 if self._finish(row, tok, params, prompt_ids[row.prompt]):
                     done.append(j)
+                    finished.append((j, prompt_ids[row.prompt] + row.token_ids[:-1]))
                     self.usage.generated_tokens += len(row.token_ids)
                     left[row.prompt] -= 1
                     if not left[row.prompt]:
                         if bar is not None:
                             bar.update()
                         yield row.prompt, [rows.pop(row.prompt * n + k).sample for k in range(n)]
+            if finished and self.prefix_cache is not None and self._growing:
+                self._remember(cache, mask, finished)
             if len(done) == len(active):
                 active = []
                 continue
@@ -280,10 +291,12 @@ class TorchGenerator(Generator):
         n = params.n
         ids = [prompt_ids[i] for i in take]
         spare = min(params.max_tokens, GROW_BY)
-        cache, logits, mask, next_pos, shared = prefill(self._forward, self.model.config, ids, n, self.pad_id,
-                                                        self.device, spare)
-        self.usage.prefill_tokens += sum(len(p) for p in ids)  # once per prompt, not per sample
-        self.usage.cached_tokens += shared * (len(ids) - 1)  # a shared prefix is computed once
+        hits = [self.prefix_cache.lookup(p) for p in ids] if self.prefix_cache is not None and self._growing else None
+        cache, logits, mask, next_pos, computed = prefill(self._forward, self.model.config, ids, n, self.pad_id,
+                                                          self.device, spare, hits)
+        total = sum(len(p) for p in ids)
+        self.usage.prefill_tokens += total  # once per prompt, not per sample
+        self.usage.cached_tokens += total - computed  # a shared prefix once, cache hits not at all
         for i in take:
             for j in range(n):
                 row = rows[i * n + j] = _Row(prompt=i, index=j)
@@ -292,6 +305,16 @@ class TorchGenerator(Generator):
                 if sampling:
                     row.generator = torch.Generator(self.device).manual_seed(row_seed(i, j))
         return cache, logits, mask, next_pos
+
+    def _remember(self, cache, mask: torch.Tensor, finished: list[tuple[int, list[int]]]) -> None:
+        """Store finished rows' keys/values (every token fed: prompt and all generated but
+        the last) in the prefix cache, for later calls whose prompts extend them."""
+        for j, ids in finished:
+            real = mask[j].bool()
+            if int(real.sum()) != len(ids):  # not laid out as expected: store nothing rather than wrong keys
+                continue
+            self.prefix_cache.insert(ids, [layer.keys[j][:, real] for layer in cache.layers],
+                                     [layer.values[j][:, real] for layer in cache.layers])
 
     def _finish(self, row: _Row, tok: int, params: SamplingParams, prompt_ids: list[int]) -> bool:
         """Whether `tok` ends the row - EOS, a stop string or max_tokens, checked in that
@@ -396,6 +419,11 @@ class TorchGenerator(Generator):
         self.model.eval()
         if self._weights is not None:
             self._weights.refresh()
+        if self.prefix_cache is not None:  # cached keys/values hold only for the weights that made them
+            stamp = [(p.data_ptr(), p._version) for p in self.model.parameters()]
+            if stamp != self._weights_stamp:
+                self.prefix_cache.clear()
+                self._weights_stamp = stamp
         try:
             yield
         finally:
