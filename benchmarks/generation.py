@@ -2,12 +2,11 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/generation.py              # tiny + smollm2, batch 64
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/generation.py --models tiny --max-tokens 64
-    .venv/bin/python benchmarks/generation.py --headline             # SmolLM2 vs generate (and vLLM), fp32 and bf16
-    .venv-vllm/bin/python benchmarks/generation.py --headline        # the same with the vLLM rows
+    .venv/bin/python benchmarks/generation.py --headline    # SmolLM2: generate, ponder, vLLM; fp32 and bf16
 
 `--headline`: the SmolLM2-135M-Instruct workload of the engine comparison (64 chat prompts,
 greedy, at most 128 tokens, one batch) through `model.generate`, ponder's torch engine and,
-when vLLM is importable, offline vLLM - each in fp32 and in bf16 (`model.generate` and vLLM
+when the vLLM venv exists (`make setup-engines`), offline vLLM - each in fp32 and in bf16 (`model.generate` and vLLM
 on a bf16 copy of the model, ponder as `torch-bf16`: Linear layers in bf16 from prepacked
 weights, the rest fp32). Per row: tokens/s and its ratio to fp32 `model.generate`, the share
 of the compute bound it reaches (2 x the Linear layers' parameters per token, at the
@@ -15,7 +14,10 @@ GFLOP/s a large matmul of that dtype reaches here, measured in the same run), th
 the engine adds when built and warmed up and the peak it adds during a run (resident set size), and how
 many greedy answers equal fp32 `model.generate`'s token for token. Then the bf16 effect on
 answers that are checked: greedy accuracy on `--accuracy-n` held-out `add_words` problems,
-fp32 against bf16, per engine.
+fp32 against bf16, per engine. The torch rows are timed interleaved in this process; the
+vLLM rows after them, in a child process of the vLLM venv (vLLM pins the OpenMP threads of
+the process it runs in). To leave a core to other work, run it under `taskset -c 1`: every
+row then gets that one core.
 
 Three runners get the same tokenized prompts (arithmetic word questions of varied length,
 through the chat template when the tokenizer has one), the same batch and the same
@@ -45,13 +47,12 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib.util
 import os
 import random
 import statistics
-import sys
 import threading
 import time
+from pathlib import Path
 
 import torch
 
@@ -232,7 +233,6 @@ def _timed(fn) -> float:
 def headline(args) -> None:
     """The SmolLM2 engine comparison (see the module docstring)."""
     from ponder.models import load_model
-    from ponder.models.convert import hf_folder
 
     model, tokenizer = load_model("smollm2")
     model.eval()
@@ -268,19 +268,21 @@ def headline(args) -> None:
     add("ponder torch", "fp32", lambda: ponder("torch", model))
     add("model.generate", "bf16", lambda: hf(bf16.append(copy.deepcopy(model).to(torch.bfloat16)) or bf16[0]))
     add("ponder torch-bf16", "bf16", lambda: ponder("torch-bf16", model))
-    if importlib.util.find_spec("vllm") is not None:
-        folder = str(hf_folder("smollm2"))
-        for dtype, name in (("fp32", "float32"), ("bf16", "bfloat16")):
-            add("vllm (offline)", dtype, lambda name=name: _vllm_runner(folder, name, prompts, greedy))
-    else:
-        print("vLLM is not importable here: no vLLM rows (run with .venv-vllm/bin/python for them)")
-    runs: dict[str, list] = {key: [] for key in runners}
+    runs: dict[tuple, list] = {key: [] for key in runners}
     keys = list(runners)
     for r in range(args.repeats):
         for key in keys[r % len(keys):] + keys[: r % len(keys)]:
             with PeakRSS() as mem:
                 ids, seconds = runners[key][1]()
             runs[key].append((sum(map(len, ids)), seconds, mem.peak - mem.start, ids))
+    vllm_python = Path(args.vllm_python) if args.vllm_python else None
+    if vllm_python is not None and vllm_python.exists():
+        for dtype, row in vllm_rows(vllm_python, args).items():
+            runners[("vllm (offline)", dtype)] = (dtype, None, row["engine_mib"])
+            runs[("vllm (offline)", dtype)] = [tuple(r) for r in row["runs"]]
+    else:
+        print(f"no vLLM rows: {args.vllm_python or 'no --vllm-python'} not found (`make setup-engines` builds it)")
+    keys = list(runners)
     gen_rate = statistics.median(t / s for t, s, _, _ in runs[("model.generate", "fp32")])
     print(f"\nSmolLM2-135M-Instruct, {len(prompts)} chat prompts, greedy, <= {args.max_tokens} tokens, "
           f"{torch.get_num_threads()} threads")
@@ -298,9 +300,50 @@ def headline(args) -> None:
         accuracy(model, tokenizer, bf16[0], args)
 
 
-def _vllm_runner(folder: str, dtype: str, prompts, params):
-    engine = make_engine("vllm", folder, dtype=dtype)
-    return lambda: run_engine(engine, prompts, params)
+def vllm_rows(python: Path, args) -> dict:
+    """Offline vLLM's rows, fp32 and bf16, measured by a child process of the vLLM venv's
+    interpreter (`--vllm-worker`), after the torch rows and never beside them: vLLM pins its
+    OpenMP threads to the cores from the start, which would also pin this process's torch
+    runners. Same prompts, same cores, same limits."""
+    import json
+    import subprocess
+
+    from engines import VLLM_ENV
+
+    env = {**os.environ, **VLLM_ENV, "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "HF_HUB_OFFLINE": "1"}
+    cmd = [str(python), __file__, "--vllm-worker", "--batch", str(args.batch), "--max-tokens", str(args.max_tokens),
+           "--repeats", str(args.repeats)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"the vLLM rows failed ({' '.join(cmd)}):\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def vllm_worker(args) -> None:
+    """The vLLM side of --headline: per dtype, load, warm up, time `--repeats` runs; one JSON
+    line on stdout."""
+    import json
+
+    from ponder.models.convert import hf_folder
+
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    folder = str(hf_folder("smollm2"))
+    prompts = questions(args.batch)
+    greedy = SamplingParams(temperature=0, max_tokens=args.max_tokens, logprobs=False)
+    out = {}
+    for dtype, name in (("fp32", "float32"), ("bf16", "bfloat16")):
+        before = rss_mib()
+        engine = make_engine("vllm", folder, dtype=name)
+        run_engine(engine, prompts, greedy)
+        built = rss_mib() - before
+        runs = []
+        for _ in range(args.repeats):
+            with PeakRSS() as mem:
+                ids, seconds = run_engine(engine, prompts, greedy)
+            runs.append((sum(map(len, ids)), seconds, mem.peak - mem.start, ids))
+        out[dtype] = {"engine_mib": built, "runs": runs}
+        engine.close()
+    print(json.dumps(out))
 
 
 def accuracy(model, tokenizer, bf16_model, args) -> None:
@@ -337,17 +380,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per engine; the median counts")
     parser.add_argument("--headline", action="store_true",
                         help="the SmolLM2 comparison with model.generate (and vLLM when importable), fp32 and bf16")
+    parser.add_argument("--vllm-python", default=str(Path(__file__).resolve().parents[1] / ".venv-vllm/bin/python"),
+                        help="--headline: the interpreter of the vLLM venv that measures the vLLM rows")
+    parser.add_argument("--vllm-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--accuracy-n", type=int, default=200,
                         help="--headline: held-out add_words problems for the bf16 accuracy check (0: none)")
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
+    if args.vllm_worker:
+        return vllm_worker(args)
     if args.headline:
-        if importlib.util.find_spec("vllm") is not None and "GOMP_CPU_AFFINITY" not in os.environ:
-            # offline vLLM runs in this process, whose OpenMP threads it needs pinned from the start
-            from engines import VLLM_ENV
-
-            os.execve(sys.executable, [sys.executable, *sys.argv],
-                      {**os.environ, **VLLM_ENV, "VLLM_ENABLE_V1_MULTIPROCESSING": "0"})
         return headline(args)
 
     from ponder.models import build_char_tokenizer, build_tiny_model, load_model
