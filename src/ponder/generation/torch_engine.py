@@ -23,6 +23,14 @@ How a call runs:
    Leading cache positions that no running row attends to any more are dropped
    (`GrowingLayer.trim`). `continuous=False` decodes in chunks: a chunk's prompts join only
    an empty batch.
+5. Prefix cache across calls (prefix_cache.py, on by default): a finished row's keys and
+   values are kept under its token ids, and a later prompt that extends one (the next depth
+   of a step-level search, a rollout from a solution's prefix) prefills only its new
+   tokens. Cleared whenever the model's parameters change.
+6. `torch-bf16` (`matmul_dtype="bfloat16"`): every Linear layer runs in bf16 from a
+   prepacked copy of its weight (weight_layout.PackedBF16Linears), the rest in the model's
+   dtype - about 1.5x the fp32 engine's tokens/s on a CPU with AMX/AVX512-BF16, not
+   bit-equal to fp32 (benchmarks/generation.py --headline counts the differences).
 
 Speed (benchmarks/generation.py, 2-core CPU, SmolLM2-135M, 64 chat prompts, greedy, up to
 128 tokens): 1.5x the tokens/s of `model.generate`, 1.8x with up to 256 tokens. The gains
