@@ -9,10 +9,13 @@ greedy, majority, best_of_n, beam; budgets 1, 4, 16; temperature 0.7; 80 tokens;
 runs/demo/rl, PRM runs/demo/prm; run `ponder demo` first). The problems are the first
 `--problems` of the arith test split (the demo takes its own held-out problems).
 
-Each policy's sweep runs twice on the same engine and PRM: `batch=False` (every problem's
-search makes its own engine and scorer calls) and `batch=True` (ponder.search.batch: one
-call per round for all problems of a cell). The records of the two runs are compared field
-by field (wall time aside) and every difference is printed.
+Each policy's sweep runs three times with the same PRM, each on a fresh engine: `batch=False`
+without the engine's prefix cache (every problem's search makes its own engine and scorer
+calls; how the sweep ran before), `batch=True` (ponder.search.batch: one call per round for
+all problems of a cell) without it, and `batch=True` with it (prefix_cache.py: a prompt
+extending an earlier call's sample prefills only its new tokens). The records of the later
+runs are compared with the first field by field (wall time aside) and every difference is
+printed.
 """
 from __future__ import annotations
 
@@ -22,6 +25,9 @@ import time
 from pathlib import Path
 
 STRATEGIES = ("greedy", "majority", "best_of_n", "beam")
+# (label, search batched across problems, engine prefix cache MiB): before both changes,
+# batched only, batched with the cross-call prefix cache
+MODES = (("one by one", False, 0), ("batched", True, 0), ("batched + prefix cache", True, 256))
 
 
 def main() -> None:
@@ -52,27 +58,29 @@ def main() -> None:
                 max_step_tokens=80, beam_width=4, seed=0)
     rows = []
     for name, path in policies.items():
-        with make_engine("torch", str(path)) as engine:
-            ctx = SearchContext(engine, task, prm)
-            out = {}
-            for batch in (False, True):
-                calls, prm_calls = engine.usage.calls, prm.usage.calls
+        out = {}
+        for mode, batch, cache_mb in MODES:
+            with make_engine("torch", str(path), prefix_cache_mb=cache_mb) as engine:
+                ctx = SearchContext(engine, task, prm)
+                prm_calls = prm.usage.calls
                 t0 = time.perf_counter()
-                out[batch] = run_scale(ctx, problems, ScaleConfig(batch=batch, **base))["records"]
-                rows.append((name, batch, time.perf_counter() - t0, engine.usage.calls - calls,
-                             prm.usage.calls - prm_calls))
-            diffs = differences(out[False], out[True])
-            print(f"{name}: {len(out[True])} records, {len(diffs)} differ between the two runs")
+                out[mode] = run_scale(ctx, problems, ScaleConfig(batch=batch, **base))["records"]
+                used = engine.usage
+                rows.append((name, mode, time.perf_counter() - t0, used.calls, prm.usage.calls - prm_calls,
+                             used.prefill_tokens - used.cached_tokens, used.generated_tokens))
+        for mode, _, _ in MODES[1:]:
+            diffs = differences(out[MODES[0][0]], out[mode])
+            print(f"{name}: {len(out[mode])} records, {len(diffs)} differ between {MODES[0][0]} and {mode}")
             for d in diffs[:20]:
                 print("   ", d)
     print(f"\n{len(problems)} problems x {STRATEGIES} x budgets {budgets}\n")
-    print("| policy | search | wall s | engine calls | PRM calls |")
-    print("|---|---|---|---|---|")
-    for name, batch, wall, calls, prm_calls in rows:
-        print(f"| {name} | {'batched' if batch else 'one by one'} | {wall:.1f} | {calls} | {prm_calls} |")
-    one = sum(r[2] for r in rows if not r[1])
-    batched = sum(r[2] for r in rows if r[1])
-    print(f"\ntotal: one by one {one:.1f} s, batched {batched:.1f} s, speed-up {one / batched:.1f}x")
+    print("| policy | search | wall s | engine calls | PRM calls | prefill computed | generated |")
+    print("|---|---|---|---|---|---|---|")
+    for name, mode, wall, calls, prm_calls, computed, generated in rows:
+        print(f"| {name} | {mode} | {wall:.1f} | {calls} | {prm_calls} | {computed} | {generated} |")
+    total = {mode: sum(r[2] for r in rows if r[1] == mode) for mode, _, _ in MODES}
+    first = MODES[0][0]
+    print("\ntotal: " + ", ".join(f"{mode} {t:.1f} s ({total[first] / t:.1f}x)" for mode, t in total.items()))
 
 
 def differences(a: list[dict], b: list[dict]) -> list[str]:
