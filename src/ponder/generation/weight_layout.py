@@ -35,13 +35,9 @@ class ColumnMajorWeights:
 
     def refresh(self) -> None:
         """Rebuild the copies whose source weight changed since they were made."""
-        for name, module in self.linears.items():
-            weight = module.weight
-            stamp = (weight.data_ptr(), weight._version)
-            if self._stamps.get(name) != stamp:
-                with torch.no_grad():
-                    self._copies[name] = weight.detach().t().contiguous().t()
-                self._stamps[name] = stamp
+        for name, module in _changed(self.linears, self._stamps):
+            with torch.no_grad():
+                self._copies[name] = module.weight.detach().t().contiguous().t()
 
     def __call__(self, **kwargs):
         # tie_weights=False: a tied lm_head gets the copy while the embedding lookup keeps
@@ -83,16 +79,12 @@ class PackedBF16Linears:
             return False
 
     def refresh(self) -> None:
-        for name, module in self.linears.items():
-            weight = module.weight
-            stamp = (weight.data_ptr(), weight._version)
-            if self._stamps.get(name) != stamp:
-                with torch.no_grad():
-                    packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach().to(torch.bfloat16),
-                                                                     self.batch_size)
-                    bias = module.bias.detach().to(torch.bfloat16) if module.bias is not None else None
-                self._packed[name] = (packed, bias)
-                self._stamps[name] = stamp
+        for name, module in _changed(self.linears, self._stamps):
+            with torch.no_grad():
+                packed = torch.ops.mkldnn._reorder_linear_weight(module.weight.detach().to(torch.bfloat16),
+                                                                 self.batch_size)
+                bias = module.bias.detach().to(torch.bfloat16) if module.bias is not None else None
+            self._packed[name] = (packed, bias)
 
     def __call__(self, **kwargs):
         with self.active():
@@ -111,6 +103,17 @@ class PackedBF16Linears:
                     del module.forward  # back to the class's forward
                 else:
                     module.forward = own[name]
+
+
+def _changed(linears: dict[str, nn.Linear], stamps: dict[str, tuple[int, int]]):
+    """The (name, module) pairs whose weight changed since its stamp (an optimizer step or
+    `load_state_dict` bumps the version counter; assigning `.data` changes the storage),
+    stamping them anew."""
+    for name, module in linears.items():
+        stamp = (module.weight.data_ptr(), module.weight._version)
+        if stamps.get(name) != stamp:
+            stamps[name] = stamp
+            yield name, module
 
 
 def _packed_linear(packed, bias, x: torch.Tensor) -> torch.Tensor:
