@@ -147,8 +147,8 @@ def prefill(forward: Forward, config, prompt_ids: list[list[int]], n: int, pad_i
             past_mask[r, width_past - pasts[p][2]:] = 1
         group_cache = growing_cache(config, spare=0)
         if width_past:
+            like = next(pasts[p] for p in group if pasts[p][2])  # any past gives heads, dim and dtype
             for li, layer in enumerate(group_cache.layers):
-                like = next(pasts[p] for p in group if pasts[p][2])
                 layer.allocate(len(group), width_past, like[0][li][None], like[1][li][None])
                 for r, p in enumerate(group):
                     keys, values, length = pasts[p]

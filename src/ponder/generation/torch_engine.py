@@ -170,7 +170,6 @@ class TorchGenerator(Generator):
             )
             column_major = self.device.type == "cpu" and linear_bytes < COLUMN_MAJOR_MAX_BYTES
         self._weights = ColumnMajorWeights(model) if column_major else None
-        self.matmul_dtype = matmul_dtype
         if matmul_dtype == "bfloat16":
             if self.device.type != "cpu" or not PackedBF16Linears.supported():
                 raise EngineError("engine torch: matmul_dtype='bfloat16' needs a CPU model and oneDNN bf16 kernels "
