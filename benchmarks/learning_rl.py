@@ -1,11 +1,11 @@
-"""Does RL teach what SFT did not? SFT on easy `arith`, then outcome-reward RL on hard problems.
+"""Does RL teach what SFT did not? SFT on easy problems, then outcome-reward RL on hard ones.
 
     .venv/bin/python benchmarks/learning_rl.py --tag base --seeds 0,1,2
     .venv/bin/python benchmarks/learning_rl.py --tag lr3e-4 --rl-lr 3e-4 --seeds 0,1,2
     .venv/bin/python benchmarks/learning_rl.py --summary          # every recorded variant
 
 Per seed: a tiny model trained from scratch by SFT on reference solutions of easy problems
-(`--sft-task`, default 2-3 operations), then GRPO (or `--estimator`) on hard training problems
+(`--task`, arith or countdown, with knobs `--sft-task`, default 2-3 operations), then GRPO (or `--estimator`) on hard training problems
 (`--rl-task`, default 4-5 operations) with the outcome verifier as the only reward - no
 reference solutions. Both models are scored greedily on the same held-out hard problems (a
 test-split draw never trained on; the RL run watches a disjoint dev slice). The claim fixed
@@ -34,7 +34,7 @@ RESULTS = ROOT / "results" / "learning_rl.jsonl"
 
 
 def task_knobs(text: str) -> dict:
-    """`num_ops=2-3,parens=false` -> {"num_ops": (2, 3), "parens": False} (arith knobs)."""
+    """`num_ops=2-3,parens=false` -> {"num_ops": (2, 3), "parens": False} (the task's knobs)."""
     out = {}
     for item in filter(None, text.split(",")):
         key, _, value = item.partition("=")
@@ -72,7 +72,7 @@ def sft_model(args, seed: int, easy, dev) -> tuple[str, float]:
     from ponder.train.loop import TrainConfig
     from ponder.train.sft import reference_rows, train_sft
 
-    key = dict(model=args.model, ops=args.sft_task, n_train=args.sft_n, steps=args.sft_steps, lr=args.sft_lr,
+    key = dict(model=args.model, ops=args.sft_task, **({} if args.task == "arith" else {"task": args.task}), n_train=args.sft_n, steps=args.sft_steps, lr=args.sft_lr,
                batch=args.sft_batch, seed=seed)
     run_dir = Path(args.runs_dir) / ("sft-" + hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
                                      + f"-s{seed}")
@@ -152,8 +152,9 @@ def main():
     ap.add_argument("--tag", help="name of this RL variant (its run dirs and results rows)")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--model", default="tiny:1m")
-    ap.add_argument("--sft-task", default="num_ops=2-3", help="arith knobs of the SFT problems")
-    ap.add_argument("--rl-task", default="num_ops=4-5", help="arith knobs of the RL and held-out problems")
+    ap.add_argument("--task", default="arith", choices=["arith", "countdown"])
+    ap.add_argument("--sft-task", default="num_ops=2-3", help="task knobs of the SFT problems")
+    ap.add_argument("--rl-task", default="num_ops=4-5", help="task knobs of the RL and held-out problems")
     ap.add_argument("--sft-model", help="start RL from this model dir instead of training the SFT model here")
     ap.add_argument("--sft-n", type=int, default=20000)
     ap.add_argument("--sft-steps", type=int, default=1000)
@@ -183,8 +184,8 @@ def main():
     torch.set_num_threads(args.threads)
     from ponder.tasks import get_task
 
-    easy = get_task("arith", instruction=False, **task_knobs(args.sft_task))
-    hard = get_task("arith", instruction=False, **task_knobs(args.rl_task))
+    easy = get_task(args.task, instruction=False, **task_knobs(args.sft_task))
+    hard = get_task(args.task, instruction=False, **task_knobs(args.rl_task))
     draw = hard.problems("test", n=args.eval_n + args.dev_n, seed=0)  # the same held-out set for every seed
     held_out, dev = draw[:args.eval_n], draw[args.eval_n:]
     easy_draw = easy.problems("test", n=args.eval_n + args.dev_n, seed=0)

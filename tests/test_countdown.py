@@ -153,6 +153,17 @@ def test_prompt_states_numbers_and_target():
     assert prompt.endswith("\n")
 
 
+def test_instruction_knob_only_changes_the_prompt():
+    with_inst, bare = Countdown(count=3), Countdown(count=3, instruction=False)
+    a, b = with_inst.problems("train", n=5, seed=1), bare.problems("train", n=5, seed=1)
+    assert a == b
+    prompt = bare.prompt(b[0])
+    assert prompt == f"numbers {b[0].meta['numbers']}, target {b[0].meta['target']}\n"
+    assert len(prompt) < len(with_inst.prompt(a[0])) / 3
+    steps = "\n".join(b[0].meta["steps"])
+    assert bare.is_correct(b[0], steps) and with_inst.is_correct(a[0], steps)
+
+
 def test_bad_knobs_are_reported():
     with pytest.raises(ValueError, match="count must be"):
         Countdown(count=1)

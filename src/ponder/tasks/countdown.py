@@ -98,11 +98,19 @@ class Countdown(Task):
         TinyZero); also `meta["difficulty"]`.
     max_number: the given numbers are drawn from 1..max_number (default 99: 1-2 digits).
     max_target: targets lie in 1..max_target (default 100, as in TinyZero's data).
+    instruction: prompt with the one-sentence instruction (for pretrained models); off, the
+        prompt is the bare question (`numbers [3, 5, 7], target 22`), which saves a
+        character-level model most of its sequence, as arith's knob of the same name does.
     """
 
     def __init__(
-        self, count: int | tuple[int, int] = (3, 4), max_number: int = 99, max_target: int = 100
+        self,
+        count: int | tuple[int, int] = (3, 4),
+        max_number: int = 99,
+        max_target: int = 100,
+        instruction: bool = True,
     ):
+        self.instruction = bool(instruction)
         if isinstance(count, int):
             count = (count, count)
         if not (len(count) == 2 and 2 <= count[0] <= count[1]):
@@ -170,6 +178,8 @@ class Countdown(Task):
         return numbers, pool[0]
 
     def prompt(self, problem: Problem) -> str:
+        if not self.instruction:  # tiny models: the instruction is constant, so it costs compute only
+            return f"{problem.question}\n"
         numbers, target = problem.meta["numbers"], problem.meta["target"]
         return (
             f"Using the numbers {numbers}, make {target} with + - * / and parentheses, each "
