@@ -136,7 +136,8 @@ def summary() -> None:
         done = [r for r in rows if r.get("rl_hard_greedy") is not None]
         note = "; ".join(r["stopped"] for r in rows if r.get("stopped"))[:60]
         if not done:
-            print(f"{tag:28} {len(rows):5} {rows[0]['sft_hard_greedy']:6.3f} {'-':>6} {'-':>16}  {note}")
+            sft = rows[0]["sft_hard_greedy"]
+            print(f"{tag:28} {len(rows):5} {'-' if sft is None else format(sft, '.3f'):>6} {'-':>6} {'-':>16}  {note}")
             continue
         d = [r["rl_minus_sft"] for r in done]
         se = statistics.stdev(d) / math.sqrt(len(d)) if len(d) > 1 else done[0]["paired_se"]

@@ -43,6 +43,8 @@ def test_quick_demo_report_matches_stage_outputs(quick_run):
         stage["eval_rl"]["summary"]["greedy_accuracy"] - stage["eval_sft"]["summary"]["greedy_accuracy"])
     assert set(summary["wall_s"]) == set(STAGES)
     md = (run / "report.md").read_text()
+    pb = summary["prm"]["processbench"]
+    assert f"ProcessBench F1 {pb['f1']:.3f} ± {pb['f1_se']:.3f}" in md  # the finding states its interval
     assert f"| greedy_accuracy | {summary['eval']['sft']['greedy_accuracy']:.3f} |" in md
     assert "## Config" in md and "scaling.png" in md
     html = (run / "report.html").read_text()

@@ -77,6 +77,13 @@ def findings(summary: dict) -> list[str]:
                      f"{_f(b['tokens'], 0)} tokens) {verdict} majority vote@{b['budget']} ({b['majority_accuracy']:.3f}, "
                      f"{_f(b['majority_tokens'], 0)} tokens): {b['difference']:+.3f} ± {b['se']:.3f} over {b['n']} "
                      "problems (the one comparison fixed before the run).")
+    pb = (summary.get("prm") or {}).get("processbench")
+    if pb:
+        se = f" ± {pb['f1_se']:.3f} (bootstrap standard error over problems)" if pb.get("f1_se") is not None else ""
+        lines.append(f"PRM trained on OmegaPRM labels only: ProcessBench F1 {pb['f1']:.3f}{se} against the exact step "
+                     f"checker on {pb['erroneous'] + pb['correct']} held-out samples (first error found in "
+                     f"{pb['acc_erroneous']:.3f} of the erroneous, {pb['acc_correct']:.3f} of the correct called "
+                     "error-free).")
     return lines
 
 
