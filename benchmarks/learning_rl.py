@@ -108,7 +108,13 @@ def rl_model(args, seed: int, sft_dir: str, hard, dev) -> tuple[str, float, dict
                   eval_every=max(args.rl_steps // 5, 1), save_every=max(args.rl_steps // 5, 1), seed=seed)
     rewards = reward_functions(["outcome"], hard, args.max_tokens)
     train = hard.problems("train", n=args.rl_steps * args.rl_prompts * 2, seed=seed + 1)
-    trainer = RLTrainer(model, tokenizer, hard, train, dev, rewards, rc, run_dir, progress=args.progress)
+    scorer = None
+    if args.estimator == "process_grpo":  # step rewards from the task's exact step checker
+        from ponder.rewards.base import VerifierScorer
+
+        scorer = VerifierScorer(hard, train)
+    trainer = RLTrainer(model, tokenizer, hard, train, dev, rewards, rc, run_dir, process_scorer=scorer,
+                        progress=args.progress)
     final = trainer.train()
     return str(run_dir / "model"), time.perf_counter() - t0, final
 
