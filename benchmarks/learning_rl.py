@@ -48,13 +48,19 @@ def task_knobs(text: str) -> dict:
     return out
 
 
-def greedy_records(model_dir: str, task, problems, max_tokens: int) -> list[bool]:
+def greedy_records(model_dir: str, task, problems, max_tokens: int, valid: list | None = None) -> list[bool]:
+    """Greedy correctness per problem; with `valid`, also appends per problem whether the answer is
+    right and every line passes the task's exact step checker (a right answer over wrong lines is not)."""
     from ponder.generation import SamplingParams, make_engine
 
     with make_engine("torch", model_dir) as engine:
         outs = engine.generate([task.prompt(p) for p in problems], SamplingParams(n=1, temperature=0.0,
                                                                                   max_tokens=max_tokens))
-    return [bool(task.is_correct(p, o[0].text)) for p, o in zip(problems, outs)]
+    correct = [bool(task.is_correct(p, o[0].text)) for p, o in zip(problems, outs)]
+    if valid is not None:
+        for p, o, ok in zip(problems, outs, correct):
+            valid.append(ok and task.check_steps(p, task.split_steps(o[0].text)).first_error is None)
+    return correct
 
 
 def paired(a: list[bool], b: list[bool]) -> tuple[float, float]:
@@ -150,7 +156,9 @@ def summary() -> None:
         print(f"{tag:28} {len(done):5} {statistics.mean(r['sft_hard_greedy'] for r in done):6.3f} "
               f"{statistics.mean(r['rl_hard_greedy'] for r in done):6.3f} {statistics.mean(d):+7.3f} ± {se:.3f} "
               f"{mean_of(done, 'rl_dev_greedy'):>6} {easy_change(done):>13}  "
-              f"{'(1 seed: paired SE)' if len(done) == 1 else ''}{note}")
+              f"{'(1 seed: paired SE)' if len(done) == 1 else ''}{note}"
+              + (f" valid lines SFT->RL {mean_of(done, 'sft_hard_valid')}->{mean_of(done, 'rl_hard_valid')}"
+                 if mean_of(done, "sft_hard_valid") != "-" else ""))
 
 
 def main():
@@ -200,17 +208,19 @@ def main():
     rows = []
     for seed in [int(s) for s in args.seeds.split(",")]:
         sft_dir, sft_wall = (args.sft_model, 0.0) if args.sft_model else sft_model(args, seed, easy, easy_dev)
-        before = greedy_records(sft_dir, hard, held_out, args.max_tokens)
+        before_valid, after_valid = [], []
+        before = greedy_records(sft_dir, hard, held_out, args.max_tokens, before_valid)
         easy_before = greedy_records(sft_dir, easy, easy_held_out, args.max_tokens)
         rl_dir, rl_wall, final = rl_model(args, seed, sft_dir, hard, dev)
-        after = greedy_records(rl_dir, hard, held_out, args.max_tokens)
+        after = greedy_records(rl_dir, hard, held_out, args.max_tokens, after_valid)
         easy_after = greedy_records(rl_dir, easy, easy_held_out, args.max_tokens)
         diff, se = paired(after, before)
         row = {"tag": args.tag, "seed": seed, "settings": {k: v for k, v in vars(args).items()
                                                            if k not in ("tag", "seeds", "threads", "progress")},
                "sft_hard_greedy": sum(before) / len(before), "rl_hard_greedy": sum(after) / len(after),
                "rl_minus_sft": diff, "paired_se": se, "sft_easy_greedy": sum(easy_before) / len(easy_before),
-               "rl_easy_greedy": sum(easy_after) / len(easy_after), "rl_dev_greedy": final.get("eval/accuracy"), "sft_wall_s": round(sft_wall, 1), "rl_wall_s": round(rl_wall, 1),
+               "rl_easy_greedy": sum(easy_after) / len(easy_after),
+               "sft_hard_valid": sum(before_valid) / len(before_valid), "rl_hard_valid": sum(after_valid) / len(after_valid), "rl_dev_greedy": final.get("eval/accuracy"), "sft_wall_s": round(sft_wall, 1), "rl_wall_s": round(rl_wall, 1),
                "rl_final": {k: v for k, v in final.items() if isinstance(v, (int, float))},
                "date": time.strftime("%Y-%m-%d %H:%M")}
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
