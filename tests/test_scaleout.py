@@ -90,8 +90,10 @@ def _worker_pids() -> set[int]:
 def test_annotate_with_two_workers_survives_a_killed_worker(policy, tmp_path):
     runs = tmp_path / "runs"
     ponder(*_annotate(runs, "one", policy))
-    # Two workers; once the first chunks are written, one worker process is killed with
-    # SIGKILL. Ray restarts it and retries the chunk it held.
+    # Two workers; as soon as the worker processes are up, one is killed with SIGKILL. Ray
+    # restarts it and retries the chunk it held. (Waiting for the first records instead made
+    # the kill land after the run: results are written in chunk order, so a slow first chunk
+    # releases all of them at once.)
     killed: list[int] = []
 
     def kill_one_worker():
@@ -99,7 +101,7 @@ def test_annotate_with_two_workers_survives_a_killed_worker(policy, tmp_path):
         deadline = time.time() + 600
         while time.time() < deadline:
             lines = records.read_text().count("\n") if records.exists() else 0
-            pids = _worker_pids() if lines >= 1 else set()
+            pids = _worker_pids()
             if pids:
                 pid = min(pids)
                 os.kill(pid, signal.SIGKILL)
