@@ -1,13 +1,14 @@
-"""Does RL teach what SFT did not? SFT on easy problems, then outcome-reward RL on hard ones.
+"""Does RL teach what SFT did not? SFT on easy problems, then RL without references on hard ones.
 
     .venv/bin/python benchmarks/learning_rl.py --tag base --seeds 0,1,2
     .venv/bin/python benchmarks/learning_rl.py --tag lr3e-4 --rl-lr 3e-4 --seeds 0,1,2
     .venv/bin/python benchmarks/learning_rl.py --summary          # every recorded variant
 
 Per seed: a tiny model trained from scratch by SFT on reference solutions of easy problems
-(`--task`, arith or countdown, with knobs `--sft-task`, default 2-3 operations), then GRPO (or `--estimator`) on hard training problems
-(`--rl-task`, default 4-5 operations) with the outcome verifier as the only reward - no
-reference solutions. Both models are scored greedily on the same held-out hard problems (a
+(`--task`, arith or countdown, with knobs `--sft-task`, default 2-3 operations), then GRPO (or
+`--estimator`) on hard training problems (`--rl-task`, default 4-5 operations) with the outcome
+verifier as the only reward - no reference solutions; `--estimator process_grpo` rewards each
+step by the task's exact step checker instead. Both models are scored greedily on the same held-out hard problems (a
 test-split draw never trained on; the RL run watches a disjoint dev slice). The claim fixed
 before the runs: RL greedy accuracy minus SFT greedy accuracy on those problems, mean ±
 standard error over seeds (and the paired per-problem standard error within each seed).
@@ -48,19 +49,18 @@ def task_knobs(text: str) -> dict:
     return out
 
 
-def greedy_records(model_dir: str, task, problems, max_tokens: int, valid: list | None = None) -> list[bool]:
-    """Greedy correctness per problem; with `valid`, also appends per problem whether the answer is
-    right and every line passes the task's exact step checker (a right answer over wrong lines is not)."""
+def greedy_records(model_dir: str, task, problems, max_tokens: int) -> tuple[list[bool], list[bool]]:
+    """Per problem, greedily: whether the answer is right, and whether it is right with every line
+    passing the task's exact step checker (a right answer over wrong lines is not)."""
     from ponder.generation import SamplingParams, make_engine
 
     with make_engine("torch", model_dir) as engine:
         outs = engine.generate([task.prompt(p) for p in problems], SamplingParams(n=1, temperature=0.0,
                                                                                   max_tokens=max_tokens))
     correct = [bool(task.is_correct(p, o[0].text)) for p, o in zip(problems, outs)]
-    if valid is not None:
-        for p, o, ok in zip(problems, outs, correct):
-            valid.append(ok and task.check_steps(p, task.split_steps(o[0].text)).first_error is None)
-    return correct
+    valid = [ok and task.check_steps(p, task.split_steps(o[0].text)).first_error is None
+             for p, o, ok in zip(problems, outs, correct)]
+    return correct, valid
 
 
 def paired(a: list[bool], b: list[bool]) -> tuple[float, float]:
@@ -78,8 +78,10 @@ def sft_model(args, seed: int, easy, dev) -> tuple[str, float]:
     from ponder.train.loop import TrainConfig
     from ponder.train.sft import reference_rows, train_sft
 
-    key = dict(model=args.model, ops=args.sft_task, **({} if args.task == "arith" else {"task": args.task}), n_train=args.sft_n, steps=args.sft_steps, lr=args.sft_lr,
+    key = dict(model=args.model, ops=args.sft_task, n_train=args.sft_n, steps=args.sft_steps, lr=args.sft_lr,
                batch=args.sft_batch, seed=seed)
+    if args.task != "arith":  # arith keys predate --task: their cached models keep their names
+        key["task"] = args.task
     run_dir = Path(args.runs_dir) / ("sft-" + hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
                                      + f"-s{seed}")
     done = run_dir / "done.json"
@@ -208,19 +210,21 @@ def main():
     rows = []
     for seed in [int(s) for s in args.seeds.split(",")]:
         sft_dir, sft_wall = (args.sft_model, 0.0) if args.sft_model else sft_model(args, seed, easy, easy_dev)
-        before_valid, after_valid = [], []
-        before = greedy_records(sft_dir, hard, held_out, args.max_tokens, before_valid)
-        easy_before = greedy_records(sft_dir, easy, easy_held_out, args.max_tokens)
+        same = args.sft_task == args.rl_task  # then the easy held-out problems are the hard ones
+        before, before_valid = greedy_records(sft_dir, hard, held_out, args.max_tokens)
+        easy_before = before if same else greedy_records(sft_dir, easy, easy_held_out, args.max_tokens)[0]
         rl_dir, rl_wall, final = rl_model(args, seed, sft_dir, hard, dev)
-        after = greedy_records(rl_dir, hard, held_out, args.max_tokens, after_valid)
-        easy_after = greedy_records(rl_dir, easy, easy_held_out, args.max_tokens)
+        after, after_valid = greedy_records(rl_dir, hard, held_out, args.max_tokens)
+        easy_after = after if same else greedy_records(rl_dir, easy, easy_held_out, args.max_tokens)[0]
         diff, se = paired(after, before)
         row = {"tag": args.tag, "seed": seed, "settings": {k: v for k, v in vars(args).items()
                                                            if k not in ("tag", "seeds", "threads", "progress")},
                "sft_hard_greedy": sum(before) / len(before), "rl_hard_greedy": sum(after) / len(after),
                "rl_minus_sft": diff, "paired_se": se, "sft_easy_greedy": sum(easy_before) / len(easy_before),
                "rl_easy_greedy": sum(easy_after) / len(easy_after),
-               "sft_hard_valid": sum(before_valid) / len(before_valid), "rl_hard_valid": sum(after_valid) / len(after_valid), "rl_dev_greedy": final.get("eval/accuracy"), "sft_wall_s": round(sft_wall, 1), "rl_wall_s": round(rl_wall, 1),
+               "sft_hard_valid": sum(before_valid) / len(before_valid),
+               "rl_hard_valid": sum(after_valid) / len(after_valid), "rl_dev_greedy": final.get("eval/accuracy"),
+               "sft_wall_s": round(sft_wall, 1), "rl_wall_s": round(rl_wall, 1),
                "rl_final": {k: v for k, v in final.items() if isinstance(v, (int, float))},
                "date": time.strftime("%Y-%m-%d %H:%M")}
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
