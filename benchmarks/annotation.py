@@ -38,7 +38,8 @@ def table(title: str, header: list[str], rows: list[list]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--policy", default="runs/demo/sft/model", help="SFT policy (run `make demo` first)")
+    parser.add_argument("--policy", default="runs/demo-arith/sft/model",
+                        help="arith SFT policy (run `ponder demo --task arith --run demo-arith` first)")
     parser.add_argument("--out", default="runs/bench-annotation", help="folder for every stage's output")
     parser.add_argument("--n-train", type=int, default=512, help="problems to annotate")
     parser.add_argument("--samples", type=int, default=4, help="solutions sampled per annotated problem")
@@ -54,7 +55,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if not Path(args.policy, "config.json").exists():
-        raise SystemExit(f"no policy at {args.policy}: run `make demo` first or pass --policy")
+        raise SystemExit(f"no policy at {args.policy}: run `ponder demo --task arith --run demo-arith` first "
+                         "or pass --policy")
 
     from ponder.commands import annotate, eval_rm, train_rm
 

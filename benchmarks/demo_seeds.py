@@ -2,6 +2,7 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/demo_seeds.py --seeds 0,1,2
     .venv/bin/python benchmarks/demo_seeds.py --summary
+    .venv/bin/python benchmarks/demo_seeds.py --runs-dir runs/demo-seeds-arith -- --task arith  # other options
 
 One seed of the demo is an anecdote: floating-point differences between CPUs change its
 trajectories, and its held-out draws are small (300 problems for greedy accuracy, 40 for the
@@ -10,7 +11,8 @@ config) with `--seed S` into `runs/demo-seeds/demo-sS` (resumable: a finished se
 back, not rerun), then reads each seed's `summary.json` under its stable keys and prints, per
 figure, the seeds' values and their mean ± standard error over seeds. Seeds change the model
 initialisation, the data order, the sampling and the held-out draws. Each seed's figures are
-appended to benchmarks/results/demo_seeds.jsonl.
+appended to benchmarks/results/demo_seeds.jsonl with the demo's config; `--summary` prints
+one table per config (rows from before the config was recorded form their own group).
 """
 from __future__ import annotations
 
@@ -32,6 +34,9 @@ FIGURES = {
     "SFT greedy": lambda s: s["eval"]["sft"]["greedy_accuracy"],
     "RL greedy": lambda s: s["eval"]["rl"]["greedy_accuracy"],
     "RL - SFT greedy": lambda s: s["comparisons"]["rl_minus_sft_greedy"],
+    "SFT right, every line valid": lambda s: s["eval"]["sft"]["greedy_valid_accuracy"],
+    "RL right, every line valid": lambda s: s["eval"]["rl"]["greedy_valid_accuracy"],
+    "RL - SFT right, lines valid": lambda s: s["comparisons"]["rl_vs_sft_valid"]["difference"],
     "PRM ProcessBench F1": lambda s: s["prm"]["processbench"]["f1"],
     "labels: first-error acc. MC": lambda s: s["annotation"]["methods"]["math_shepherd"]["first_error_acc"],
     "labels: first-error acc. OmegaPRM": lambda s: s["annotation"]["methods"]["omega_prm"]["first_error_acc"],
@@ -42,17 +47,18 @@ FIGURES = {
 # the per-seed standard error that goes with a figure, where the summary has one
 WITHIN = {
     "RL - SFT greedy": lambda s: s["comparisons"]["rl_minus_sft_greedy_se"],
+    "RL - SFT right, lines valid": lambda s: s["comparisons"]["rl_vs_sft_valid"]["se"],
     "PRM ProcessBench F1": lambda s: s["prm"]["processbench"].get("f1_se"),
     "SFT: beam@16 - majority@16": lambda s: s["comparisons"]["search_vs_majority"]["sft"]["se"],
     "RL: beam@16 - majority@16": lambda s: s["comparisons"]["search_vs_majority"]["rl"]["se"],
 }
 
 
-def run_seed(seed: int, runs_dir: Path, threads: int) -> dict:
+def run_seed(seed: int, runs_dir: Path, threads: int, demo_args: list[str]) -> dict:
     run_dir = runs_dir / f"demo-s{seed}"
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1"}
     cmd = [str(Path(sys.executable).parent / "ponder"), "demo", "--seed", str(seed), "--run", run_dir.name,
-           "--runs-dir", str(runs_dir)]
+           "--runs-dir", str(runs_dir), *demo_args]
     print("$", " ".join(cmd), flush=True)
     subprocess.run(cmd, env=env, check=True)
     return json.loads((run_dir / "summary.json").read_text())
@@ -87,18 +93,26 @@ def main():
     ap.add_argument("--runs-dir", default="runs/demo-seeds")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of each demo run")
     ap.add_argument("--summary", action="store_true", help="print the recorded seeds (latest row per seed) and exit")
+    ap.add_argument("demo_args", nargs=argparse.REMAINDER,
+                    help="after --: options passed to every `ponder demo` (e.g. -- --task arith); use their own "
+                         "--runs-dir here")
     args = ap.parse_args()
+    demo_args = args.demo_args[1:] if args.demo_args[:1] == ["--"] else args.demo_args
     if args.summary:
-        latest = {}
+        groups: dict[str, dict] = {}  # demo config (without the seed) -> seed -> latest row
         for line in RESULTS.read_text().splitlines():
             row = json.loads(line)
-            latest[row["seed"]] = row
-        return table([latest[s] for s in sorted(latest)])
+            groups.setdefault(json.dumps(row.get("config"), sort_keys=True), {})[row["seed"]] = row
+        for key, latest in groups.items():
+            print(f"\nconfig: {key}")
+            table([latest[s] for s in sorted(latest)])
+        return
     rows = []
     for seed in [int(s) for s in args.seeds.split(",")]:
         t0 = time.perf_counter()
-        summary = run_seed(seed, Path(args.runs_dir), args.threads)
-        row = {"seed": seed, "figures": {k: read(summary, how) for k, how in FIGURES.items()},
+        summary = run_seed(seed, Path(args.runs_dir), args.threads, demo_args)
+        config = {k: v for k, v in summary["config"].items() if k != "seed"}
+        row = {"seed": seed, "config": config, "figures": {k: read(summary, how) for k, how in FIGURES.items()},
                "within_se": {k: read(summary, how) for k, how in WITHIN.items()},
                "wall_s_this_call": round(time.perf_counter() - t0, 1), "date": time.strftime("%Y-%m-%d %H:%M")}
         RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,7 @@ servers over HTTP (`vllm serve`, `ponder serve`), with ratios against the torch 
 1. Generation (SmolLM2-135M-Instruct): 64 chat prompts greedy (n=1), then the first 16 of
    them with n=8 at T=0.8 (`--sampled-prompts`; all 64 x 8 take ~15 min through the torch
    engine on 2 cores), at most 128 tokens each; tokens/s as counted by each engine's usage.
-2. Search (a tiny arith policy: the demo's SFT model if `runs/demo/sft/model` exists, else a
+2. Search (a tiny arith policy: an arith demo's SFT model if `runs/demo-arith/sft/model` exists, else a
    fresh tiny:1m): beam search N=16, M=4 with the exact step verifier on held-out problems,
    through torch and through servers - prefill tokens with and without vLLM's prefix cache.
 
@@ -169,7 +169,7 @@ def main() -> None:
     if "search" not in args.skip:
         task = get_task("arith", instruction=False)
         problems = task.problems("test", n=args.search_problems, seed=1)
-        policy = "runs/demo/sft/model"
+        policy = "runs/demo-arith/sft/model"
         tmp = None
         if not Path(policy, "config.json").exists():
             from ponder.models import model_from_spec

@@ -1,10 +1,10 @@
 """Does a PRM learned from automatic labels check steps? Train on OmegaPRM labels, score held-out samples.
 
     .venv/bin/ponder annotate --run omega2000 --runs-dir runs/bench-prm --task arith --task-arg instruction=false \\
-        --n-problems 2000 --policy runs/demo/sft/model --samples 1 --temperature 1.0 --max-tokens 80 \\
+        --n-problems 2000 --policy runs/demo-arith/sft/model --samples 1 --temperature 1.0 --max-tokens 80 \\
         --method omega_prm --method truth --k 8 --chunk 200 --seed 100
     .venv/bin/python benchmarks/learning_prm.py --tag omega2000-hard --labels runs/bench-prm/omega2000 --hard \\
-        --policy runs/demo/sft/model --seeds 0,1,2
+        --policy runs/demo-arith/sft/model --seeds 0,1,2
     .venv/bin/python benchmarks/learning_prm.py --summary
 
 The PRM is trained on `stepwise_omega_prm.jsonl` of an annotation run (labels from Monte
@@ -57,7 +57,7 @@ def main():
     ap.add_argument("--tag", help="name of this variant")
     ap.add_argument("--labels", help="annotation run dir holding stepwise_omega_prm.jsonl")
     ap.add_argument("--method", default="omega_prm", help="which stepwise file: omega_prm, math_shepherd, truth")
-    ap.add_argument("--policy", default="runs/demo/sft/model")
+    ap.add_argument("--policy", default="runs/demo-arith/sft/model")
     ap.add_argument("--body", help="model whose body initialises the PRM (default: the policy)")
     ap.add_argument("--hard", action="store_true")
     ap.add_argument("--steps", type=int, default=1000)
@@ -66,7 +66,8 @@ def main():
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--eval-n", type=int, default=100)
     ap.add_argument("--eval-samples", type=int, default=16)
-    ap.add_argument("--task-args", default="instruction=false")
+    ap.add_argument("--task", default="arith", choices=["arith", "countdown"])
+    ap.add_argument("--task-args", default="instruction=false", help="the labelled task's knobs, k=v,k=v")
     ap.add_argument("--runs-dir", default="runs/bench-prm")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--results", default=str(RESULTS), help="JSONL file the runs are appended to")
@@ -84,8 +85,9 @@ def main():
     from ponder.tasks import get_task
 
     knobs = dict(kv.split("=") for kv in args.task_args.split(",") if kv)
-    knobs = {k: (v.lower() == "true") if v.lower() in ("true", "false") else v for k, v in knobs.items()}
-    task = get_task("arith", **knobs)
+    knobs = {k: (v.lower() == "true") if v.lower() in ("true", "false") else int(v) if v.isdigit() else v
+             for k, v in knobs.items()}
+    task = get_task(args.task, **knobs)
     held_out = task.problems("test", n=args.eval_n, seed=0)
     with make_engine("torch", args.policy) as gen:
         data = sample_solutions(gen, task, held_out, args.eval_samples, 1.0, 80, 11)

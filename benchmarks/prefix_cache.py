@@ -13,7 +13,7 @@ the same problems run on two engines over the same policy, `prefix_cache_mb=0` a
 default, interleaved: prefill tokens (what the prompts hold), computed (what went through
 the model), generated, computed prefill per generated token, wall seconds, and whether the
 records (answers, correctness, tokens) are identical. Policy: the demo's SFT model
-(runs/demo/sft/model) when it exists, else a fresh random tiny:1m (accuracy meaningless,
+(runs/demo-arith/sft/model) when it exists, else a fresh random tiny:1m (accuracy meaningless,
 compute the same kind).
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--policy", default="runs/demo/sft/model")
+    ap.add_argument("--policy", default="runs/demo-arith/sft/model")
     ap.add_argument("--problems", type=int, default=40)
     ap.add_argument("--strategies", default="beam,dvts,lookahead")
     ap.add_argument("--n", type=int, default=16)

@@ -1,7 +1,7 @@
 """Scale-out on this machine: Ray workers for annotation and evaluation, torchrun for SFT.
 
     .venv/bin/python benchmarks/scaleout.py                    # trains a small policy first if none
-    .venv/bin/python benchmarks/scaleout.py --policy runs/demo/sft/model --workers 2
+    .venv/bin/python benchmarks/scaleout.py --policy runs/demo-arith/sft/model --workers 2
 
 Side by side in one run, on the same problems and seeds:
 

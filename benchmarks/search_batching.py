@@ -3,10 +3,11 @@
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/search_batching.py
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/search_batching.py --problems 10 --budgets 1,4
 
-Settings are the demo's scale stage (`ponder demo`: arith without instruction, strategies
-greedy, majority, best_of_n, beam; budgets 1, 4, 16; temperature 0.7; 80 tokens; beam width
-4; weighted selection; the trained PRM as scorer) on its trained policies (runs/demo/sft and
-runs/demo/rl, PRM runs/demo/prm; run `ponder demo` first). The problems are the first
+Settings are the demo's scale stage (`ponder demo --task arith`: arith without instruction,
+strategies greedy, majority, best_of_n, beam; budgets 1, 4, 16; temperature 0.7; 80 tokens;
+beam width 4; weighted selection; the trained PRM as scorer) on its trained policies
+(runs/demo-arith/sft and runs/demo-arith/rl, PRM runs/demo-arith/prm; run
+`ponder demo --task arith --run demo-arith` first). The problems are the first
 `--problems` of the arith test split (the demo takes its own held-out problems).
 
 Each policy's sweep runs three times with the same PRM, each on a fresh engine: `batch=False`
@@ -32,7 +33,8 @@ MODES = (("one by one", False, 0), ("batched", True, 0), ("batched + prefix cach
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--run", default="runs/demo", help="demo run folder with sft/model, rl/model and prm/model")
+    ap.add_argument("--run", default="runs/demo-arith",
+                    help="arith demo run folder with sft/model, rl/model and prm/model")
     ap.add_argument("--problems", type=int, default=40)
     ap.add_argument("--budgets", default="1,4,16")
     args = ap.parse_args()
@@ -48,7 +50,7 @@ def main() -> None:
     run = Path(args.run)
     policies = {name: run / name / "model" for name in ("sft", "rl") if (run / name / "model").exists()}
     if not policies or not (run / "prm" / "model").exists():
-        raise SystemExit(f"{run} has no trained policy and PRM: run `ponder demo` first")
+        raise SystemExit(f"{run} has no trained policy and PRM: run `ponder demo --task arith --run demo-arith` first")
     print(f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, torch threads {torch.get_num_threads()}")
     task = get_task("arith", instruction=False)
     problems = task.problems("test", n=args.problems, seed=0)

@@ -30,6 +30,12 @@ def test_quick_demo_report_matches_stage_outputs(quick_run):
     assert summary["eval"]["rl"] == stage["eval_rl"]["summary"]
     records = [json.loads(l) for l in (run / "eval_rl_records.jsonl").read_text().splitlines()]
     assert summary["eval"]["rl"]["greedy_accuracy"] == sum(r["greedy_correct"] for r in records) / len(records)
+    # right with every line passing the exact step checker: a subset of the right answers
+    assert all(r["greedy_correct"] or not r["greedy_valid"] for r in records)
+    assert summary["eval"]["rl"]["greedy_valid_accuracy"] == sum(r["greedy_valid"] for r in records) / len(records)
+    valid = summary["comparisons"]["rl_vs_sft_valid"]
+    assert valid["difference"] == pytest.approx(summary["eval"]["rl"]["greedy_valid_accuracy"]
+                                                - summary["eval"]["sft"]["greedy_valid_accuracy"])
     assert summary["annotation"]["methods"] == stage["annotate"]["summary"]["methods"]
     assert summary["prm"]["processbench"] == stage["prm"]["processbench"]
     assert summary["scale"]["rl"] == stage["scale"]["rows"]["rl"]
@@ -47,6 +53,7 @@ def test_quick_demo_report_matches_stage_outputs(quick_run):
     assert f"ProcessBench F1 {pb['f1']:.3f} ± {pb['f1_se']:.3f}" in md  # the finding states its interval
     assert f"| greedy_accuracy | {summary['eval']['sft']['greedy_accuracy']:.3f} |" in md
     assert "## Config" in md and "scaling.png" in md
+    assert f"every line valid under the exact step checker: {summary['eval']['sft']['greedy_valid_accuracy']:.3f}" in md
     html = (run / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 2 and "ponder demo" in html
     for png in ("scaling.png", "training.png"):
@@ -103,3 +110,12 @@ def test_paired_difference_by_hand():
     out = paired_difference([True, True, False, False, True], [False, True, False, True, False])
     assert out["difference"] == pytest.approx(0.2) and out["se"] == pytest.approx((0.7 / 5) ** 0.5)
     assert out["n"] == 5 and out["beyond_2se"] is False
+
+
+def test_process_rewards_need_a_step_checker(tmp_path):
+    res = CliRunner().invoke(app, ["demo", "--quick", "--task", "add_words", "--task-arg", "digits=1",
+                                   "--rl-estimator", "process_grpo", "--runs-dir", str(tmp_path)])
+    assert res.exit_code != 0 and "has none" in res.output and "Traceback" not in res.output
+    assert not any(tmp_path.iterdir())  # refused before the run dir is written
+    res = CliRunner().invoke(app, ["demo", "--quick", "--rl-estimator", "ppo", "--runs-dir", str(tmp_path)])
+    assert res.exit_code != 0 and "rl_estimator" in res.output.replace("-", "_")

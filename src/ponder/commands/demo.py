@@ -1,4 +1,4 @@
-"""`ponder demo`: the main job: SFT, annotation, PRM, RL and test-time scaling on arith, with a report; resumable.
+"""`ponder demo`: the main job: SFT, annotation, PRM, RL and test-time scaling on countdown, with a report; resumable.
 
 Each stage is cached in the run directory, so a rerun skips what is done and a killed run
 resumes; a rerun with other options is refused (`--force` starts the run over). `--quick` runs
@@ -53,11 +53,18 @@ def run(cfg: Config) -> dict:
                           "annotate_samples", "annotate_k", "prm_steps", "prm_eval_n", "prm_eval_samples", "rl_steps",
                           "rl_prompts", "rl_group", "scale_n", "compare_budget"),
             non_negative=("eval_k", "temperature", "lr", "rl_lr"))
+    require(dc, choices={"rl_estimator": ("grpo", "process_grpo")})
     if dc.compare_budget not in dc.scale_budgets or dc.compare_strategy not in dc.scale_strategies \
             or "majority" not in dc.scale_strategies:
         raise ConfigError(f"the fixed comparison {dc.compare_strategy}@{dc.compare_budget} vs majority@"
                           f"{dc.compare_budget} must be in the sweep: scale_strategies {dc.scale_strategies}, "
                           f"scale_budgets {dc.scale_budgets}")
+    if dc.rl_estimator == "process_grpo":
+        from ponder.tasks import get_task
+
+        if not get_task(dc.task, **dc.task_args).has_step_checker:
+            raise ConfigError(f"--rl-estimator process_grpo rewards steps with the task's exact step checker, and "
+                              f"task {dc.task!r} has none; use --rl-estimator grpo")
     run_dir = Path(cfg.runs_dir) / (cfg.run + ("-quick" if cfg.quick and cfg.run == "demo" else ""))
     if cfg.force:
         # Training stages resume from their checkpoints and annotation from its records, so
@@ -80,7 +87,8 @@ def run(cfg: Config) -> dict:
         Stage("prm", lambda r: stages.prm(dc, split, r["sft"], r["annotate"], run_dir), stages.PRMResult,
               "PRM on OmegaPRM labels; F1 and best-of-N on held-out samples"),
         Stage("rl", lambda r: stages.rl(dc, split, r["sft"], run_dir), stages.Trained,
-              "GRPO from the SFT policy, outcome reward"),
+              "GRPO from the SFT policy, " + ("outcome and exact step rewards" if dc.rl_estimator == "process_grpo"
+                                              else "outcome reward")),
         Stage("eval_rl", lambda r: stages.evaluate_policy(dc, split, r["rl"], run_dir / "eval_rl_records.jsonl"),
               stages.Evaluated, "RL policy: held-out accuracy"),
         Stage("scale", lambda r: stages.scale(dc, split, {"sft": r["sft"], "rl": r["rl"]}, r["prm"], run_dir),

@@ -2,7 +2,9 @@
 
 Greedy decoding gives accuracy; k samples at the given temperature give pass@k (unbiased,
 from the k samples) and maj@k (majority vote over the extracted answers, compared with the
-task's own equivalence check through `is_correct`).
+task's own equivalence check through `is_correct`). On a task with an exact step checker,
+`greedy_valid_accuracy` is the share answered right with every line passing it: a right
+answer written over wrong arithmetic does not count there.
 """
 from __future__ import annotations
 
@@ -61,6 +63,10 @@ def evaluate_chunk(generator: Generator, task: Task, problems: list[Problem], cf
     for p, [s] in zip(problems, greedy):
         records.append({"id": p.id, "answer": p.answer, "greedy": s.text, "greedy_correct": task.is_correct(p, s.text),
                         "greedy_tokens": s.num_tokens, "finish_reason": s.finish_reason})
+        if task.has_step_checker:  # a right answer counts as reasoned only if every line checks
+            rec = records[-1]
+            rec["greedy_valid"] = rec["greedy_correct"] and \
+                task.check_steps(p, task.split_steps(s.text)).first_error is None
     if cfg.k > 0:
         sp = SamplingParams(n=cfg.k, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens)
         sampled = generator.generate(prompts, sp, seeds=[problem_seed(cfg.seed, p) for p in problems])
@@ -84,6 +90,8 @@ def summarize(chunks: list[dict], k: int) -> dict:
         "mean_tokens": mean(r["greedy_tokens"] for r in records),
         "truncated": mean(r["finish_reason"] == "length" for r in records),
     }
+    if records and all("greedy_valid" in r for r in records):
+        out["greedy_valid_accuracy"] = mean(r["greedy_valid"] for r in records)
     if k > 0:
         for j in sorted({1, k} | ({k // 2} if k >= 4 else set())):
             out[f"pass@{j}"] = mean(pass_at_k(k, r["num_correct"], j) for r in records)

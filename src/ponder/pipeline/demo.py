@@ -2,11 +2,13 @@
 
 build -> sft -> eval_sft -> annotate -> prm -> rl -> eval_rl -> scale -> report
 
-1. a character tokenizer and a tiny Llama, SFT on `arith` reference solutions;
+1. a character tokenizer and a tiny Llama, SFT on reference solutions (`countdown` by default:
+   one reference equation per problem, among the many that are right);
 2. solutions sampled from the SFT policy, labelled by outcome and by Math-Shepherd MC and
    OmegaPRM (scored against the exact step checker); a PRM trained on the OmegaPRM labels
    (no ground truth) and evaluated on held-out samples (ProcessBench F1, best-of-N);
-3. GRPO from the SFT policy with the outcome verifier as reward;
+3. GRPO from the SFT policy: process GRPO by default (the outcome verifier plus the exact step
+   checker's reward per line), or the outcome verifier alone (`rl_estimator: grpo`);
 4. a test-time scaling sweep (greedy, majority, best-of-N and beam search with the PRM) on
    held-out problems for the SFT and the RL policy;
 5. report.md, report.html (plots embedded), summary.json and a terminal table.
@@ -18,7 +20,8 @@ records (annotation). The held-out set (first `eval_n` of a test draw) is never 
 selected on; the dev set (the next `dev_n`) is what training watches.
 
 The claims the report makes are fixed before the run: RL vs SFT greedy accuracy on the
-held-out set, and one search-vs-majority pair (`compare_strategy` at `compare_budget` against
+held-out set (and, on a task with a step checker, the share right with every line valid), and
+one search-vs-majority pair (`compare_strategy` at `compare_budget` against
 majority vote at the same N), each with the standard error of the paired per-problem difference.
 """
 from __future__ import annotations
@@ -37,16 +40,18 @@ from ponder.tasks.base import Problem, Task
 
 @dataclass
 class DemoConfig:
-    task: str = "arith"
-    """built-in task to learn"""
-    task_args: dict = field(default_factory=lambda: {"instruction": False})
-    """knobs passed to the task (e.g. num_ops, digits); the bare-expression prompt keeps the
-    character-level model's sequences short"""
+    task: str = "countdown"
+    """built-in task to learn (countdown: many right equations per problem, so sampled solutions
+    differ and RL has something to choose between; on arith, with one reference path, it did not)"""
+    task_args: dict = field(default_factory=dict)
+    """knobs passed to the task (e.g. count, max_number); none given: the demo's own for that task
+    (DEMO_TASK_ARGS: 3 numbers up to 30 for countdown; the bare-question prompt, which keeps the
+    character-level model's sequences short)"""
     model: str = "tiny:1m"
     """model to start from: tiny:<preset> builds one from scratch, or a local path"""
     n_train: int = 20000
     """training problems (reference solutions) for SFT"""
-    sft_steps: int = 1000
+    sft_steps: int = 1500
     """SFT optimiser steps"""
     batch_size: int = 32
     """SFT batch size"""
@@ -76,14 +81,17 @@ class DemoConfig:
     """held-out problems for the PRM's F1 and best-of-N"""
     prm_eval_samples: int = 8
     """samples per problem for the PRM evaluation"""
-    rl_steps: int = 60
+    rl_steps: int = 200
     """GRPO steps (one rollout batch each)"""
     rl_prompts: int = 16
     """prompts per GRPO step"""
     rl_group: int = 8
     """samples per prompt (G)"""
-    rl_lr: float = 3e-5
-    """GRPO learning rate (1e-4 and above lowered held-out greedy accuracy on this model)"""
+    rl_lr: float = 1e-4
+    """GRPO learning rate (constant, no KL)"""
+    rl_estimator: str = "process_grpo"
+    """grpo: the outcome verifier is the only reward; process_grpo: each step is also rewarded
+    by the task's exact step checker (DeepSeekMath's process supervision; needs a task with one)"""
     scale_n: int = 40
     """held-out problems in the test-time scaling sweep"""
     scale_budgets: list[int] = field(default_factory=lambda: [1, 4, 16])
@@ -104,6 +112,16 @@ class DemoConfig:
     (1: this process; see ponder.scaleout). Training stays in this process"""
     ray_address: str | None = None
     """Ray cluster to join (default: $RAY_ADDRESS, else a local Ray started here)"""
+
+    def __post_init__(self):
+        if not self.task_args:
+            self.task_args = dict(DEMO_TASK_ARGS.get(self.task, {}))
+
+
+DEMO_TASK_ARGS = {"countdown": {"count": 3, "max_number": 30, "max_target": 100, "instruction": False},
+                  "arith": {"instruction": False}}
+"""The demo's task knobs when none are given: problems the 866k model learns within the demo's
+SFT budget, asked without the instruction sentence."""
 
 
 QUICK = dict(n_train=3000, sft_steps=150, batch_size=16, eval_n=24, eval_k=4, dev_n=12, annotate_n=8,
@@ -262,12 +280,18 @@ def rl(cfg: DemoConfig, split: Split, policy: Trained, run_dir: Path) -> Trained
     from ponder.train.rl import RLConfig, RLTrainer
 
     model, tokenizer = load_model(policy.model_dir)
-    rc = RLConfig(estimator="grpo", steps=cfg.rl_steps, prompts_per_step=cfg.rl_prompts, group_size=cfg.rl_group,
-                  max_tokens=cfg.max_tokens, lr=cfg.rl_lr, eval_every=max(cfg.rl_steps // 4, 1),
-                  save_every=max(cfg.rl_steps // 4, 1), seed=cfg.seed)
+    rc = RLConfig(estimator=cfg.rl_estimator, steps=cfg.rl_steps, prompts_per_step=cfg.rl_prompts,
+                  group_size=cfg.rl_group, max_tokens=cfg.max_tokens, lr=cfg.rl_lr,
+                  eval_every=max(cfg.rl_steps // 4, 1), save_every=max(cfg.rl_steps // 4, 1), seed=cfg.seed)
     rewards = reward_functions(["outcome"], split.task, cfg.max_tokens)
     train = split.task.problems("train", n=max(cfg.rl_steps * cfg.rl_prompts, cfg.rl_prompts), seed=cfg.seed + 1)
-    trainer = RLTrainer(model, tokenizer, split.task, train, split.dev, rewards, rc, run_dir / "rl", engine=cfg.engine)
+    scorer = None
+    if cfg.rl_estimator == "process_grpo":
+        from ponder.rewards.base import VerifierScorer
+
+        scorer = VerifierScorer(split.task, train)
+    trainer = RLTrainer(model, tokenizer, split.task, train, split.dev, rewards, rc, run_dir / "rl", engine=cfg.engine,
+                        process_scorer=scorer)
     final = trainer.train()
     return Trained(str(run_dir / "rl" / "model"), final, str(run_dir / "rl" / "metrics.jsonl"), len(train))
 
@@ -339,6 +363,11 @@ def comparisons(cfg: DemoConfig, sft_eval: Evaluated, rl_eval: Evaluated, scaled
     rl_vs_sft = paired_difference([a[i] for i in ids], [b[i] for i in ids])
     out = {"rl_minus_sft_greedy": rl_eval.summary["greedy_accuracy"] - sft_eval.summary["greedy_accuracy"],
            "rl_minus_sft_greedy_se": rl_vs_sft["se"], "rl_vs_sft": rl_vs_sft, "search_vs_majority": {}}
+    if "greedy_valid_accuracy" in rl_eval.summary and "greedy_valid_accuracy" in sft_eval.summary:
+        # right AND every line valid under the exact step checker: whether RL's gain is reasoning
+        a = {r["id"]: r["greedy_valid"] for r in _read_jsonl(rl_eval.records)}
+        b = {r["id"]: r["greedy_valid"] for r in _read_jsonl(sft_eval.records)}
+        out["rl_vs_sft_valid"] = paired_difference([a[i] for i in ids], [b[i] for i in ids])
     for name, path in scaled.records.items():
         recs = _read_jsonl(path)
 

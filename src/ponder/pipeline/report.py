@@ -24,7 +24,7 @@ def _f(v, digits: int = 3) -> str:
 def sections(summary: dict) -> list[tuple[str, list[str], list[list]]]:
     """(title, header, rows) of every table in the report."""
     ev = summary["eval"]
-    keys = [k for k in ev["sft"] if k.startswith(("greedy_accuracy", "pass@", "maj@"))]
+    keys = [k for k in ev["sft"] if k.startswith(("greedy_accuracy", "greedy_valid_accuracy", "pass@", "maj@"))]
     acc = [[k, ev["sft"][k], ev["rl"][k], ev["rl"][k] - ev["sft"][k]] for k in keys]
     acc.append(["mean tokens / solution (greedy)", ev["sft"]["mean_tokens"], ev["rl"]["mean_tokens"],
                 ev["rl"]["mean_tokens"] - ev["sft"]["mean_tokens"]])
@@ -70,6 +70,13 @@ def findings(summary: dict) -> list[str]:
     lines = [f"RL {verdict} SFT on held-out greedy accuracy: {summary['eval']['sft']['greedy_accuracy']:.3f} → "
              f"{summary['eval']['rl']['greedy_accuracy']:.3f} ({d:+.3f} ± {se:.3f} standard error of the paired "
              f"difference over {c['rl_vs_sft']['n']} problems)."]
+    v = c.get("rl_vs_sft_valid")
+    if v:
+        verdict = "is within noise" if not v["beyond_2se"] else ("rises" if v["difference"] > 0 else "falls")
+        lines.append(f"Right with every line valid under the exact step checker: "
+                     f"{summary['eval']['sft']['greedy_valid_accuracy']:.3f} → "
+                     f"{summary['eval']['rl']['greedy_valid_accuracy']:.3f} ({v['difference']:+.3f} ± {v['se']:.3f}; "
+                     f"{verdict}): whether the gain is in the reasoning or only in the answers.")
     for name, b in c["search_vs_majority"].items():
         noise = not b["beyond_2se"]
         verdict = "is within noise of" if noise else ("beats" if b["difference"] > 0 else "falls short of")
