@@ -7,9 +7,10 @@
 Per seed: a tiny model trained from scratch by SFT on reference solutions of easy problems
 (`--task`, arith or countdown, with knobs `--sft-task`, default 2-3 operations), then GRPO (or
 `--estimator`) on hard training problems (`--rl-task`, default 4-5 operations) with the outcome
-verifier as the only reward - no reference solutions; `--estimator process_grpo` rewards each
-step by the task's exact step checker instead. Both models are scored greedily on the same held-out hard problems (a
-test-split draw never trained on; the RL run watches a disjoint dev slice). The claim fixed
+verifier as the only reward - no reference solutions; `--estimator process_grpo` also rewards
+each step, by the task's exact step checker or, with `--prm DIR`, by a learned PRM. Both models
+are scored greedily on the same held-out hard problems (a test-split draw never trained on; the
+RL run watches a disjoint dev slice). The claim fixed
 before the runs: RL greedy accuracy minus SFT greedy accuracy on those problems, mean ±
 standard error over seeds (and the paired per-problem standard error within each seed).
 
@@ -117,7 +118,11 @@ def rl_model(args, seed: int, sft_dir: str, hard, dev) -> tuple[str, float, dict
     rewards = reward_functions(["outcome"], hard, args.max_tokens)
     train = hard.problems("train", n=args.rl_steps * args.rl_prompts * 2, seed=seed + 1)
     scorer = None
-    if args.estimator == "process_grpo":  # step rewards from the task's exact step checker
+    if args.estimator == "process_grpo" and args.prm:  # step rewards from a learned PRM
+        from ponder.rewards.model import load_prm
+
+        scorer = load_prm(args.prm)
+    elif args.estimator == "process_grpo":  # step rewards from the task's exact step checker
         from ponder.rewards.base import VerifierScorer
 
         scorer = VerifierScorer(hard, train)
@@ -178,6 +183,8 @@ def main():
     ap.add_argument("--sft-lr", type=float, default=3e-3)
     ap.add_argument("--sft-batch", type=int, default=32)
     ap.add_argument("--estimator", default="grpo")
+    ap.add_argument("--prm", help="with --estimator process_grpo: a PRM dir scores the steps (default: the task's "
+                                  "exact step checker)")
     ap.add_argument("--rl-steps", type=int, default=100)
     ap.add_argument("--rl-prompts", type=int, default=16)
     ap.add_argument("--rl-group", type=int, default=8)
