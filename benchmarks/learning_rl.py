@@ -7,8 +7,8 @@
 Per seed: a tiny model trained from scratch by SFT on reference solutions of easy problems
 (`--task`, arith or countdown, with knobs `--sft-task`, default 2-3 operations), then GRPO (or
 `--estimator`) on hard training problems (`--rl-task`, default 4-5 operations) with the outcome
-verifier as the only reward - no reference solutions; `--estimator process_grpo` also rewards
-each step, by the task's exact step checker or, with `--prm DIR`, by a learned PRM. Both models
+verifier as the only reward - no reference solutions; `--estimator process_grpo` rewards each
+step instead, by the task's exact step checker or, with `--prm DIR`, by a learned PRM. Both models
 are scored greedily on the same held-out hard problems (a test-split draw never trained on; the
 RL run watches a disjoint dev slice). The claim fixed
 before the runs: RL greedy accuracy minus SFT greedy accuracy on those problems, mean ±

@@ -87,7 +87,7 @@ def run(cfg: Config) -> dict:
         Stage("prm", lambda r: stages.prm(dc, split, r["sft"], r["annotate"], run_dir), stages.PRMResult,
               "PRM on OmegaPRM labels; F1 and best-of-N on held-out samples"),
         Stage("rl", lambda r: stages.rl(dc, split, r["sft"], run_dir), stages.Trained,
-              "GRPO from the SFT policy, " + ("outcome and exact step rewards" if dc.rl_estimator == "process_grpo"
+              "GRPO from the SFT policy, " + ("exact step rewards" if dc.rl_estimator == "process_grpo"
                                               else "outcome reward")),
         Stage("eval_rl", lambda r: stages.evaluate_policy(dc, split, r["rl"], run_dir / "eval_rl_records.jsonl"),
               stages.Evaluated, "RL policy: held-out accuracy"),

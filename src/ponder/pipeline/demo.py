@@ -7,8 +7,9 @@ build -> sft -> eval_sft -> annotate -> prm -> rl -> eval_rl -> scale -> report
 2. solutions sampled from the SFT policy, labelled by outcome and by Math-Shepherd MC and
    OmegaPRM (scored against the exact step checker); a PRM trained on the OmegaPRM labels
    (no ground truth) and evaluated on held-out samples (ProcessBench F1, best-of-N);
-3. GRPO from the SFT policy: process GRPO by default (the outcome verifier plus the exact step
-   checker's reward per line), or the outcome verifier alone (`rl_estimator: grpo`);
+3. GRPO from the SFT policy: process GRPO by default (each line rewarded by the exact step
+   checker, whose answer-line label is the outcome check), or the outcome verifier alone
+   (`rl_estimator: grpo`);
 4. a test-time scaling sweep (greedy, majority, best-of-N and beam search with the PRM) on
    held-out problems for the SFT and the RL policy;
 5. report.md, report.html (plots embedded), summary.json and a terminal table.
@@ -90,8 +91,8 @@ class DemoConfig:
     rl_lr: float = 1e-4
     """GRPO learning rate (constant, no KL)"""
     rl_estimator: str = "process_grpo"
-    """grpo: the outcome verifier is the only reward; process_grpo: each step is also rewarded
-    by the task's exact step checker (DeepSeekMath's process supervision; needs a task with one)"""
+    """grpo: the outcome verifier is the only reward; process_grpo: each step is rewarded by the
+    task's exact step checker instead (DeepSeekMath's process supervision; needs a task with one)"""
     scale_n: int = 40
     """held-out problems in the test-time scaling sweep"""
     scale_budgets: list[int] = field(default_factory=lambda: [1, 4, 16])
