@@ -233,3 +233,30 @@ def test_next_step_builds_the_answer_from_the_lines_written():
     assert task.next_step(make([1, 1], 50), []) is None  # no solution at all
     with pytest.raises(ValueError, match=r"step 0 of the prefix is wrong \(dead end"):
         task.next_step(problem, ["3*5=15"])
+
+
+def test_evaluation_counts_a_right_answer_over_wrong_lines_as_right_but_not_valid():
+    """`greedy_valid`: the answer is right AND every line passes the step checker - the figure
+    that shows whether RL's gain is in the reasoning or in answers written to fit the target."""
+    from ponder.eval.evaluate import EvalConfig, evaluate_chunk, summarize
+    from ponder.generation.base import Generator, Sample, SamplingParams, Usage
+
+    task = get_task("countdown", count=3, instruction=False)
+    problems = [Problem(id=f"p{i}", question="", answer="2", meta={"numbers": [6, 17, 13], "target": 2})
+                for i in range(3)]
+    texts = ["17-13=4\n6-4=2\nAnswer: 6-(17-13)",   # right, every line computed
+             "17-13=6\n6-6=2\nAnswer: 6-(17-13)",   # right equation over a wrong first line
+             "17-13=4\n6+4=10\nAnswer: 6+(17-13)"]  # wrong answer
+
+    class Fixed(Generator):  # the three solutions above, one per prompt, greedy
+        usage = Usage()
+
+        def generate(self, prompts, params: SamplingParams, seeds=None):
+            return [[Sample(t, [], None, "stop", len(t))] for t in texts[:len(prompts)]]
+
+    chunk = evaluate_chunk(Fixed(), task, problems, EvalConfig(k=0, max_tokens=80))
+    assert [r["greedy_correct"] for r in chunk["records"]] == [True, True, False]
+    assert [r["greedy_valid"] for r in chunk["records"]] == [True, False, False]
+    summary = summarize([chunk], k=0)["summary"]
+    assert summary["greedy_accuracy"] == pytest.approx(2 / 3)
+    assert summary["greedy_valid_accuracy"] == pytest.approx(1 / 3)
