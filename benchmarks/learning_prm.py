@@ -37,6 +37,22 @@ def paired(a: list[float], b: list[float]) -> tuple[float, float]:
     return mean, math.sqrt(sum((x - mean) ** 2 for x in d) / (len(d) - 1) / len(d))
 
 
+def calibrated_threshold(prm, calibration: Path, trained_on: set[str], method: str) -> tuple[float, int]:
+    """The step threshold that maximises ProcessBench F1 against automatic labels (`method`'s
+    hard labels in an annotation run's records.jsonl: the sampled solutions and, for OmegaPRM,
+    the rollouts of its search tree) on prompts the PRM was not trained on - no ground truth
+    involved. Returns (threshold, solutions used)."""
+    from ponder.eval.rm import first_below, processbench_f1
+
+    rows = [json.loads(line) for line in (calibration / "records.jsonl").open()]
+    rows = [r for r in rows if r["prompt"] not in trained_on and r["steps"] and method in r["labels"]]
+    truth = [next((i for i, v in enumerate(r["labels"][method]["soft"]) if v <= 0), None) for r in rows]
+    scores = prm.score_steps([r["prompt"] for r in rows], [r["steps"] for r in rows])
+    grid = [i / 100 for i in range(2, 99)]
+    best = max(grid, key=lambda t: processbench_f1([first_below(sc, t) for sc in scores], truth)["f1"])
+    return best, len(rows)
+
+
 def per_problem_choice(data, scores: list[list[float]], n: int) -> tuple[list[float], list[float]]:
     """Correctness per problem of PRM-weighted best-of-n and of majority vote over the first n samples."""
     from ponder.eval.metrics import majority_vote
@@ -66,6 +82,8 @@ def main():
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--eval-n", type=int, default=100)
     ap.add_argument("--eval-samples", type=int, default=16)
+    ap.add_argument("--calibrate", help="annotation run dir of other problems: the F1 threshold is chosen on its "
+                                        "automatic labels (reported beside the fixed 0.5)")
     ap.add_argument("--task", default="arith", choices=["arith", "countdown"])
     ap.add_argument("--task-args", default="instruction=false", help="the labelled task's knobs, k=v,k=v")
     ap.add_argument("--runs-dir", default="runs/bench-prm")
@@ -103,11 +121,17 @@ def main():
         prm = load_prm(trained["model_dir"])
         agg, steps = solution_scores(prm, data, "min")  # scored once: F1, best-of-N and the comparison
         quality = quality_of_scores(data, agg, steps)
+        calibrated = None
+        if args.calibrate:
+            trained_on = {json.loads(line)["prompt"] for line in labels.open()}
+            threshold, used = calibrated_threshold(prm, Path(args.calibrate), trained_on, args.method)
+            pb = quality_of_scores(data, agg, steps, threshold).get("processbench")
+            calibrated = {"threshold": threshold, "solutions": used, "processbench": pb}
         weighted, majority = per_problem_choice(data, agg, args.eval_samples)
         diff, se = paired(weighted, majority)
         row = {"tag": args.tag, "seed": seed, "settings": {k: v for k, v in vars(args).items()
                                                            if k not in ("tag", "seeds", "threads", "summary", "results")},
-               "train_examples": examples, "processbench": quality.get("processbench"),
+               "train_examples": examples, "processbench": quality.get("processbench"), "calibrated": calibrated,
                f"weighted_bo{args.eval_samples}": sum(weighted) / len(weighted),
                f"majority@{args.eval_samples}": sum(majority) / len(majority), "weighted_minus_majority": diff,
                "paired_se": se, "best_of_n": quality["best_of_n"], "weighted_best_of_n": quality["weighted_best_of_n"],
@@ -120,6 +144,11 @@ def main():
               f"correct {pb.get('acc_correct', 0):.3f}); weighted best-of-{args.eval_samples} "
               f"{row[f'weighted_bo{args.eval_samples}']:.3f} vs majority {row[f'majority@{args.eval_samples}']:.3f} "
               f"({diff:+.3f} ± {se:.3f}); train {train_s:.0f} s", flush=True)
+        if calibrated and calibrated["processbench"]:
+            c = calibrated["processbench"]
+            print(f"  threshold {calibrated['threshold']:.2f} chosen on {calibrated['solutions']} automatically "
+                  f"labelled solutions: F1 {c['f1']:.3f} (erroneous {c['acc_erroneous']:.3f}, correct "
+                  f"{c['acc_correct']:.3f})", flush=True)
 
 
 def summary() -> None:
@@ -127,7 +156,8 @@ def summary() -> None:
     for line in RESULTS.read_text().splitlines():
         row = json.loads(line)
         by_tag.setdefault(row["tag"], []).append(row)
-    print(f"{'variant':28} {'seeds':>5} {'examples':>8} {'F1':>14} {'weighted - majority':>20}")
+    print(f"{'variant':28} {'seeds':>5} {'examples':>8} {'F1':>14} {'weighted - majority':>20} "
+          f"{'F1, calibrated threshold':>25}")
 
     def mse(values):
         se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
@@ -135,8 +165,9 @@ def summary() -> None:
 
     for tag, rows in by_tag.items():
         f1 = [r["processbench"]["f1"] for r in rows if r.get("processbench")]
+        cal = [r["calibrated"]["processbench"]["f1"] for r in rows if (r.get("calibrated") or {}).get("processbench")]
         print(f"{tag:28} {len(rows):5} {rows[0]['train_examples']:8} {mse(f1) if f1 else '-':>14} "
-              f"{mse([r['weighted_minus_majority'] for r in rows]):>20}")
+              f"{mse([r['weighted_minus_majority'] for r in rows]):>20} {mse(cal) if cal else '-':>25}")
 
 
 if __name__ == "__main__":
