@@ -53,15 +53,12 @@ def task_knobs(text: str) -> dict:
 def greedy_records(model_dir: str, task, problems, max_tokens: int) -> tuple[list[bool], list[bool]]:
     """Per problem, greedily: whether the answer is right, and whether it is right with every line
     passing the task's exact step checker (a right answer over wrong lines is not)."""
-    from ponder.generation import SamplingParams, make_engine
+    from ponder.eval.evaluate import EvalConfig, evaluate_chunk
+    from ponder.generation import make_engine
 
     with make_engine("torch", model_dir) as engine:
-        outs = engine.generate([task.prompt(p) for p in problems], SamplingParams(n=1, temperature=0.0,
-                                                                                  max_tokens=max_tokens))
-    correct = [bool(task.is_correct(p, o[0].text)) for p, o in zip(problems, outs)]
-    valid = [ok and task.check_steps(p, task.split_steps(o[0].text)).first_error is None
-             for p, o, ok in zip(problems, outs, correct)]
-    return correct, valid
+        records = evaluate_chunk(engine, task, problems, EvalConfig(k=0, max_tokens=max_tokens))["records"]
+    return [bool(r["greedy_correct"]) for r in records], [bool(r["greedy_valid"]) for r in records]
 
 
 def paired(a: list[bool], b: list[bool]) -> tuple[float, float]:
