@@ -197,10 +197,12 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--runs-dir", default="runs/bench-learning")
     ap.add_argument("--progress", action="store_true")
+    ap.add_argument("--sft-only", action="store_true", help="train (or find) each seed's SFT model, print its "
+                                                             "dir and held-out greedy accuracy, record nothing")
     args = ap.parse_args()
     if args.summary:
         return summary()
-    if not args.tag:
+    if not (args.tag or args.sft_only):
         ap.error("--tag is required (the name of this RL variant)")
     torch.set_num_threads(args.threads)
     from ponder.tasks import get_task
@@ -216,6 +218,10 @@ def main():
         sft_dir, sft_wall = (args.sft_model, 0.0) if args.sft_model else sft_model(args, seed, easy, easy_dev)
         same = args.sft_task == args.rl_task  # then the easy held-out problems are the hard ones
         before, before_valid = greedy_records(sft_dir, hard, held_out, args.max_tokens)
+        if args.sft_only:
+            print(f"seed {seed}: {sft_dir}  held-out greedy {sum(before) / len(before):.3f}, right with valid lines "
+                  f"{sum(before_valid) / len(before_valid):.3f}; sft {sft_wall:.0f} s", flush=True)
+            continue
         easy_before = before if same else greedy_records(sft_dir, easy, easy_held_out, args.max_tokens)[0]
         rl_dir, rl_wall, final = rl_model(args, seed, sft_dir, hard, dev)
         after, after_valid = greedy_records(rl_dir, hard, held_out, args.max_tokens)
