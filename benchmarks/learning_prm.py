@@ -53,6 +53,25 @@ def calibrated_threshold(prm, calibration: Path, trained_on: set[str], method: s
     return best, len(rows)
 
 
+def first_error_kinds(task, data, steps: list[list[list[float]]], threshold: float) -> dict:
+    """Which first errors the PRM finds: per kind of error (the exact checker's reason up to its
+    first colon, e.g. countdown's "wrong value", "dead end"), how many held-out solutions have
+    it as their first error and the share whose first step scored below `threshold` is exactly
+    that step (ProcessBench's erroneous accuracy, split by kind)."""
+    from ponder.eval.rm import first_below
+
+    kinds: dict[str, list[int]] = {}
+    for problem, sols, firsts, scores in zip(data.problems, data.steps, data.first_error, steps):
+        for st, first, sc in zip(sols, firsts, scores):
+            if first is None or not st:
+                continue
+            reason = task.check_steps(problem, st).reasons[first] or "blank"
+            kind = kinds.setdefault(reason.split(":")[0], [0, 0])
+            kind[0] += 1
+            kind[1] += first_below(sc, threshold) == first
+    return {k: {"n": n, "found": found / n} for k, (n, found) in sorted(kinds.items(), key=lambda kv: -kv[1][0])}
+
+
 def per_problem_choice(data, scores: list[list[float]], n: int) -> tuple[list[float], list[float]]:
     """Correctness per problem of PRM-weighted best-of-n and of majority vote over the first n samples."""
     from ponder.eval.metrics import majority_vote
@@ -127,11 +146,13 @@ def main():
             threshold, used = calibrated_threshold(prm, Path(args.calibrate), trained_on, args.method)
             pb = quality_of_scores(data, agg, steps, threshold).get("processbench")
             calibrated = {"threshold": threshold, "solutions": used, "processbench": pb}
+        kinds = first_error_kinds(task, data, steps, 0.5) if data.first_error else None
         weighted, majority = per_problem_choice(data, agg, args.eval_samples)
         diff, se = paired(weighted, majority)
         row = {"tag": args.tag, "seed": seed, "settings": {k: v for k, v in vars(args).items()
                                                            if k not in ("tag", "seeds", "threads", "summary", "results")},
                "train_examples": examples, "processbench": quality.get("processbench"), "calibrated": calibrated,
+               "first_error_kinds": kinds,
                f"weighted_bo{args.eval_samples}": sum(weighted) / len(weighted),
                f"majority@{args.eval_samples}": sum(majority) / len(majority), "weighted_minus_majority": diff,
                "paired_se": se, "best_of_n": quality["best_of_n"], "weighted_best_of_n": quality["weighted_best_of_n"],
@@ -144,6 +165,9 @@ def main():
               f"correct {pb.get('acc_correct', 0):.3f}); weighted best-of-{args.eval_samples} "
               f"{row[f'weighted_bo{args.eval_samples}']:.3f} vs majority {row[f'majority@{args.eval_samples}']:.3f} "
               f"({diff:+.3f} ± {se:.3f}); train {train_s:.0f} s", flush=True)
+        if kinds:
+            print("  first errors found, by kind: " + "; ".join(f"{k} {v['found']:.2f} of {v['n']}"
+                                                             for k, v in kinds.items()), flush=True)
         if calibrated and calibrated["processbench"]:
             c = calibrated["processbench"]
             print(f"  threshold {calibrated['threshold']:.2f} chosen on {calibrated['solutions']} automatically "
