@@ -94,3 +94,30 @@ def test_train_rm_and_eval_rm(tmp_path):
     bad.write_text(json.dumps({"prompt": "1\n", "completions": ["1", "2"], "labels": [1.0]}) + "\n")
     res = runner.invoke(app, ["train-rm", "--data", str(bad), "--model", str(policy), "--runs-dir", str(runs)])
     assert res.exit_code == 2 and "bad.jsonl:1" in res.output and "expected 2 labels" in res.output
+
+
+def test_commands_take_the_task_the_model_was_trained_on(tmp_path):
+    """Without --task, a command asks the model the questions of the task its ponder run trained
+    it on (knobs given here on top), not arith's; --task still wins; a folder no run wrote: arith."""
+    runs = tmp_path / "runs"
+    res = runner.invoke(app, ["sft", "--model", "tiny:1m", "--task", "countdown", "--task-arg", "count=3",
+                              "--task-arg", "instruction=false", "--steps", "2", "--batch-size", "4", "--n-train", "16",
+                              "--warmup-steps", "1", "--runs-dir", str(runs), "--run", "cd"])
+    assert res.exit_code == 0, res.output
+
+    def questions(*options):
+        out = tmp_path / "eval.json"
+        res = runner.invoke(app, ["eval", *options, "--n", "3", "--k", "0", "--max-tokens", "4", "--output", str(out)])
+        assert res.exit_code == 0, res.output
+        return res.output, [(r["id"], r["answer"]) for r in json.loads(out.read_text())["records"]]
+
+    output, qs = questions("--model", str(runs / "cd"), "--task-arg", "max_target=20")
+    assert f"task: countdown (count=3, instruction=False, max_target=20), as the model was trained (from " \
+           f"{runs / 'cd' / 'config.yaml'})" in output.replace("\n", "")
+    assert all(i.startswith("countdown-test-") and int(a) <= 20 for i, a in qs), qs
+    output, qs = questions("--model", str(runs / "cd"), "--task", "arith")
+    assert "as the model was trained" not in output and all(i.startswith("arith-test-") for i, _ in qs), qs
+
+    (runs / "cd" / "config.yaml").unlink()
+    output, qs = questions("--model", str(runs / "cd"))
+    assert "as the model was trained" not in output and all(i.startswith("arith-test-") for i, _ in qs), qs

@@ -60,6 +60,18 @@ def test_quick_demo_report_matches_stage_outputs(quick_run):
         assert (run / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_commands_after_the_demo_take_its_task(quick_run):
+    """`ponder search` and the rest default to the demo's SFT model: without --task they must ask
+    it the demo's questions (countdown with the demo's knobs), not arith's."""
+    from ponder.commands.common import model_task
+    from ponder.pipeline.demo import DemoConfig
+
+    run, _ = quick_run
+    task, knobs, where = model_task(str(run / "sft" / "model"))
+    assert (task, knobs, where) == ("countdown", DemoConfig().task_args, run / "config.yaml")
+    assert model_task(str(run))[:2] == (task, knobs)  # the run name resolves to its SFT model
+
+
 def test_quick_demo_rerun_skips_every_stage(quick_run):
     run, args = quick_run
     before = (run / "summary.json").read_text()

@@ -34,8 +34,8 @@ METHODS = ("math_shepherd", "omega_prm", "judge", "truth")
 class AnnotateConfig:
     run: str = "annotate"
     """run name: outputs go to runs/<run>/ (a rerun resumes where it stopped)"""
-    task: str = "arith"
-    """task name or dataset path (GSM8K-format JSONL works)"""
+    task: str | None = None
+    """task name or dataset path (GSM8K-format JSONL works); default: the policy's ponder training task, else arith"""
     task_args: dict = field(default_factory=dict)
     """task knobs, e.g. {instruction: false}"""
     split: str = "train"

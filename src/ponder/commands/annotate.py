@@ -27,13 +27,14 @@ def run(cfg: Config, progress: bool = True, generator=None, judge_generator=None
     from ponder.annotate.judge import LLMJudge
     from ponder.annotate.records import append_chunk, read_complete_chunks
     from ponder.annotate.run import Annotator, derived_files, label_quality
-    from ponder.commands.common import check_model, open_engine
+    from ponder.commands.common import check_model, open_engine, resolve_task
     from ponder.runs import start_run, write_json, write_jsonl
     from ponder.tasks import get_task
 
     require(cfg, positive=("n_problems", "samples", "max_tokens", "k", "chunk", "batch_size"),
             non_negative=("temperature", "max_pairs"))
     check_workers(cfg.workers, cfg.ray_address)
+    resolve_task(cfg, cfg.policy, cfg.engine)
     task = get_task(cfg.task, **cfg.task_args)
     problems = task.problems(cfg.split, n=cfg.n_problems, seed=cfg.seed)
     if cfg.workers > 1:

@@ -22,6 +22,56 @@ def resolve_model(name: str, engine: str = "torch") -> str:
     return name
 
 
+DEFAULT_TASK = "arith"
+
+
+def model_task(model: str, engine: str = "torch") -> tuple[str, dict, Path] | None:
+    """(task, knobs, config file) of the ponder run that wrote `model`: the nearest readable
+    `config.yaml` holding a task, in the model folder or the two folders above it (runs/<name>/model
+    of sft or rl, runs/<name>/sft/model of the demo). None for a served model, a file, an alias, or
+    a folder no ponder run wrote."""
+    import yaml
+
+    from ponder.generation import is_url
+
+    if is_url(engine or ""):
+        return None
+    folder = Path(resolve_model(model, engine))
+    if not folder.is_dir():
+        return None
+    for d in (folder, folder.parent, folder.parent.parent):
+        f = d / "config.yaml"
+        if not f.is_file():
+            continue
+        try:
+            saved = yaml.safe_load(f.read_text())
+        except (yaml.YAMLError, OSError):
+            continue
+        if isinstance(saved, dict) and isinstance(saved.get("task"), str) and saved["task"]:
+            args = saved.get("task_args")
+            return saved["task"], dict(args) if isinstance(args, dict) else {}, f
+    return None
+
+
+def resolve_task(cfg, model: str, engine: str = "torch") -> None:
+    """Fill in `cfg.task` when none was given: the task (and knobs, under any given here) the
+    model was trained on, so that a model trained on countdown is not asked arith questions;
+    otherwise arith. Says so on stderr when it takes the model's."""
+    import sys
+
+    if cfg.task:
+        return
+    found = model_task(model, engine) if model else None
+    if found is None:
+        cfg.task = DEFAULT_TASK
+        return
+    cfg.task, knobs, where = found
+    cfg.task_args = {**knobs, **(cfg.task_args or {})}
+    shown = ", ".join(f"{k}={v}" for k, v in cfg.task_args.items())
+    print(f"task: {cfg.task}{f' ({shown})' if shown else ''}, as the model was trained (from {where})",
+          file=sys.stderr)
+
+
 def open_engine(engine: str, model: str, **kw):
     from ponder.generation import make_engine
 

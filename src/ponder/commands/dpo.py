@@ -26,8 +26,8 @@ class Config:
     """TRL preference file (prompt, chosen, rejected); without it, Step-DPO pairs are built from the task"""
     step: bool = False
     """Step-DPO: pairs are single steps (no EOS appended); implied when pairs are built from the task"""
-    task: str = "arith"
-    """task for held-out evaluation and for building Step-DPO pairs"""
+    task: str | None = None
+    """task for held-out evaluation and Step-DPO pairs (default: the model's ponder training task, else arith)"""
     task_args: dict = field(default_factory=dict)
     """task knobs, e.g. instruction=false"""
     n_problems: int = 500
@@ -62,7 +62,7 @@ class Config:
 
 
 def run(cfg: Config, progress: bool = True) -> dict:
-    from ponder.commands.common import input_file, resolve_model
+    from ponder.commands.common import input_file, resolve_model, resolve_task
     from ponder.eval.evaluate import greedy_accuracy
     from ponder.models import model_from_spec
     from ponder.runs import start_run, write_json, write_jsonl
@@ -75,6 +75,7 @@ def run(cfg: Config, progress: bool = True) -> dict:
 
     require(cfg, positive=("n_problems", "samples", "max_tokens", "steps", "batch_size", "grad_accum", "max_len"),
             non_negative=("temperature", "beta", "lr", "warmup_steps", "n_eval"))
+    resolve_task(cfg, cfg.model, cfg.engine)
     task = get_task(cfg.task, **cfg.task_args)
     rows = read_preferences(input_file(cfg.data, "--data")) if cfg.data else None
     model, tokenizer = model_from_spec(resolve_model(cfg.model), seed=cfg.seed)

@@ -14,8 +14,8 @@ class Config(EvalConfig):
     """model dir, .gguf, smollm2, or a run name under runs/ (with a server engine: the served model's name)"""
     engine: str = "torch"
     """generation engine: torch (in this process; torch-bf16: its Linear layers in bf16), vllm, or an OpenAI-compatible server URL http(s)://host:port/v1"""
-    task: str = "arith"
-    """task name or dataset path"""
+    task: str | None = None
+    """task name or dataset path (default: the model's ponder training task, else arith)"""
     task_args: dict = field(default_factory=dict)
     """task knobs, e.g. num_ops=3"""
     output: str | None = None
@@ -27,7 +27,7 @@ class Config(EvalConfig):
 
 
 def run(cfg: Config, progress: bool = True) -> dict:
-    from ponder.commands.common import check_model, open_engine
+    from ponder.commands.common import check_model, open_engine, resolve_task
     from ponder.eval.evaluate import evaluate
     from ponder.scaleout import check_workers
     from ponder.tasks import get_task
@@ -36,6 +36,7 @@ def run(cfg: Config, progress: bool = True) -> dict:
         raise ConfigError("--model is required: a model dir, .gguf, smollm2, or a run name")
     require(cfg, positive=("n", "max_tokens", "chunk"), non_negative=("k", "temperature"), probability=("top_p",))
     check_workers(cfg.workers, cfg.ray_address)
+    resolve_task(cfg, cfg.model, cfg.engine)
     task = get_task(cfg.task, **cfg.task_args)
     check_model(cfg.model, cfg.engine)
     problems = task.problems(cfg.split, n=cfg.n, seed=cfg.seed)

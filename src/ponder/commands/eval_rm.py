@@ -15,8 +15,8 @@ class Config:
     """policy that samples the solutions to judge, or a run name (with a server engine: the served name)"""
     engine: str = "torch"
     """engine of the policy: torch, torch-bf16, vllm, or an OpenAI-compatible server URL"""
-    task: str = "arith"
-    """task name or dataset path"""
+    task: str | None = None
+    """task name or dataset path (default: the model's ponder training task, else arith)"""
     task_args: dict = field(default_factory=dict)
     """task knobs, e.g. num_ops=3"""
     split: str = "test"
@@ -47,13 +47,13 @@ class Config:
 
 def run(cfg: Config, progress: bool = True) -> dict:
     """Evaluate each reward model on one shared sample set."""
-    from ponder.commands.common import check_model, open_engine
+    from ponder.commands.common import check_model, open_engine, resolve_task
     from ponder.eval.evaluate import chunks_of
     from ponder.eval.rm import evaluate_reward_model, merge_samples, vote_and_oracle
-    from ponder.scaleout import check_workers, map_shards
     from ponder.rewards.base import AGGREGATIONS, VerifierScorer
     from ponder.rewards.model import load_reward_model
     from ponder.runs import write_json
+    from ponder.scaleout import check_workers, map_shards
     from ponder.tasks import get_task
 
     if not cfg.rm:
@@ -62,6 +62,7 @@ def run(cfg: Config, progress: bool = True) -> dict:
             probability=("threshold",), choices={"aggregation": (None, *AGGREGATIONS)})
     check_workers(cfg.workers, cfg.ray_address)
     check_model(cfg.policy, cfg.engine)
+    resolve_task(cfg, cfg.policy, cfg.engine)
     task = get_task(cfg.task, **cfg.task_args)
     problems = task.problems(cfg.split, n=cfg.n, seed=cfg.seed)
     scorers = {path: VerifierScorer(task, problems) if path == "verifier" else load_reward_model(path) for path in cfg.rm}

@@ -23,8 +23,8 @@ class Config:
     """parent folder of run directories"""
     model: str = "runs/sft/model"
     """model to start from, or a run name"""
-    task: str = "arith"
-    """task with a verifier"""
+    task: str | None = None
+    """task with a verifier (default: the model's ponder training task, else arith)"""
     task_args: dict = field(default_factory=dict)
     """task knobs, e.g. instruction=false"""
     rounds: int = 3
@@ -54,7 +54,7 @@ class Config:
 
 
 def run(cfg: Config, progress: bool = True) -> dict:
-    from ponder.commands.common import resolve_model
+    from ponder.commands.common import resolve_model, resolve_task
     from ponder.eval.evaluate import greedy_accuracy
     from ponder.generation.base import SamplingParams
     from ponder.models import load_model, model_from_spec
@@ -67,6 +67,7 @@ def run(cfg: Config, progress: bool = True) -> dict:
 
     require(cfg, positive=("rounds", "n_problems", "samples", "max_tokens", "sft_steps", "batch_size", "n_eval"),
             non_negative=("temperature", "lr"))
+    resolve_task(cfg, cfg.model, cfg.engine)
     task = get_task(cfg.task, **cfg.task_args)
     train = task.problems("train", n=cfg.n_problems * cfg.rounds, seed=cfg.seed)
     held_out = task.problems("test", n=cfg.n_eval, seed=cfg.seed)

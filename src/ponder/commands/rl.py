@@ -20,8 +20,8 @@ class Config(RLConfig):
     """run name: outputs go to <runs-dir>/<run>/ (a rerun with the same options resumes)"""
     runs_dir: str = "runs"
     """parent folder of run directories"""
-    task: str = "arith"
-    """task to train on (its train split) and evaluate on (its test split)"""
+    task: str | None = None
+    """task to train on (train split) and evaluate on (test split); default: the model's ponder training task, else arith"""
     task_args: dict = field(default_factory=dict)
     """task knobs, e.g. instruction=false"""
     model: str = "runs/sft/model"
@@ -84,7 +84,7 @@ def build_rewards(cfg: Config, task):
 def run(cfg: Config, progress: bool = True) -> dict:
     import torch
 
-    from ponder.commands.common import resolve_model
+    from ponder.commands.common import resolve_model, resolve_task
     from ponder.models import model_from_spec
     from ponder.rewards.base import AGGREGATIONS
     from ponder.runs import start_run, write_json
@@ -98,6 +98,7 @@ def run(cfg: Config, progress: bool = True) -> dict:
                           "overlong_buffer"),
             choices={"prm_aggregation": AGGREGATIONS})
     RLConfig.check(cfg)
+    resolve_task(cfg, cfg.model, cfg.engine)
     task = get_task(cfg.task, **cfg.task_args)
     rewards, process_scorer = build_rewards(cfg, task)
     train = task.problems("train", n=cfg.n_train, seed=cfg.seed)

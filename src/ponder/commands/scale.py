@@ -27,10 +27,10 @@ def run(cfg: Config, progress: bool = True) -> dict:
     from contextlib import nullcontext
 
     from ponder.commands.common import progress as progress_bar
-    from ponder.commands.common import search_context, search_worker
+    from ponder.commands.common import resolve_task, search_context, search_worker
     from ponder.commands.search import check
-    from ponder.scaleout import NOT_CONFIG, check_workers
     from ponder.runs import atomic_write, start_run, write_json
+    from ponder.scaleout import NOT_CONFIG, check_workers
     from ponder.search.scale import plot_scaling, run_scale, table_markdown, validate_sweep
 
     check(cfg)
@@ -38,6 +38,7 @@ def run(cfg: Config, progress: bool = True) -> dict:
     validate_sweep(cfg)
     check_workers(cfg.workers, cfg.ray_address)
     local = cfg.workers <= 1
+    resolve_task(cfg, cfg.model, cfg.engine)
     ctx, problems = search_context(cfg.model, cfg.engine, cfg.task, cfg.task_args, cfg.scorer, cfg.n_problems,
                                    cfg.split, cfg.seed, open_policy=local)
     run_dir = Path(cfg.runs_dir) / cfg.run

@@ -14,8 +14,8 @@ class Config(SearchParams):
     """policy: a model dir, a .gguf, smollm2, or a run name under runs/ (with a server engine: the served model's name)"""
     engine: str = "torch"
     """engine of the policy: torch, torch-bf16, vllm, or an OpenAI-compatible server URL (http://host:port/v1)"""
-    task: str = "arith"
-    """task name or dataset path"""
+    task: str | None = None
+    """task name or dataset path (default: the model's ponder training task, else arith)"""
     task_args: dict = field(default_factory=dict)
     """task knobs, e.g. instruction=false"""
     strategy: str = "beam"
@@ -52,7 +52,7 @@ def run(cfg: Config, progress: bool = True) -> dict:
     from dataclasses import fields
 
     from ponder.commands.common import progress as progress_bar
-    from ponder.commands.common import search_context, search_worker
+    from ponder.commands.common import resolve_task, search_context, search_worker
     from ponder.runs import write_json
     from ponder.scaleout import check_workers
     from ponder.search.base import check_width, get_strategy, search_all
@@ -66,6 +66,7 @@ def run(cfg: Config, progress: bool = True) -> dict:
     check_workers(cfg.workers, cfg.ray_address)
     params = SearchParams(**{f.name: getattr(cfg, f.name) for f in fields(SearchParams)})
     local = cfg.workers <= 1
+    resolve_task(cfg, cfg.model, cfg.engine)
     ctx, problems = search_context(cfg.model, cfg.engine, cfg.task, cfg.task_args, cfg.scorer, cfg.n_problems,
                                    cfg.split, cfg.seed, open_policy=local)
     bar, tick = progress_bar(len(problems), f"{cfg.strategy} N={cfg.n}")

@@ -56,8 +56,8 @@ class ScaleConfig(SearchParams):
     the served model's name)"""
     engine: str = "torch"
     """engine of the policy: torch, torch-bf16, vllm, or an OpenAI-compatible server URL (http://host:port/v1)"""
-    task: str = "arith"
-    """task name or dataset path"""
+    task: str | None = None
+    """task name or dataset path (default: the model's ponder training task, else arith)"""
     task_args: dict = field(default_factory=dict)
     """knobs passed to the task, e.g. {instruction: false, num_ops: [4, 4]}"""
     scorer: str = "verifier"
