@@ -21,7 +21,7 @@ class Config(RLConfig):
     runs_dir: str = "runs"
     """parent folder of run directories"""
     task: str | None = None
-    """task to train on (train split) and evaluate on (test split); default: the model's ponder training task, else arith"""
+    """task to train on (train split) and evaluate on (test split); default: the model's ponder task, else arith"""
     task_args: dict = field(default_factory=dict)
     """task knobs, e.g. instruction=false"""
     model: str = "runs/sft/model"
