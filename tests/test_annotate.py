@@ -222,6 +222,10 @@ def test_derived_files_and_quality():
     # MC put the second solution's error at step 1 (truth: step 0): 1 of 2 first errors right,
     # 3 of 4 step labels agree; 4 rollouts per solution.
     assert q["first_error_acc"] == 0.5 and q["step_agreement"] == 0.75 and q["rollouts_per_solution"] == 4
+    # read as a verifier: the right solution passes (1.0), the wrong one's error is misplaced (0.0)
+    assert q["processbench_f1"] == 0.0
+    records[1]["labels"]["math_shepherd"]["soft"] = [0.0, 0.0]
+    assert label_quality(records, cfg.methods)["math_shepherd"]["processbench_f1"] == 1.0
 
 
 def _write_tiny_policy(path: Path):

@@ -222,13 +222,18 @@ def derived_files(records: list[dict], cfg: AnnotateConfig) -> dict[str, list[di
 
 
 def label_quality(records: list[dict], methods: list[str]) -> dict[str, dict]:
-    """Per method, over the policy samples it labelled: first-error accuracy and step-label
-    agreement against `truth` (when present), and rollouts / tokens per labelled solution."""
+    """Per method, over the policy samples it labelled: first-error accuracy, step-label
+    agreement and ProcessBench F1 (the labels read as a verifier: their first 0 step as the
+    predicted first error) against `truth` (when present), and rollouts / tokens per labelled
+    solution."""
+    from ponder.eval.rm import processbench_f1
+
     policy = [r for r in records if r.get("source") == "policy" and r.get("steps")]
     out = {}
     names = [m for m in methods if m != "truth"] + (["consensus"] if {"judge", "math_shepherd"} <= set(methods) else [])
     for m in names:
         fe_hits = agree = steps = labelled = rollouts = tokens = 0
+        predicted, actual = [], []
         total_rollouts = sum(r["labels"].get(m, {}).get("rollouts", 0) or 0 for r in records
                              if m in r.get("labels", {}))
         for r in policy:
@@ -256,13 +261,16 @@ def label_quality(records: list[dict], methods: list[str]) -> dict[str, dict]:
             labelled += 1
             if "truth" in labs:
                 truth = [s > 0 for s in labs["truth"]["soft"]]
-                fe_hits += fe == first_error_from_labels(labs["truth"]["soft"])
+                predicted.append(fe)
+                actual.append(first_error_from_labels(labs["truth"]["soft"]))
+                fe_hits += fe == actual[-1]
                 agree += sum(a == b for a, b in zip(hard, truth))
                 steps += len(truth)
         row = {"labelled": labelled, "coverage": labelled / len(policy) if policy else 0.0}
         if any("truth" in r["labels"] for r in policy):
             row["first_error_acc"] = fe_hits / labelled if labelled else 0.0
             row["step_agreement"] = agree / steps if steps else 0.0
+            row["processbench_f1"] = processbench_f1(predicted, actual)["f1"]
         if m in ("math_shepherd", "omega_prm"):
             # Cost of labelling the policy's samples (OmegaPRM's tree rollouts that were
             # themselves searched are charged to those rollouts, not to the samples) ...

@@ -141,8 +141,9 @@ def show(summary: dict, console) -> None:
 
     table = Table(title=f"annotation: {summary['samples']} samples of {summary['problems']} problems "
                         f"(accuracy {summary['sample_accuracy']:.3f})")
-    cols = ["labelled", "first_error_acc", "step_agreement", "rollouts_per_solution", "tokens_per_solution"]
-    for c in ("method", "labelled", "first-error acc", "step agreement", "rollouts/sol", "tokens/sol"):
+    cols = ["labelled", "first_error_acc", "step_agreement", "processbench_f1", "rollouts_per_solution",
+            "tokens_per_solution"]
+    for c in ("method", "labelled", "first-error acc", "step agreement", "F1", "rollouts/sol", "tokens/sol"):
         table.add_column(c, justify="left" if c == "method" else "right", no_wrap=True)
     for name, row in summary["methods"].items():
         table.add_row(name, *[f"{row[c]:.3f}" if isinstance(row.get(c), float) else str(row.get(c, "-")) for c in cols])
