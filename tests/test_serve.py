@@ -30,10 +30,11 @@ import torch
 from ponder.generation import Generator, Sample, SamplingParams, Usage, make_engine
 from ponder.generation.base import prompt_seed
 from ponder.models import build_char_tokenizer, build_tiny_model
-from ponder.serve.batcher import Batcher
+from ponder.serve.batcher import Batcher, request_seeds
 
 MAX_LEN = 128
 KEY = "test-key"
+ORIGIN = "http://ui.example"
 CHAT_TEMPLATE = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
                  "{% if add_generation_prompt %}<assistant>{% endif %}")
 PROMPTS = ["3+4*2\n", "Q: hi\nA:", "(1+2)*3"]
@@ -50,6 +51,8 @@ def save_tiny(path, seed):
 
 @pytest.fixture(scope="module")
 def dirs(tmp_path_factory):
+    """Two tiny models in the folder the server may load weights from (its
+    --allow-weight-updates)."""
     root = tmp_path_factory.mktemp("serve")
     return save_tiny(root / "m0", 0), save_tiny(root / "m1", 1)
 
@@ -62,7 +65,9 @@ def server(dirs, tmp_path_factory):
     with open(log, "w") as err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "ponder", "serve", "--model", str(dirs[0]), "--port", "0",
-             "--served-model-name", "tiny", "--api-key", KEY, "--max-batch-wait-ms", "20"],
+             "--served-model-name", "tiny", "--api-key", KEY, "--max-batch-wait-ms", "20",
+             "--allow-weight-updates", str(dirs[0].parent), "--allowed-origins", ORIGIN,
+             "--max-n", "8", "--max-request-tokens", "500", "--max-prompt-tokens", "100", "--max-search-n", "16"],
             stdout=subprocess.PIPE, stderr=err, text=True, env=env)
     try:
         line = ""
@@ -150,7 +155,8 @@ def test_batcher_groups_equal_params_and_isolates_failures():
         prompts, max_tokens, seed = job
         barrier.wait()
         try:
-            return batcher.generate(prompts, SamplingParams(max_tokens=max_tokens), seed).samples
+            return batcher.generate(prompts, SamplingParams(max_tokens=max_tokens),
+                                    request_seeds(seed, len(prompts))).samples
         except RuntimeError as e:
             return str(e)
 
@@ -329,7 +335,14 @@ ERRORS = [
     ("/tokenize", {}, 400, "prompt", "'prompt'"),
     ("/detokenize", {"tokens": ["a"]}, 400, "tokens", "token ids"),
     ("/v1/completions", {"model": "gpt-4", "prompt": "x"}, 404, "model", "This server serves `tiny`"),
-    ("/update_weights_from_disk", {"model_path": "/no/such/dir"}, 400, "model_path", "not a folder"),
+    ("/update_weights_from_disk", {"model_path": "/no/such/dir"}, 400, "model_path", "not a folder inside"),
+    # the server's own bounds, each with its flag
+    ("/v1/completions", {"prompt": "x" * 110}, 400, "prompt", "(--max-prompt-tokens)"),
+    ("/v1/completions", {"prompt": "x", "n": 9}, 400, "n", "at most 8 per request (--max-n)"),
+    ("/v1/completions", {"prompt": ["x"] * 5, "n": 2}, 400, "n", "10 samples"),
+    ("/v1/completions", {"prompt": "x", "n": 8, "max_tokens": 100}, 400, "max_tokens", "(--max-request-tokens)"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "n": 5}, 400, "max_tokens",
+     "(--max-request-tokens)"),
 ]
 
 
@@ -405,6 +418,17 @@ def test_ponder_extension_searches(server, engine):
         ({"strategy": "nope"}, "ponder.strategy", "unknown search strategy"),
         ({"strategy": "majority", "n": "4"}, "ponder.n", "type int"),
         ({"strategy": "majority", "bogus": 1}, "ponder", "unknown field(s) bogus"),
+        # the task and the PRM are fixed when the server starts: no request names a file here
+        ({"strategy": "majority", "task": "/etc/passwd.jsonl"}, "ponder.task", "fixed when it starts"),
+        ({"strategy": "majority", "task": "countdown"}, "ponder.task", "task 'arith'"),
+        ({"strategy": "majority", "task_args": {"path": "/etc"}}, "ponder.task", "cannot change it"),
+        ({"strategy": "best_of_n", "scorer": "/tmp"}, "ponder.scorer", "'none', 'verifier' or 'prm'"),
+        ({"strategy": "best_of_n", "scorer": "prm"}, "ponder.scorer", "has no PRM"),
+        # the search budget
+        ({"strategy": "majority", "n": 17}, "ponder.n", "(--max-search-n)"),
+        ({"strategy": "beam", "n": 16, "beam_width": 32, "scorer": "verifier", "answer": "1"}, "ponder.beam_width",
+         "(--max-search-n)"),
+        ({"strategy": "majority", "n": 16, "max_tokens": 100}, "ponder.n", "(--max-request-tokens)"),
     ]:
         status, err = call(server["base"], "/v1/chat/completions", {"messages": messages, "ponder": ext})
         assert status == 400 and err["error"]["param"] == param and words in err["error"]["message"], err

@@ -14,7 +14,9 @@ How the contract maps onto the wire:
   one generated token) on prompt + completion ids;
 - `update_weights` writes the tensors to a safetensors file and posts its folder to
   `/update_weights_from_disk` (SGLang's name; ponder serve implements it): the server must
-  see this machine's files, i.e. run on it or share its disk;
+  see this machine's files, i.e. run on it or share its disk, and ponder serve loads only
+  folders inside the one it allows (`--allow-weight-updates DIR`): the file is written into
+  `weights_dir` (default `$PONDER_WEIGHTS_DIR`, else the system's temporary folder);
 - `usage` comes from the server's own `usage` (prompt, completion and cached prompt tokens).
 
 One request per prompt (its n samples share one prefill on the server), at most
@@ -53,11 +55,14 @@ class HTTPGenerator(Generator):
     """An OpenAI-compatible server as an engine (see the module docstring)."""
 
     def __init__(self, url: str, model: str | None = None, api_key: str | None = None, max_concurrency: int = 16,
-                 timeout: float = 600.0, progress: bool = False, chat: bool | None = None, retries: int = RETRIES):
+                 timeout: float = 600.0, progress: bool = False, chat: bool | None = None, retries: int = RETRIES,
+                 weights_dir: str | None = None):
         """`url`: the API base, `http(s)://host:port/v1`. `model`: the served model's name
         (None: the server's only model). `chat`: whether user texts go through the chat
         template (None: iff the server's /tokenize applies one for this model). `retries`:
-        attempts after the first for a connection error, 429 or 5xx."""
+        attempts after the first for a connection error, 429 or 5xx. `weights_dir`: where
+        `update_weights` writes the weights the server loads (default: $PONDER_WEIGHTS_DIR,
+        else the system's temporary folder)."""
         import httpx
 
         if max_concurrency < 1:
@@ -75,6 +80,7 @@ class HTTPGenerator(Generator):
         self.model, self.owner = self._pick_model(model)
         self.extras = self.owner in EXTRAS
         self._chat = chat
+        self.weights_dir = weights_dir or os.environ.get("PONDER_WEIGHTS_DIR") or None
 
     # ----- plumbing -----
 
@@ -312,7 +318,10 @@ class HTTPGenerator(Generator):
                 continue
             seen.add(t.data_ptr())
             tensors[name] = t.detach().to("cpu").contiguous()
-        with tempfile.TemporaryDirectory(prefix="ponder-weights-") as folder:
+        if self.weights_dir is not None and not os.path.isdir(self.weights_dir):
+            raise EngineError(f"engine {self.base}: the weights folder {self.weights_dir} ($PONDER_WEIGHTS_DIR) "
+                              "does not exist")
+        with tempfile.TemporaryDirectory(prefix="ponder-weights-", dir=self.weights_dir) as folder:
             save_file(tensors, os.path.join(folder, "model.safetensors"))
             try:
                 self._request("POST", f"{self.root}/update_weights_from_disk", {"model_path": folder})
@@ -320,6 +329,10 @@ class HTTPGenerator(Generator):
                 if getattr(e, "status", None) in (404, 405):
                     raise EngineError(f"server {self.root} takes no new weights (no /update_weights_from_disk): "
                                       "RL with a server engine needs one that does (ponder serve, SGLang)") from None
+                if getattr(e, "status", None) in (400, 403):
+                    raise EngineError(f"{e}. For ponder serve: start it with --allow-weight-updates DIR and set "
+                                      "PONDER_WEIGHTS_DIR to a folder inside DIR that this machine and the server "
+                                      "both see") from None
                 raise
 
     def close(self) -> None:

@@ -202,11 +202,14 @@ class TorchGenerator(Generator):
 
     @torch.inference_mode()
     def generate(self, prompts: list[Prompt], params: SamplingParams,
-                 seeds: list[PromptSeed] | None = None) -> list[list[Sample]]:
+                 seeds: list[PromptSeed] | None = None, abandoned=None) -> list[list[Sample]]:
         """For each prompt, `params.n` samples (see the module docstring). `seeds`: one seed
         per prompt instead of `params.seed`, prompt i then sampled as if it were alone in a
         call seeded with seeds[i] (a server batching independent requests), or as prompt k of
-        a call seeded s for seeds[i] = (s, k)."""
+        a call seeded s for seeds[i] = (s, k). `abandoned`: a callable, asked before every
+        decoding step, returning the indices of prompts nobody waits for any more (a server's
+        client hung up); their rows leave the batch at once and their samples come back with
+        finish_reason "abort" (vLLM's word) and whatever they had generated."""
         check_params(params)
         prompt_ids = self.encode(prompts)
         if seeds is not None and len(seeds) != len(prompt_ids):
@@ -220,12 +223,12 @@ class TorchGenerator(Generator):
         order = sorted(range(len(prompt_ids)), key=lambda i: -len(prompt_ids[i]))
         results: list[list[Sample]] = [[] for _ in prompt_ids]
         with self._ready():
-            for i, samples in self._decode(prompt_ids, order, params, row_seed):
+            for i, samples in self._decode(prompt_ids, order, params, row_seed, abandoned):
                 results[i] = samples
         self.usage.calls += 1
         return results
 
-    def _decode(self, prompt_ids, queue: list[int], params: SamplingParams, row_seed):
+    def _decode(self, prompt_ids, queue: list[int], params: SamplingParams, row_seed, abandoned=None):
         """Continuous batching: yields (prompt index, its n samples) as prompts finish. The
         prompts of `queue` join the batch in that order, a prompt's n rows at once, whenever
         at least `REFILL` of the batch's rows are free (or the batch is empty); rows leave it
@@ -244,6 +247,21 @@ class TorchGenerator(Generator):
 
             bar = tqdm(total=len(queue), desc="generate", unit="prompt")
         while queue or active:
+            gone = abandoned() if abandoned is not None else None
+            if gone:
+                for i in [i for i in queue if i in gone]:  # never started: nothing generated
+                    yield i, [Sample("", [], [] if params.logprobs else None, "abort", 0) for _ in range(n)]
+                queue = [i for i in queue if i not in gone]
+                leaving = [j for j, r in enumerate(active) if rows[r].prompt in gone]
+                for i in {rows[active[j]].prompt for j in leaving}:
+                    yield i, [self._abort(rows.pop(i * n + k), params, prompt_ids[i]) for k in range(n)]
+                    left[i] = 0
+                if len(leaving) == len(active):
+                    active = []
+                elif leaving:
+                    active, mask, (next_pos, logits) = self._leave(cache, active, leaving, mask, next_pos, logits)
+                if not active and not queue:
+                    continue
             free = (per_prompt * n) - len(active)
             if queue and (not active or (self._joins and free >= max(n, REFILL * per_prompt * n))):
                 take, queue = queue[: max(1, free // n)], queue[max(1, free // n) :]
@@ -277,20 +295,35 @@ class TorchGenerator(Generator):
                 active = []
                 continue
             if done:  # finished rows leave the batch
-                keep = torch.tensor(_fill_holes(len(active), done), device=self.device)
-                cache.reorder_cache(keep)
-                mask, next_pos, tokens = mask[keep], next_pos[keep], tokens[keep]
-                active = [active[j] for j in keep.tolist()]
-                dead = int(mask.any(0).int().argmax()) if self._growing else 0
-                if dead:  # leading positions no running row attends to any more
-                    mask = mask[:, dead:]
-                    for layer in cache.layers:
-                        layer.trim(dead)
+                active, mask, (next_pos, tokens) = self._leave(cache, active, done, mask, next_pos, tokens)
             mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=1)
             logits = self._forward(tokens[:, None], mask, next_pos[:, None], cache)
             next_pos = next_pos + 1
         if bar is not None:
             bar.close()
+
+    def _leave(self, cache, active: list[int], leaving: list[int], mask, *per_row):
+        """The batch without the rows at positions `leaving`: (active, mask, per-row tensors),
+        the cache cut down in place."""
+        keep = torch.tensor(_fill_holes(len(active), leaving), device=self.device)
+        cache.reorder_cache(keep)
+        mask, per_row = mask[keep], [t[keep] for t in per_row]
+        active = [active[j] for j in keep.tolist()]
+        dead = int(mask.any(0).int().argmax()) if self._growing else 0
+        if dead:  # leading positions no running row attends to any more
+            mask = mask[:, dead:]
+            for layer in cache.layers:
+                layer.trim(dead)
+        return active, mask, per_row
+
+    def _abort(self, row: _Row, params: SamplingParams, prompt_ids: list[int]) -> Sample:
+        """A row's sample cut short because its caller left (or the row it already finished)."""
+        if row.sample is not None:
+            return row.sample
+        self.usage.generated_tokens += len(row.token_ids)
+        return Sample(text=decode_completion(self.tokenizer, prompt_ids, row.token_ids), token_ids=row.token_ids,
+                      logprobs=row.logprobs if params.logprobs else None, finish_reason="abort",
+                      num_tokens=len(row.token_ids))
 
     def _admit(self, prompt_ids, take: list[int], params: SamplingParams, rows: dict, sampling: bool, row_seed):
         """Prefill prompts `take` (prefill.py) and make their rows: (cache, logits, mask,

@@ -9,12 +9,21 @@ result; one worker thread owns the engine and drains the queue:
 2. it runs the collected jobs in arrival order; consecutive generation jobs whose sampling
    params are equal apart from the seed form a group, and each group is ONE
    `engine.generate(prompts, params, seeds=[...])` call;
-3. other work that must not overlap a generation (a search, teacher-forced scoring, a weight
-   update) is a `call(fn)` job, run on the same thread in its turn.
+3. other work that must not overlap a generation (teacher-forced scoring, a search's PRM
+   call, a weight update) is a `call(fn)` job, run on the same thread in its turn.
 
-Seeds: a request seeded with s gives its k-th prompt the seed `prompt_seed(s, k)`, and the engine samples each prompt "as if alone in a call with that
-seed" (the `seeds` argument of the engine contract). So a seeded request gets the same
-samples whether it was batched with others or sent alone. An unseeded request draws a
+A search goes through here call by call (extension.py's `RequestGenerator`), so its engine
+calls take turns with plain requests instead of holding the engine for the whole search.
+
+Clients that hang up: a waiting handler asks `alive()` every `POLL_S`; once it says no, the
+job is marked cancelled. A cancelled job still queued is dropped; one inside an engine call
+has its rows taken out of the batch at the next decoding step (the torch engine's
+`abandoned` hook), so a client that leaves stops costing compute at once.
+
+Seeds: a job carries one seed per prompt (`request_seeds`: a request seeded with s gives its
+k-th prompt `prompt_seed(s, k)`), and the engine samples each prompt "as if alone in a call
+with that seed" (the `seeds` argument of the engine contract). So a seeded request gets the
+same samples whether it was batched with others or sent alone. An unseeded request draws a
 fresh random seed. (The engine's caveat holds: a matmul over a different number of rows may
 round differently in the last bit, which can flip a draw sitting on a near-exact tie.)
 
@@ -23,6 +32,7 @@ engine fails alone instead of taking the requests it was batched with down with 
 """
 from __future__ import annotations
 
+import inspect
 import queue
 import secrets
 import threading
@@ -31,9 +41,21 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ponder.generation.base import EngineError, Generator, Sample, SamplingParams, prompt_seed
+from ponder.generation.base import EngineError, Generator, PromptSeed, Sample, SamplingParams, prompt_seed
 
 _STOP = object()
+# How often a waiting handler checks that its client is still there.
+POLL_S = 0.05
+
+
+class ClientGone(Exception):
+    """The client of a request hung up; its work was dropped and nobody is to be answered."""
+
+
+def request_seeds(seed: int | None, prompts: int) -> list[int]:
+    """Per-prompt seeds of a request seeded `seed` (None: a fresh random one)."""
+    base = seed if seed is not None else secrets.randbits(63)
+    return [prompt_seed(base, k) for k in range(prompts)]
 
 
 @dataclass
@@ -50,11 +72,13 @@ class Generated:
 class _Job:
     prompts: list[list[int]] | None = None
     params: SamplingParams | None = None
-    seed: int | None = None
+    seeds: list[PromptSeed] | None = None
     fn: Callable | None = None
     """set for a `call` job instead of the generation fields"""
     arrived: float = field(default_factory=time.monotonic)
     future: Future = field(default_factory=Future)
+    cancelled: bool = False
+    """its client hung up: skip it, or drop its rows from the engine call"""
 
     @property
     def rows(self) -> int:
@@ -71,24 +95,33 @@ class Batcher:
         self._queue: queue.Queue = queue.Queue()
         self._closed = False
         self._lock = threading.Lock()
-        self._stats = {"generate_calls": 0, "generate_requests": 0, "max_requests_per_call": 0, "other_calls": 0}
+        self._stats = {"generate_calls": 0, "generate_requests": 0, "max_requests_per_call": 0, "other_calls": 0,
+                       "cancelled_jobs": 0}
+        self._waiting = 0
+        self._abandons = "abandoned" in inspect.signature(engine.generate).parameters
         self._thread = threading.Thread(target=self._run, name="ponder-engine", daemon=True)
         self._thread.start()
 
     # ----- any thread -----
 
-    def generate(self, prompts: list[list[int]], params: SamplingParams, seed: int | None) -> Generated:
-        """Samples for token-id `prompts`; blocks until the engine call that carried them ends."""
-        return self._submit(_Job(prompts=prompts, params=params, seed=seed))
+    def generate(self, prompts: list[list[int]], params: SamplingParams, seeds: list[PromptSeed],
+                 alive: Callable[[], bool] | None = None) -> Generated:
+        """Samples for token-id `prompts`, one seed per prompt; blocks until the engine call
+        that carried them ends. `alive`: whether the caller still wants the answer (see the
+        module docstring); ClientGone once it does not."""
+        if len(seeds) != len(prompts):
+            raise ValueError(f"got {len(seeds)} seeds for {len(prompts)} prompts; give one seed per prompt")
+        return self._submit(_Job(prompts=prompts, params=params, seeds=list(seeds)), alive)
 
-    def call(self, fn: Callable):
+    def call(self, fn: Callable, alive: Callable[[], bool] | None = None):
         """`fn()` run on the engine thread, between batched generations; its result or error."""
-        return self._submit(_Job(fn=fn))
+        return self._submit(_Job(fn=fn), alive)
 
     def stats(self) -> dict:
-        """Engine calls so far and the requests they carried."""
+        """Engine calls so far and the requests they carried; jobs waiting now; jobs dropped
+        because their client hung up."""
         with self._lock:
-            return dict(self._stats)
+            return {**self._stats, "waiting_jobs": self._waiting}
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop the worker after the work in hand; jobs still queued fail. Idempotent."""
@@ -99,12 +132,25 @@ class Batcher:
         self._queue.put(_STOP)
         self._thread.join(timeout)
 
-    def _submit(self, job: _Job):
+    def _submit(self, job: _Job, alive: Callable[[], bool] | None):
         with self._lock:
             if self._closed:
                 raise EngineError("the server is shutting down")
             self._queue.put(job)
-        return job.future.result()
+            self._waiting += 1
+        try:
+            while True:
+                try:
+                    return job.future.result(timeout=POLL_S if alive is not None else None)
+                except TimeoutError:
+                    if not alive():
+                        job.cancelled = True
+                        with self._lock:
+                            self._stats["cancelled_jobs"] += 1
+                        raise ClientGone() from None
+        finally:
+            with self._lock:
+                self._waiting -= 1
 
     # ----- the engine thread -----
 
@@ -138,7 +184,7 @@ class Batcher:
         """Jobs in arrival order; between two `call` jobs, generation jobs with equal params
         are grouped (a call job may change what later generations see, e.g. the weights)."""
         segment: list[_Job] = []
-        for job in jobs + [None]:
+        for job in [j for j in jobs if not j.cancelled] + [None]:
             if job is not None and job.fn is None:
                 segment.append(job)
                 continue
@@ -156,6 +202,8 @@ class Batcher:
                 self._run_call(job)
 
     def _run_call(self, job: _Job) -> None:
+        if job.cancelled:  # its client left while the jobs before it ran
+            return
         with self._lock:
             self._stats["other_calls"] += 1
         try:
@@ -164,14 +212,22 @@ class Batcher:
             job.future.set_exception(e)
 
     def _run_group(self, group: list[_Job]) -> None:
-        prompts, seeds = [], []
+        group = [job for job in group if not job.cancelled]
+        if not group:
+            return
+        prompts, seeds, spans = [], [], []
         for job in group:
-            base = job.seed if job.seed is not None else secrets.randbits(63)
+            spans.append((job, range(len(prompts), len(prompts) + len(job.prompts))))
             prompts += job.prompts
-            seeds += [prompt_seed(base, k) for k in range(len(job.prompts))]
+            seeds += job.seeds
+
+        def abandoned() -> set[int]:
+            return {i for job, span in spans if job.cancelled for i in span}
+
         cached0 = self.engine.usage.cached_tokens
         try:
-            samples = self.engine.generate(prompts, group[0].params, seeds=seeds)
+            extra = {"abandoned": abandoned} if self._abandons else {}
+            samples = self.engine.generate(prompts, group[0].params, seeds=seeds, **extra)
         except Exception as e:
             if len(group) > 1:
                 for job in group:

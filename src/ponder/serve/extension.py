@@ -2,41 +2,60 @@
 
     POST /v1/chat/completions
     {"messages": [{"role": "user", "content": "3+4*2\\n"}],
-     "ponder": {"strategy": "beam", "n": 16, "beam_width": 4, "scorer": "runs/prm/model"}}
+     "ponder": {"strategy": "beam", "n": 16, "beam_width": 4, "scorer": "prm"}}
 
 The server runs ponder's search (ponder.search: the strategy registry, `search`) on the
 request's text and answers with the chosen candidate's full solution text as the message
 content (or completion text), the compute it spent in `usage` (prefill, generated and
-scorer tokens, measured from the engine's and the scorer's own counters), and a `ponder`
-object with the strategy, the chosen answer and every candidate's answer and score.
+scorer tokens, measured from this request's own engine calls and scorer calls), and a
+`ponder` object with the strategy, the chosen answer and every candidate's answer and score.
 
 Fields of the extension: `strategy` (required), any `SearchParams` field (n, beam_width,
 temperature, max_tokens, aggregation, weighted, seed, ...; the request's own temperature,
-top_p, max_tokens and seed fill those not given), `scorer` ("none" (default), "verifier",
-or a PRM directory), `task` (default `arith`: it splits steps and extracts answers) with
-`task_args`, `answer` (the gold answer; the `verifier` scorer needs it) and `question` (the
-problem as the task's checker reads it, e.g. arith's bare expression; default: the
-request's text, stripped).
+top_p, max_tokens and seed fill those not given), `scorer` ("none" (default), "verifier", or
+"prm": the PRM the server was started with, `ponder serve --scorer DIR`), `answer` (the gold
+answer; the `verifier` scorer needs it) and `question` (the problem as the task's checker
+reads it, e.g. arith's bare expression; default: the request's text, stripped). The task
+(step splitting, answer extraction) is the server's, fixed when it starts (`--task`); a
+request may name it in `task` but not change it, so no request makes the server read a file.
+
+Budget: `n` and `beam_width` at most `--max-search-n`, `n x max_tokens` at most
+`--max-request-tokens`, and a search that has generated that many tokens gets no more.
 
 The model reads exactly the request's text: a chat request must be one user message, which
 goes through the chat template as every user text does; a completions request must be one
-string, which the caller gives an engine that does not template (the completions endpoint's
-"tokenized as is"). Search calls the engine directly, so the caller runs `run` on the
-engine thread, never alongside batched generation.
+string, which is tokenized as is (the completions endpoint's rule). The search runs in the
+request's own thread; its engine (`RequestGenerator`) and PRM (`RequestScorer`) send each
+call through the batcher, so a search takes turns with plain requests call by call, and
+stops as soon as its client hangs up.
 """
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
+from typing import Callable
 
-from ponder.generation.base import Generator
+from ponder.generation.base import Generator, SamplingParams, Usage, check_params
+from ponder.rewards.base import Scorer, ScorerUsage
 from ponder.search.base import SearchParams
+from ponder.serve.batcher import Batcher, request_seeds
+from ponder.serve.guard import Guard
 from ponder.serve.protocol import bad
 from ponder.tasks.base import Problem, Task
 
 OWN_FIELDS = ("strategy", "scorer", "task", "task_args", "answer", "question")
+SCORERS = ("none", "verifier", "prm")
 # Request-level sampling fields that fill the SearchParams fields of the same name.
 FROM_BODY = ("temperature", "top_p", "max_tokens", "seed")
+
+
+@dataclass
+class Setup:
+    """What the server fixes when it starts: the task searches use, and its PRM (if any)."""
+
+    task: Task
+    task_name: str
+    prm: Scorer | None = None
 
 
 @dataclass
@@ -44,17 +63,16 @@ class SearchRequest:
     strategy: str
     cfg: SearchParams
     scorer: str | None
-    task: Task
+    """None, "verifier" or "prm" (the server's PRM)"""
     answer: str | None
     question: str | None
 
 
-def parse(ext: dict, body: dict, room: int) -> SearchRequest:
+def parse(ext: dict, body: dict, room: int, setup: Setup, guard: Guard) -> SearchRequest:
     """Check the extension (and what of the request it cannot honour) before any work.
     `room`: the tokens left in the model's context after the prompt; a solution's
     `max_tokens` defaults to at most that, and asking for more is refused."""
     from ponder.search.base import get_strategy
-    from ponder.tasks import get_task
 
     config_fields = {f.name: f for f in fields(SearchParams)}
     unknown = sorted(set(ext) - set(OWN_FIELDS) - set(config_fields))
@@ -90,28 +108,36 @@ def parse(ext: dict, body: dict, room: int) -> SearchRequest:
         raise bad("ponder.max_tokens", f"'max_tokens' of the search is {cfg.max_tokens}, but the model's context "
                                        f"has room for {room} tokens after the prompt")
 
-    task_name = ext.get("task", "arith")
-    task_args = ext.get("task_args", {})
-    if not isinstance(task_name, str) or not isinstance(task_args, dict):
-        raise bad("ponder.task", "'ponder.task' must be a task name and 'ponder.task_args' an object")
-    try:
-        task = get_task(task_name, **task_args)
-    except (ValueError, TypeError) as e:
-        raise bad("ponder.task", f"'ponder.task': {e}") from None
+    for name, limit in (("n", guard.max_search_n), ("beam_width", guard.max_search_n)):
+        if getattr(cfg, name) > limit:
+            raise bad(f"ponder.{name}", f"'ponder.{name}' is {getattr(cfg, name)}; this server searches with at "
+                                        f"most {limit} (--max-search-n)")
+    if cfg.n * cfg.max_tokens > guard.max_request_tokens:
+        raise bad("ponder.n", f"the search asks for up to n x max_tokens = {cfg.n * cfg.max_tokens} generated "
+                              f"tokens; this server allows {guard.max_request_tokens} per request "
+                              "(--max-request-tokens)")
+
+    task_name = ext.get("task", setup.task_name)
+    if task_name != setup.task_name or ext.get("task_args") not in (None, {}):
+        raise bad("ponder.task", f"this server searches with the task {setup.task_name!r}, fixed when it starts "
+                                 f"(ponder serve --task, --task-arg); a request cannot change it")
 
     scorer = ext.get("scorer", "none")
     answer = ext.get("answer")
-    if not isinstance(scorer, str):
-        raise bad("ponder.scorer", f"'ponder.scorer' must be 'none', 'verifier' or a PRM directory, got {scorer!r}")
+    if scorer not in SCORERS:
+        raise bad("ponder.scorer", f"'ponder.scorer' must be 'none', 'verifier' or 'prm' (the PRM this server was "
+                                   f"started with: ponder serve --scorer DIR), got {scorer!r}")
+    if scorer == "prm" and setup.prm is None:
+        raise bad("ponder.scorer", "this server has no PRM: start it with --scorer DIR to search with 'prm'")
     if answer is not None and not isinstance(answer, (str, int, float)):
         raise bad("ponder.answer", f"'ponder.answer' must be a string or a number, got {answer!r}")
     if scorer == "verifier" and answer is None:
         raise bad("ponder.answer", "scorer 'verifier' checks solutions against a gold answer: give it as "
-                                   "ponder.answer, or use a PRM directory or 'none'")
+                                   "ponder.answer, or use 'prm' or 'none'")
     question = ext.get("question")
     if question is not None and not isinstance(question, str):
         raise bad("ponder.question", f"'ponder.question' must be a string, got {question!r}")
-    return SearchRequest(strategy, cfg, None if scorer in ("", "none") else scorer, task,
+    return SearchRequest(strategy, cfg, None if scorer == "none" else scorer,
                          None if answer is None else str(answer), question)
 
 
@@ -154,31 +180,87 @@ class RequestTask(Task):
         return getattr(self.task, name)
 
 
-def run(sr: SearchRequest, engine: Generator, text: str, prms: dict) -> tuple[object, int]:
-    """The search result on `text`, and the prompt tokens the engine served from cache.
-    `prms` caches loaded PRMs by directory across requests (engine thread only)."""
+class RequestGenerator(Generator):
+    """The engine one request's search sees: each call goes through the batcher (taking turns
+    with other requests), `usage` counts this request's calls only, and once the search has
+    generated `budget` tokens, or its client has hung up, it gets no more."""
+
+    name = "torch"
+
+    def __init__(self, batcher: Batcher, tokenizer, chat: bool, alive: Callable[[], bool], budget: int):
+        self.batcher, self.tokenizer, self.chat, self.alive, self.budget = batcher, tokenizer, chat, alive, budget
+        self.usage = Usage()
+
+    def generate(self, prompts, params: SamplingParams, seeds=None):
+        check_params(params)
+        ids = self.encode(prompts)
+        if self.usage.generated_tokens >= self.budget:
+            raise bad("ponder", f"the search generated {self.usage.generated_tokens} tokens, this server's budget "
+                                f"for one request (--max-request-tokens {self.budget}); ask for a smaller search")
+        if seeds is None:  # prompt i of a call seeded s, as the engine would sample it
+            seeds = [(params.seed, i) for i in range(len(ids))] if params.seed is not None else \
+                request_seeds(None, len(ids))
+        # Without its seed the params of equal calls are equal, so they share an engine call.
+        out = self.batcher.generate(ids, replace(params, seed=None), list(seeds), self.alive)
+        self.usage.prefill_tokens += sum(len(p) for p in ids)  # once per prompt: its n samples share it
+        self.usage.cached_tokens += out.cached_tokens
+        self.usage.generated_tokens += sum(s.num_tokens for samples in out.samples for s in samples)
+        self.usage.calls += 1
+        return out.samples
+
+    def prompt_ids(self, prompts):
+        from ponder.models import encode_prompts
+
+        return encode_prompts(self.tokenizer, list(prompts), self.chat)
+
+    def tokenize(self, texts):
+        texts = list(texts)
+        return self.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+
+
+class RequestScorer(Scorer):
+    """The server's PRM as one request's search sees it: each call runs on the engine thread
+    (one model computes at a time), and `usage` counts this request's rows only."""
+
+    def __init__(self, scorer: Scorer, batcher: Batcher, alive: Callable[[], bool]):
+        self.scorer, self.batcher, self.alive = scorer, batcher, alive
+        self.usage = ScorerUsage()
+
+    def _call(self, method: str, prompts, items):
+        def measured():
+            before = self.scorer.usage.copy()
+            out = getattr(self.scorer, method)(prompts, items)
+            return out, self.scorer.usage.tokens - before.tokens
+
+        out, tokens = self.batcher.call(measured, self.alive)
+        self.usage.tokens += tokens
+        self.usage.calls += 1
+        return out
+
+    def score_outcomes(self, prompts, completions):
+        return self._call("score_outcomes", prompts, completions)
+
+    def score_steps(self, prompts, steps):
+        return self._call("score_steps", prompts, steps)
+
+
+def run(sr: SearchRequest, engine: RequestGenerator, text: str, setup: Setup):
+    """The search result on `text`, searched through `engine`."""
     from ponder.search import SearchContext, search
     from ponder.search.scorers import load_scorer
 
-    task = RequestTask(sr.task)
+    task = RequestTask(setup.task)
     problem = Problem(id="request", question=sr.question if sr.question is not None else text.strip(),
                       answer=sr.answer or "", meta={"prompt": text})
     scorer = None
     if sr.scorer == "verifier":
         scorer = load_scorer("verifier", task, [problem])
-    elif sr.scorer is not None:
-        if sr.scorer not in prms:
-            try:
-                prms[sr.scorer] = load_scorer(sr.scorer, task, [problem])
-            except (OSError, ValueError) as e:
-                raise bad("ponder.scorer", f"'ponder.scorer': {e}") from None
-        scorer = prms[sr.scorer]
-    cached0 = engine.usage.cached_tokens
+    elif sr.scorer == "prm":
+        scorer = RequestScorer(setup.prm, engine.batcher, engine.alive)
     try:
-        result = search(sr.strategy, SearchContext(engine, task, scorer), problem, sr.cfg)
+        return search(sr.strategy, SearchContext(engine, task, scorer), problem, sr.cfg)
     except (ValueError, KeyError, NotImplementedError) as e:
         raise bad("ponder", f"'ponder' search {sr.strategy!r} failed: {e}") from None
-    return result, engine.usage.cached_tokens - cached0
 
 
 def response_fields(result, cached: int) -> dict:

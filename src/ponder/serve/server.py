@@ -15,25 +15,35 @@ Routes (vLLM's shapes, so one client speaks to `vllm serve` and `ponder serve` a
 
 A request body may carry the `ponder` extension (extension.py) to be answered with
 test-time search. The standard library's `ThreadingHTTPServer` gives each connection a
-thread; those threads parse and check requests (protocol.py), and one engine thread runs
-everything that touches the engine (batcher.py). Every error is an OpenAI-style error
-object: 400 for a bad field, 401 for a missing or wrong API key, 404 for an unknown route
-or model, 405 for a wrong method, and 500 with a one-line message (the traceback goes to
-the server's log, never into the response).
+thread; those threads check who may ask what (guard.py), parse and check requests
+(protocol.py) and wait; one engine thread runs everything that touches the engine
+(batcher.py). A waiting thread watches its connection: a client that hangs up has its work
+dropped. Every error is an OpenAI-style error object: 400 for a bad field, 401 for a missing
+or wrong API key, 403 for what this server does not allow (a foreign web origin, weight
+updates when they are off), 404 for an unknown route or model, 405 for a wrong method,
+411/413/415 for a body it will not read, 503 when `--max-pending` requests are in progress,
+and 500 with a one-line message naming only the error's type (the traceback goes to the
+server's log, never into the response).
 """
 from __future__ import annotations
 
 import hmac
 import json
+import select
+import socket
 import sys
+import threading
 import time
 import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
-from ponder.serve.batcher import Batcher
+from ponder.serve import extension
+from ponder.serve.batcher import Batcher, ClientGone, request_seeds
+from ponder.serve.guard import Guard, check_host_header, is_loopback
 from ponder.serve.protocol import (
     APIError,
+    Request,
     bad,
     check_model,
     parse_chat,
@@ -43,30 +53,47 @@ from ponder.serve.protocol import (
 )
 from ponder.serve.responses import chat_response, completion_response, envelope
 
+# Routes that put work on the engine: they count against --max-pending.
+ENGINE_ROUTES = ("/v1/completions", "/v1/chat/completions", "/update_weights_from_disk")
+# A connection idle (or a body trickling in) this long is closed.
+SOCKET_TIMEOUT_S = 60
+# How long the server goes on reading a body it refused as too large, before it closes.
+DISCARD_S = 10
+
 
 class PonderServer:
     """The model, its engine and batcher, and the routes; `serve_forever` answers HTTP."""
 
     def __init__(self, model, tokenizer, name: str, host: str = "127.0.0.1", port: int = 8000,
-                 batch_size: int = 64, max_batch_wait_ms: float = 5.0, api_key: str | None = None,
-                 log: Callable[[str], None] | None = None):
+                 batch_size: int = 64, max_batch_wait_ms: float = 5.0, guard: Guard | None = None,
+                 setup: "extension.Setup | None" = None, log: Callable[[str], None] | None = None):
         """`batch_size`: rows the engine decodes together, and the rows the batcher stops
         waiting at. `max_batch_wait_ms`: how long the batcher waits after a request arrives
-        for others to share its engine call. `api_key`: required as `Authorization: Bearer`
-        on every route but /health. `log`: where the one-line request log goes (stderr)."""
+        for others to share its engine call. `guard`: keys, origins, weight folder and
+        request bounds (guard.py; default: loopback use, no key, weight updates off).
+        `setup`: the search extension's task and PRM (default: arith, no PRM). `log`: where
+        the one-line request log goes (stderr)."""
         from ponder.generation import make_engine
 
         self.model, self.tokenizer, self.name = model, tokenizer, name
+        self.guard = guard or Guard()
+        if setup is None:
+            from ponder.tasks import get_task
+
+            setup = extension.Setup(get_task("arith"), "arith")
+        self.setup = setup
         self.batch_size = batch_size
         self.engine = make_engine("torch", model, tokenizer=tokenizer, batch_size=batch_size)
         self.batcher = Batcher(self.engine, max_batch_wait_ms / 1000, batch_size)
         self.max_len = int(getattr(model.config, "max_position_embeddings", None) or tokenizer.model_max_length)
+        self.max_prompt = min(self.guard.max_prompt_tokens or self.max_len - 1, self.max_len - 1)
         self.vocab = model.get_input_embeddings().num_embeddings
-        self.api_key = api_key
+        self.loopback = is_loopback(host)
         self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
         self.created = int(time.time())
-        self._plain_engine = None  # built on first use: search on a completions text (see _search)
-        self._prms: dict = {}  # PRM scorers loaded for the search extension, by directory
+        self._slots = threading.BoundedSemaphore(self.guard.max_pending)
+        self._pending = 0
+        self._lock = threading.Lock()
         self.routes = {
             "/v1/models": ("GET", self.models),
             "/health": ("GET", lambda: {"status": "ok"}),
@@ -77,8 +104,9 @@ class PonderServer:
             "/detokenize": ("POST", self.detokenize),
             "/update_weights_from_disk": ("POST", self.update_weights),
         }
-        self.httpd = ThreadingHTTPServer((host, port), type("Handler", (_Handler,), {"app": self}))
-        self.httpd.daemon_threads = True
+        server = type("Server", (ThreadingHTTPServer,), {"request_queue_size": self.guard.backlog,
+                                                          "daemon_threads": True})
+        self.httpd = server((host, port), type("Handler", (_Handler,), {"app": self}))
 
     @property
     def url(self) -> str:
@@ -95,13 +123,11 @@ class PonderServer:
         self.httpd.server_close()
         self.batcher.close()
         self.engine.close()
-        if self._plain_engine is not None:
-            self._plain_engine.close()
 
     # ----- dispatch -----
 
-    def handle(self, method: str, path: str, headers, raw: bytes) -> tuple[int, dict]:
-        """(status, JSON body) of one request; raises APIError for the error responses."""
+    def route(self, method: str, path: str, headers) -> tuple[str, Callable]:
+        """(path, handler) of a request, once its route, method and key are right."""
         path = path.split("?", 1)[0].rstrip("/") or "/"
         if path not in self.routes:
             raise APIError(404, f"no route {path}; this server answers {', '.join(sorted(self.routes))}",
@@ -109,20 +135,38 @@ class PonderServer:
         allowed, fn = self.routes[path]
         if method != allowed:
             raise APIError(405, f"{method} is not allowed on {path}; use {allowed}", code="method_not_allowed")
-        if self.api_key is not None and path != "/health":
+        key = self.guard.api_key
+        if key is not None and path != "/health":
             given = headers.get("Authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {self.api_key}".encode()):
+            if not hmac.compare_digest(given.encode(), f"Bearer {key}".encode()):
                 raise APIError(401, "missing or wrong API key: send the header 'Authorization: Bearer <key>'",
                                code="invalid_api_key")
+        return path, fn
+
+    def handle(self, path: str, fn: Callable, method: str, raw: bytes, alive: Callable[[], bool]) -> dict:
+        """The JSON answer of a routed request; raises APIError for the error responses and
+        ClientGone when the client hung up before its answer was ready."""
         if method == "GET":
-            return 200, fn()
+            return fn()
         try:
             body = json.loads(raw or b"")
         except ValueError as e:
             raise APIError(400, f"the request body is not valid JSON: {e}") from None
         if not isinstance(body, dict):
             raise APIError(400, f"the request body must be a JSON object, got {type(body).__name__}")
-        return 200, fn(body)
+        if path not in ENGINE_ROUTES:
+            return fn(body)
+        if not self._slots.acquire(blocking=False):
+            raise APIError(503, f"the server is busy: {self.guard.max_pending} requests are in progress "
+                                "(--max-pending); retry shortly", type="server_error", code="overloaded")
+        with self._lock:
+            self._pending += 1
+        try:
+            return fn(body, alive)
+        finally:
+            with self._lock:
+                self._pending -= 1
+            self._slots.release()
 
     # ----- routes -----
 
@@ -133,29 +177,50 @@ class PonderServer:
 
     def stats(self) -> dict:
         u = self.engine.usage
-        return {**self.batcher.stats(), "prefill_tokens": u.prefill_tokens, "generated_tokens": u.generated_tokens,
-                "cached_tokens": u.cached_tokens}
+        with self._lock:
+            pending = self._pending
+        return {**self.batcher.stats(), "pending_requests": pending, "prefill_tokens": u.prefill_tokens,
+                "generated_tokens": u.generated_tokens, "cached_tokens": u.cached_tokens}
 
-    def completions(self, body: dict) -> dict:
+    def completions(self, body: dict, alive: Callable[[], bool]) -> dict:
         check_model(body, self.name)
         req = parse_completion(body, self.tokenizer, self.vocab, self.max_len)
+        self._check_bounds(req, "prompt")
         if req.extension is not None:
-            return self._search("text_completion", body, req)
-        gen = self.batcher.generate(req.prompts, req.params, req.seed)
+            return self._search("text_completion", body, req, alive)
+        gen = self.batcher.generate(req.prompts, req.params, request_seeds(req.seed, len(req.prompts)), alive)
         prompt_logprobs = None
         if req.echo and req.logprobs is not None:
             # Teacher-forced logprobs of prompt tokens 2..P under the request temperature.
             firsts, rests, t = [p[:1] for p in req.prompts], [p[1:] for p in req.prompts], req.params.temperature
-            prompt_logprobs = self.batcher.call(lambda: self.engine.logprobs(firsts, rests, t))
+            prompt_logprobs = self.batcher.call(lambda: self.engine.logprobs(firsts, rests, t), alive)
         return completion_response(self.name, req, gen, self.tokenizer, prompt_logprobs)
 
-    def chat(self, body: dict) -> dict:
+    def chat(self, body: dict, alive: Callable[[], bool]) -> dict:
         check_model(body, self.name)
         req = parse_chat(body, self.tokenizer, self.max_len)
+        self._check_bounds(req, "messages")
         if req.extension is not None:
-            return self._search("chat.completion", body, req)
-        gen = self.batcher.generate(req.prompts, req.params, req.seed)
+            return self._search("chat.completion", body, req, alive)
+        gen = self.batcher.generate(req.prompts, req.params, request_seeds(req.seed, len(req.prompts)), alive)
         return chat_response(self.name, req, gen, self.tokenizer)
+
+    def _check_bounds(self, req: Request, field: str) -> None:
+        """A 400 for a request beyond the server's bounds (--max-prompt-tokens, --max-n,
+        --max-request-tokens), before it reaches the engine."""
+        g = self.guard
+        longest = max(len(p) for p in req.prompts)
+        if longest > self.max_prompt:
+            raise bad(field, f"'{field}': a prompt has {longest} tokens; this server takes at most {self.max_prompt} "
+                             "(--max-prompt-tokens)")
+        rows = len(req.prompts) * req.params.n
+        if rows > g.max_n:
+            raise bad("n", f"'n': the request asks for {rows} samples ({len(req.prompts)} prompt(s) x n = "
+                           f"{req.params.n}); this server gives at most {g.max_n} per request (--max-n)")
+        if rows * req.params.max_tokens > g.max_request_tokens:
+            raise bad("max_tokens", f"'max_tokens': the request may generate {rows} x {req.params.max_tokens} = "
+                                    f"{rows * req.params.max_tokens} tokens; this server allows "
+                                    f"{g.max_request_tokens} per request (--max-request-tokens)")
 
     def tokenize(self, body: dict) -> dict:
         check_model(body, self.name)
@@ -166,57 +231,43 @@ class PonderServer:
         check_model(body, self.name)
         return {"prompt": self.tokenizer.decode(parse_detokenize(body, self.vocab))}
 
-    def update_weights(self, body: dict) -> dict:
+    def update_weights(self, body: dict, alive: Callable[[], bool]) -> dict:
         from ponder.serve.weights import check_fits, read_checkpoint
 
-        tensors = read_checkpoint(body.get("model_path"))
+        tensors = read_checkpoint(body.get("model_path"), self.guard.weights_dir)
         check_fits(tensors, self.model)
-        self.batcher.call(lambda: self.engine.update_weights(tensors.items()))
+        self.batcher.call(lambda: self.engine.update_weights(tensors.items()), alive)
         return {"success": True, "message": f"loaded {len(tensors)} tensors from {body['model_path']}",
                 "num_paused_requests": 0}
 
     # ----- the search extension -----
 
-    def _search(self, kind: str, body: dict, req) -> dict:
-        from ponder.serve import extension
-
+    def _search(self, kind: str, body: dict, req: Request, alive: Callable[[], bool]) -> dict:
         chat = kind == "chat.completion"
         if len(req.texts) != 1 or req.texts[0] is None:
             field = "messages" if chat else "prompt"
             raise bad(field, "the 'ponder' extension searches from one text: a chat request with a single user "
                              "message, or a completions request with one string prompt")
-        sr = extension.parse(req.extension, body, self.max_len - len(req.prompts[0]))
-        text = req.texts[0]
-        result, cached = self.batcher.call(
-            lambda: extension.run(sr, self.engine if chat else self._completions_engine(), text, self._prms))
+        sr = extension.parse(req.extension, body, self.max_len - len(req.prompts[0]), self.setup, self.guard)
+        # A completions text is model-ready ("tokenized as is"): no chat template.
+        engine = extension.RequestGenerator(self.batcher, self.tokenizer, chat, alive, self.guard.max_request_tokens)
+        result = extension.run(sr, engine, req.texts[0], self.setup)
         choice = {"index": 0, "logprobs": None, "finish_reason": "stop", "stop_reason": None}
         if chat:
             choice["message"] = {"role": "assistant", "content": result.text or ""}
         else:
             choice["text"] = result.text or ""
-        return {**envelope(kind, self.name), "choices": [choice], **extension.response_fields(result, cached)}
-
-    def _completions_engine(self):
-        """The engine for search on a completions text, which is model-ready ("tokenized as
-        is"): the served engine templates user texts when the tokenizer has a chat template,
-        so such a model gets a second engine over the same weights that does not (engine
-        thread only)."""
-        if not getattr(self.tokenizer, "chat_template", None):
-            return self.engine
-        if self._plain_engine is None:
-            from ponder.generation import make_engine
-
-            self._plain_engine = make_engine("torch", self.model, tokenizer=self.tokenizer,
-                                             batch_size=self.batch_size, chat=False)
-        return self._plain_engine
+        return {**envelope(kind, self.name), "choices": [choice],
+                **extension.response_fields(result, engine.usage.cached_tokens)}
 
 
 class _Handler(BaseHTTPRequestHandler):
-    """One HTTP request -> `app.handle` -> a JSON response and one log line."""
+    """One HTTP request -> guard checks -> `app.handle` -> a JSON response and one log line."""
 
     app: PonderServer
     protocol_version = "HTTP/1.1"
     server_version = "ponder"
+    timeout = SOCKET_TIMEOUT_S
 
     def do_GET(self):
         self._dispatch("GET")
@@ -233,25 +284,81 @@ class _Handler(BaseHTTPRequestHandler):
     def do_PATCH(self):
         self._dispatch("PATCH")
 
+    def do_OPTIONS(self):
+        self._dispatch("OPTIONS")
+
     def _dispatch(self, method: str) -> None:
         t0 = time.perf_counter()
+        app, headers, extra = self.app, {}, {}
         try:
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
-            status, payload = self.app.handle(method, self.path, self.headers, raw)
+            origin = app.guard.check_origin(self.headers)
+            extra = app.guard.cors_headers(origin)
+            if app.loopback:
+                check_host_header(self.headers)
+            if method == "OPTIONS":  # a CORS preflight, from an allowed origin (or none)
+                status, payload = 204, None
+                extra = app.guard.preflight_headers(origin) if origin else {}
+            else:
+                path, fn = app.route(method, self.path, self.headers)
+                length = app.guard.check_body(self.headers)
+                raw = self.rfile.read(length) if length else b""
+                if len(raw) < length:
+                    raise ClientGone()
+                status, payload = 200, app.handle(path, fn, method, raw, self._alive)
+        except ClientGone:
+            self.close_connection = True
+            app.log(f"{method} {self.path} client hung up after {(time.perf_counter() - t0) * 1000:.0f}ms; "
+                    "its work was dropped")
+            return
+        except (TimeoutError, ConnectionError):  # a body that stopped arriving
+            self.close_connection = True
+            return
         except APIError as e:
             status, payload = e.status, e.body()
-        except Exception as e:  # a bug or an engine failure: one line out, the traceback to the log
-            self.app.log(traceback.format_exc().rstrip())
-            message = " ".join(f"internal error: {type(e).__name__}: {e}".split())
-            status, payload = 500, APIError(500, message, type="server_error").body()
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-        self.app.log(f"{method} {self.path} {status} {(time.perf_counter() - t0) * 1000:.0f}ms")
+            if status in (411, 413):  # the body was not read: this connection cannot carry another request
+                self.close_connection = True
+            if status == 503:
+                headers["Retry-After"] = "1"
+        except Exception as e:  # a bug or an engine failure: the traceback to the log, never to the client
+            app.log(traceback.format_exc().rstrip())
+            status, payload = 500, APIError(500, f"internal error ({type(e).__name__}); the server's log has the "
+                                                 "details", type="server_error").body()
+        data = json.dumps(payload).encode() if payload is not None else b""
+        try:
+            self.send_response(status)
+            for k, v in {**headers, **extra}.items():
+                self.send_header(k, v)
+            if payload is not None:
+                self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            if self.close_connection:
+                self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(data)
+            if status == 413:
+                self._discard_body()
+        except (ConnectionError, TimeoutError):
+            self.close_connection = True
+        app.log(f"{method} {self.path} {status} {(time.perf_counter() - t0) * 1000:.0f}ms")
+
+    def _discard_body(self) -> None:
+        """Read and drop a refused body (a while at most), so that closing the connection does
+        not reset it before the client has read the answer."""
+        left, deadline = int(self.headers.get("Content-Length") or 0), time.monotonic() + DISCARD_S
+        while left > 0 and time.monotonic() < deadline:
+            chunk = self.rfile.read1(min(left, 2**16))
+            if not chunk:
+                break
+            left -= len(chunk)
+
+    def _alive(self) -> bool:
+        """False once the client has closed its end of the connection (or reset it). Data
+        waiting to be read (a pipelined request) is not a hang-up."""
+        try:
+            ready, _, _ = select.select([self.connection], [], [], 0)
+            return not ready or self.connection.recv(1, socket.MSG_PEEK) != b""
+        except (OSError, ValueError):
+            return False
 
     def log_message(self, format, *args):  # the one line per request above replaces the stdlib's
         pass
