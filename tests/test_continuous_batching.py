@@ -84,3 +84,28 @@ def test_growing_layer_trims_extends_and_grows_after_trim():
     layer.extend(other)  # other's 2 positions right-aligned after 2 zeros
     assert layer.keys.shape == (3, 1, 4, 2)
     assert torch.equal(layer.keys[2, :, :2], torch.zeros(1, 2, 2)) and torch.equal(layer.keys[2, :, 2:], keys[0, :, :2])
+
+
+def test_abandoned_prompts_leave_the_batch_and_the_rest_do_not_change(tiny):
+    """Prompts whose callers left (a server's clients that hung up) stop at the next step,
+    running or still waiting; the other prompts' samples are those of a call without them."""
+    params = SamplingParams(n=2, temperature=1.0, max_tokens=40, seed=3)
+    whole = TorchGenerator(*tiny, batch_size=8).generate(PROMPTS, params)
+    engine = TorchGenerator(*tiny, batch_size=8)
+    steps, gone = 0, {9, 12, 1}  # 9 and 12 run first (the longest prompts), 1 waits to the end
+
+    def abandoned():
+        nonlocal steps
+        steps += 1
+        return gone if steps > 5 else set()
+
+    out = engine.generate(PROMPTS, params, abandoned=abandoned)
+    for i, (mine, ref) in enumerate(zip(out, whole)):
+        if i in gone:
+            assert [s.finish_reason for s in mine] == ["abort", "abort"]
+            assert all(s.num_tokens < 40 and s.token_ids == r.token_ids[:s.num_tokens] for s, r in zip(mine, ref))
+        else:
+            assert [s.token_ids for s in mine] == [s.token_ids for s in ref]
+    assert [s.num_tokens for s in out[1]] == [0, 0]  # never started
+    assert all(s.num_tokens == 5 for i in (9, 12) for s in out[i])  # stopped after 5 steps
+    assert engine.usage.generated_tokens == sum(s.num_tokens for p in out for s in p)

@@ -28,11 +28,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model_dir, port: int, name: str = NAME) -> subprocess.Popen:
+def start_server(model_dir, port: int, name: str = NAME, *args: str) -> subprocess.Popen:
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.Popen([sys.executable, "-m", "ponder", "serve", "--model", str(model_dir), "--port", str(port),
-                             "--served-model-name", name], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
-                            text=True)
+                             "--served-model-name", name, *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            env=env, text=True)
     deadline = time.time() + 120
     for line in proc.stdout:  # the server prints one line once it accepts connections
         if "serving" in line:
@@ -169,7 +169,7 @@ def test_transient_failures_are_retried_then_reported():
         server.shutdown()
 
 
-def test_rl_pushes_weights_into_the_server(served, tmp_path):
+def test_rl_pushes_weights_into_the_server(served, tmp_path, monkeypatch):
     """After RL steps through a server engine, the server samples from the trainer's weights:
     its logprobs of a batch equal the trainer's recomputed ones (importance ratio 1), and
     differ from the initial policy's, so the sync is what made them agree."""
@@ -180,7 +180,11 @@ def test_rl_pushes_weights_into_the_server(served, tmp_path):
 
     url, folder, local = served
     port = free_port()
-    proc = start_server(folder, port, "rl")  # a server of its own: this test changes its weights
+    weights = tmp_path / "weights"  # the one folder the server loads weights from
+    weights.mkdir()
+    monkeypatch.setenv("PONDER_WEIGHTS_DIR", str(weights))
+    # A server of its own: this test changes its weights.
+    proc = start_server(folder, port, "rl", "--allow-weight-updates", str(weights))
     try:
         task = get_task("arith", instruction=False)
         tok = build_char_tokenizer()

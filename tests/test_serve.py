@@ -12,20 +12,14 @@ with one thread, only while the server is idle.
 """
 from __future__ import annotations
 
-import json
-import os
-import select
 import signal
-import subprocess
-import sys
 import threading
-import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import served
 import torch
+from served import ponder_serve
 
 from ponder.generation import Generator, Sample, SamplingParams, Usage, make_engine
 from ponder.generation.base import prompt_seed
@@ -61,35 +55,14 @@ def dirs(tmp_path_factory):
 def server(dirs, tmp_path_factory):
     """The base URL of a running `ponder serve` on a free loopback port, and its process."""
     log = tmp_path_factory.mktemp("serve-log") / "stderr.txt"
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    with open(log, "w") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "ponder", "serve", "--model", str(dirs[0]), "--port", "0",
-             "--served-model-name", "tiny", "--api-key", KEY, "--max-batch-wait-ms", "20",
-             "--allow-weight-updates", str(dirs[0].parent), "--allowed-origins", ORIGIN,
-             "--max-n", "8", "--max-request-tokens", "500", "--max-prompt-tokens", "100", "--max-search-n", "16"],
-            stdout=subprocess.PIPE, stderr=err, text=True, env=env)
-    try:
-        line = ""
-        deadline = time.monotonic() + 120
-        while "serving" not in line:
-            ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
-            if not ready or proc.poll() is not None:
-                raise RuntimeError(f"ponder serve did not start:\n{log.read_text()[-3000:]}")
-            line = proc.stdout.readline()
-        assert line.startswith("serving tiny on http://127.0.0.1:") and line.strip().endswith("/v1"), line
-        base = line.split(" on ", 1)[1].strip().removesuffix("/v1")
-        status, models = call(base, "/v1/models", method="GET")
+    with ponder_serve(dirs[0], log, "--served-model-name", "tiny", "--api-key", KEY, "--max-batch-wait-ms", "20",
+                      "--allow-weight-updates", str(dirs[0].parent), "--allowed-origins", ORIGIN,
+                      "--max-n", "8", "--max-request-tokens", "500", "--max-prompt-tokens", "100",
+                      "--max-search-n", "16") as srv:
+        assert srv["name"] == "tiny"
+        status, models = call(srv["base"], "/v1/models", method="GET")
         assert status == 200
-        yield {"base": base, "proc": proc, "log": log}
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        yield srv
 
 
 @pytest.fixture(scope="module")
@@ -100,16 +73,8 @@ def engine(dirs):
 
 def call(base, path, body=None, method="POST", key=KEY, raw=None):
     """(status, JSON body) of one request; error statuses are returned, not raised."""
-    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    req = urllib.request.Request(base + path, data=data, method=method)
-    req.add_header("Content-Type", "application/json")
-    if key is not None:
-        req.add_header("Authorization", f"Bearer {key}")
-    try:
-        with urllib.request.urlopen(req, timeout=120) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
+    status, out, _ = served.call(base, path, body, method, key, raw)
+    return status, out
 
 
 def ok(server, path, body=None, method="POST"):
@@ -388,6 +353,57 @@ def test_update_weights_from_disk(server, engine, dirs):
     assert after != before
     ok(server, "/update_weights_from_disk", {"model_path": str(dirs[0])})  # back, for the other tests
     assert [c["text"] for c in ok(server, "/v1/completions", body)["choices"]] == before
+
+
+def test_weights_load_only_from_inside_the_allowed_folder(server, dirs, tmp_path):
+    """Folders outside --allow-weight-updates get one answer whether they exist or not, and
+    name no server path; an index naming a shard out of its folder (`..`, an absolute path, a
+    link) is refused before any file is read; the served weights stay as they were."""
+    import json
+    import os
+
+    body = {"prompt": PROMPTS, "temperature": 0, "max_tokens": 8}
+    before = [c["text"] for c in ok(server, "/v1/completions", body)["choices"]]
+    root = dirs[0].parent
+    answers = set()
+    for outside in (str(tmp_path), str(tmp_path / "missing"), "../" * 8 + "etc", "/etc"):
+        status, out = call(server["base"], "/update_weights_from_disk", {"model_path": outside})
+        assert status == 400 and out["error"]["param"] == "model_path"
+        assert str(root) not in out["error"]["message"]
+        answers.add(out["error"]["message"].replace(repr(outside), "X"))
+    assert len(answers) == 1  # no way to tell which of them exist
+    for i, shard in enumerate(["../../../etc/passwd", "/etc/passwd", "link/passwd"]):
+        evil = root / f"evil{i}"
+        evil.mkdir()
+        (evil / "link").symlink_to("/etc")
+        (evil / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"w": shard}}))
+        status, out = call(server["base"], "/update_weights_from_disk", {"model_path": str(evil)})
+        assert status == 400 and "not a file inside the folder" in out["error"]["message"], out
+        status, out = call(server["base"], "/update_weights_from_disk", {"model_path": f"evil{i}"})  # relative
+        assert status == 400 and "not a file inside the folder" in out["error"]["message"], out
+    link = root / "out"
+    link.symlink_to(tmp_path)  # a folder link out of the allowed folder
+    status, out = call(server["base"], "/update_weights_from_disk", {"model_path": "out"})
+    assert status == 400 and "not a folder inside" in out["error"]["message"]
+    assert [c["text"] for c in ok(server, "/v1/completions", body)["choices"]] == before
+    assert os.path.isdir(root / "m1")
+
+
+def test_cors_for_the_allowed_origin_only(server):
+    base = server["base"]
+    status, out, headers = served.call(base, "/v1/completions", method="OPTIONS", key=None,
+                                       headers={"Origin": ORIGIN, "Access-Control-Request-Method": "POST"})
+    assert status == 204 and headers["Access-Control-Allow-Origin"] == ORIGIN
+    assert "Authorization" in headers["Access-Control-Allow-Headers"]
+    status, out, headers = served.call(base, "/v1/completions", {"prompt": "3+", "max_tokens": 2}, key=KEY,
+                                       headers={"Origin": ORIGIN})
+    assert status == 200 and headers["Access-Control-Allow-Origin"] == ORIGIN
+    status, out, headers = served.call(base, "/v1/completions", {"prompt": "3+", "max_tokens": 2}, key=KEY,
+                                       headers={"Origin": "http://other.example"})
+    assert status == 403 and "Access-Control-Allow-Origin" not in headers
+    # the key still holds for an allowed origin
+    status, out, _ = served.call(base, "/v1/completions", {"prompt": "3+"}, key=None, headers={"Origin": ORIGIN})
+    assert status == 401
 
 
 def test_ponder_extension_searches(server, engine):

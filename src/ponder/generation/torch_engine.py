@@ -23,6 +23,8 @@ How a call runs:
    Leading cache positions that no running row attends to any more are dropped
    (`GrowingLayer.trim`). `continuous=False` decodes in chunks: a chunk's prompts join only
    an empty batch.
+   A caller may pass `abandoned` (a server whose clients hang up): prompts it names leave
+   the batch at the next step, their samples cut short with finish_reason "abort".
 5. Prefix cache across calls (prefix_cache.py, on by default): a finished row's keys and
    values are kept under its token ids, and a later prompt that extends one (the next depth
    of a step-level search, a rollout from a solution's prefix) prefills only its new
