@@ -38,7 +38,7 @@ def test_save_and_load_hf_format(tmp_path):
 def test_unknown_preset_and_missing_paths_are_clear(tmp_path):
     with pytest.raises(ValueError, match="unknown model preset 'huge'"):
         build_tiny_model(build_char_tokenizer(), "huge")
-    with pytest.raises(FileNotFoundError, match="not found: expected a model directory, a .gguf file, or an alias"):
+    with pytest.raises(FileNotFoundError, match=r"not found: expected a model directory, a .gguf file, a Hugging Face ID \(org/name\[@revision\]\), or an alias"):
         resolve_model_path(str(tmp_path / "nope"))
     with pytest.raises(FileNotFoundError, match="has no config.json"):
         resolve_model_path(str(tmp_path))

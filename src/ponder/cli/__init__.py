@@ -5,7 +5,8 @@ a flag (its docstring is the help, its default is shown) and can also be set in 
 given with `--config`; flags override the file. Lists take `--budgets 1,2,4` or a repeated
 singular flag (`--budget 1 --budget 2`), mappings take `--task-arg key=value`, booleans take
 `--flag/--no-flag`. Commands with an engine also take `--api-key` and `--max-concurrency`,
-which never land in a run's config.
+and every command `--trust-remote-code` (run a Hub model's own Python code), which never land
+in a run's config.
 
 A user's mistake (bad option, missing file, unreachable server, full disk) ends in one line
 naming what to fix and exit status 2, never a traceback (`PONDER_DEBUG=1` shows it).
@@ -23,8 +24,6 @@ import typing
 from pathlib import Path
 from typing import Optional
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import typer
@@ -158,6 +157,12 @@ def _engine_options(cfg_cls) -> list[inspect.Parameter]:
     ]
 
 
+TRUST_OPTION = inspect.Parameter("trust_remote_code", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+                                 default=typer.Option(False, "--trust-remote-code", help=(
+                                     "let Hugging Face models run the Python code their repository ships (only "
+                                     "for models you trust); never saved")))
+
+
 def _engine_env(api_key: str | None, max_concurrency: int | None) -> None:
     """Server-engine settings that are not part of a run's config (a key must never land in
     config.yaml): passed to `make_engine` through the environment it reads."""
@@ -202,13 +207,17 @@ def register(module, name: str | None = None, to: typer.Typer | None = None) -> 
     config_param = inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
                                      default=typer.Option(None, "--config", "-c",
                                                           help="YAML file of options; flags given here override it"))
-    params = [config_param, *params, *_engine_options(cfg_cls)]
+    params = [config_param, *params, *_engine_options(cfg_cls), TRUST_OPTION]
 
     def command(**values):
         from ponder.config import load_config
 
         try:
             _engine_env(values.pop("engine_api_key", None), values.pop("engine_max_concurrency", None))
+            if values.pop("trust_remote_code", False):  # read by the loaders, here and in workers started from here
+                from ponder.models.hub import TRUST_ENV
+
+                os.environ[TRUST_ENV] = "1"
             path = values.pop("config")
             flags = {}
             for key, value in values.items():

@@ -100,9 +100,10 @@ class VLLMGenerator(Generator):
         from transformers import AutoTokenizer
 
         from ponder.models.convert import hf_folder
+        from ponder.models.hub import trust_remote_code
 
         folder = hf_folder(model)
-        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        self.tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code())
         self.chat = bool(getattr(self.tokenizer, "chat_template", None)) if chat is None else chat
         self.progress = progress
         self.usage = Usage()
@@ -118,7 +119,8 @@ class VLLMGenerator(Generator):
         # Chunked prefill off: on CPU, a seeded request whose prompt is prefilled in chunks
         # crashes vLLM 0.32 ("CPU Generator does not use offset", when the token sampled at a
         # partial prefill is discarded); seen with 16 chat prompts x n=8 on SmolLM2.
-        options = dict(dtype=dtype, seed=seed, logprobs_mode="processed_logprobs", enable_chunked_prefill=False)
+        options = dict(dtype=dtype, seed=seed, logprobs_mode="processed_logprobs", enable_chunked_prefill=False,
+                       trust_remote_code=trust_remote_code())
         options.update(llm_options)
         try:
             self.llm = vllm.LLM(model=str(folder), **options)

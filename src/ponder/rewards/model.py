@@ -147,21 +147,24 @@ def new_reward_model(model_name: str, kind: str, separator: str = "\n", aggregat
 
 
 def load_reward_model(path: str | Path, aggregation: str | None = None) -> RewardModel:
-    """A reward model saved by `RewardModel.save`; a clear error if `path` is not one."""
+    """A reward model saved by `RewardModel.save` (a folder, or a Hub ID of one); a clear
+    error if `path` is not one."""
     from safetensors.torch import load_file
     from transformers import AutoModel, AutoTokenizer
 
-    path = Path(path)
+    from ponder.models.hub import hub_snapshot, is_hub_id, trust_remote_code
+
+    path = Path(path) if Path(path).exists() or not is_hub_id(str(path)) else hub_snapshot(str(path))
     cfg_file = path / CONFIG_FILE
     if not path.is_dir() or not cfg_file.exists() or not (path / HEAD_FILE).exists():
         raise ValueError(f"{path} is not a ponder reward model (PRM or ORM): expected a directory with {CONFIG_FILE} and "
                          f"{HEAD_FILE} (written by `ponder train-rm`)")
     cfg = json.loads(cfg_file.read_text())
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code())
     tokenizer.padding_side = "right"
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    backbone = AutoModel.from_pretrained(path, dtype=torch.float32)
+    backbone = AutoModel.from_pretrained(path, dtype=torch.float32, trust_remote_code=trust_remote_code())
     rm = RewardModel(backbone, tokenizer, cfg["kind"], cfg.get("separator", "\n"),
                      aggregation or cfg.get("aggregation", "last"), cfg.get("threshold", 0.5))
     state = load_file(str(path / HEAD_FILE))

@@ -18,9 +18,14 @@ def load_scorer(spec: str | None, task: Task, problems: list[Problem]) -> Scorer
         return None
     if spec == "verifier":
         return VerifierScorer(task, problems)
+    from ponder.models.hub import hub_snapshot, is_hub_id
+
     path = Path(spec)
+    if not path.exists() and is_hub_id(spec):
+        path = hub_snapshot(spec)
     if not path.exists():
-        raise FileNotFoundError(f"scorer {spec!r}: expected 'verifier' or a PRM directory, and {path} does not exist")
+        raise FileNotFoundError(f"scorer {spec!r}: expected 'verifier', a PRM directory or the Hub ID of one, and "
+                                f"{path} does not exist")
     if not path.is_dir():
         raise ValueError(f"scorer {spec!r}: a PRM is a directory (saved by `ponder` PRM training), got a file")
     from ponder.rewards.model import load_prm
