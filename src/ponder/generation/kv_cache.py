@@ -123,7 +123,7 @@ class GrowingLayer(DynamicLayer):
 
     def batch_repeat_interleave(self, repeats: int) -> None:
         if self.is_initialized:
-            rows = torch.arange(self._k.shape[0], device=self._k.device).repeat_interleave(repeats)
+            rows = torch.arange(self._k.shape[0] * repeats, device=self._k.device) // repeats
             self.reorder_cache(rows)
 
     def crop(self, tokens_to_remove: int) -> None:

@@ -98,7 +98,7 @@ def prefill(forward: Forward, config, prompt_ids: list[list[int]], n: int, pad_i
     actually run through the model (padding aside). `spare`: free cache positions to reserve for decoding.
     `hits`: per prompt, (entry, length) from a `PrefixCache` lookup ((None, 0): none) - the
     first `length` positions' keys/values are taken from the entry instead of computed."""
-    expand = torch.arange(len(prompt_ids), device=device).repeat_interleave(n)
+    expand = torch.arange(len(prompt_ids) * n, device=device) // n  # each prompt n times (repeat_interleave)
     cache = growing_cache(config, spare)
     if cache is None:
         from transformers import DynamicCache
@@ -171,7 +171,7 @@ def prefill(forward: Forward, config, prompt_ids: list[list[int]], n: int, pad_i
         logits[group] = group_logits
         mask[group, width - group_mask.shape[1]:] = group_mask
         rows = torch.tensor([p * n + j for p in group for j in range(n)], device=device)
-        source = torch.arange(len(group), device=device).repeat_interleave(n)
+        source = torch.arange(len(group) * n, device=device) // n
         start = width - group_mask.shape[1]
         for layer, own in zip(cache.layers, group_cache.layers):
             if not layer.is_initialized:

@@ -59,9 +59,13 @@ def sample_tokens(probs: torch.Tensor, generators: list[torch.Generator]) -> tor
     argmax_v p_v / E_v with E_v ~ Exp(1) i.i.d. picks v with probability p_v. Each row draws
     its noise from its own generator, so a row's sample does not depend on which other rows
     share the batch, how many there are, or when they leave it."""
-    noise = torch.empty_like(probs)
-    for row, gen in enumerate(generators):
-        noise[row].exponential_(generator=gen)
+    if all(gen.device == probs.device for gen in generators):
+        noise = torch.empty_like(probs)
+        for row, gen in enumerate(generators):
+            noise[row].exponential_(generator=gen)
+    else:  # a device whose tensors take no generator (the lazy test device): draw where the generator is
+        noise = torch.stack([torch.empty(probs.shape[-1], dtype=probs.dtype, device=gen.device).exponential_(
+            generator=gen) for gen in generators]).to(probs.device)
     return (probs / noise).argmax(dim=-1)
 
 

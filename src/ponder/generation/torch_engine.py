@@ -92,6 +92,7 @@ from ponder.generation.prefix_cache import PrefixCache
 from ponder.generation.sampling import select_tokens, token_logprobs
 from ponder.generation.stops import IncrementalDetokenizer, decode_completion, find_stop
 from ponder.generation.weight_layout import ColumnMajorWeights, PackedBF16Linears
+from ponder.models.device import make_generator, no_grad
 
 # Teacher-forced scoring materialises (rows, positions, vocab) logits; one micro-batch holds
 # at most this many floats (256 MB).
@@ -202,7 +203,6 @@ class TorchGenerator(Generator):
 
     # ----- generation -----
 
-    @torch.inference_mode()
     def generate(self, prompts: list[Prompt], params: SamplingParams,
                  seeds: list[PromptSeed] | None = None, abandoned=None) -> list[list[Sample]]:
         """For each prompt, `params.n` samples (see the module docstring). `seeds`: one seed
@@ -345,7 +345,7 @@ class TorchGenerator(Generator):
                 if params.stop:
                     row.detok = IncrementalDetokenizer(self.tokenizer, prompt_ids[i])
                 if sampling:
-                    row.generator = torch.Generator(self.device).manual_seed(row_seed(i, j))
+                    row.generator = make_generator(self.device, row_seed(i, j))
         return cache, logits, mask, next_pos
 
     def _remember(self, cache, mask: torch.Tensor, finished: list[tuple[int, list[int]]]) -> None:
@@ -389,7 +389,6 @@ class TorchGenerator(Generator):
 
     # ----- teacher-forced scoring -----
 
-    @torch.inference_mode()
     def logprobs(
         self,
         prompts: list[Prompt],
@@ -459,17 +458,18 @@ class TorchGenerator(Generator):
         up-to-date weight copies (the model may have been trained since the last call)."""
         was_training = self.model.training
         self.model.eval()
-        if self._weights is not None:
-            self._weights.refresh()
-        if self.prefix_cache is not None:  # cached keys/values hold only for the weights that made them
-            stamp = [(p.data_ptr(), p._version) for p in self.model.parameters()]
-            if stamp != self._weights_stamp:
-                self.prefix_cache.clear()
-                self._weights_stamp = stamp
-        try:
-            yield
-        finally:
-            self.model.train(was_training)
+        with no_grad(self.device):
+            if self._weights is not None:
+                self._weights.refresh()
+            if self.prefix_cache is not None:  # cached keys/values hold only for the weights that made them
+                stamp = [(p.data_ptr(), p._version) for p in self.model.parameters()]
+                if stamp != self._weights_stamp:
+                    self.prefix_cache.clear()
+                    self._weights_stamp = stamp
+            try:
+                yield
+            finally:
+                self.model.train(was_training)
 
     def _forward(self, ids, mask, positions, cache, keep: int = 1) -> torch.Tensor:
         """Float logits of the last `keep` positions: (rows, vocab) when keep is 1, else

@@ -42,14 +42,32 @@ def _cpu_only() -> bool:
     return not torch.cuda.is_available()
 
 
-def make_accelerator():
-    """The training loop's `Accelerator`. Under torchrun without GPUs it asks for CPU
-    training, which makes accelerate start the gloo process group. The scheduler steps once
-    per optimiser step: accelerate's default steps it once per process, which suits a
-    per-process batch of its own, not the shares of one global batch used here."""
+def train_device(spec: str = "auto") -> torch.device:
+    """The device this process trains on: `spec` resolved (models/device.py), and under
+    torchrun a bare `cuda` (or auto on a GPU machine) becomes this rank's GPU, cuda:LOCAL_RANK."""
+    from ponder.models.device import resolve_device
+
+    device = resolve_device(spec)
+    if device.type == "cuda" and device.index is None and launched():
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
+
+
+def make_accelerator(device: torch.device | None = None, mixed_precision: str = "no"):
+    """The training loop's `Accelerator` for a model on `device` (which the loop places
+    itself). Training on the CPU under torchrun makes accelerate start the gloo process group
+    (on GPUs it starts NCCL). `mixed_precision` (no, bf16, fp16) autocasts the forward. The
+    scheduler steps once per optimiser step: accelerate's default steps it once per process,
+    which suits a per-process batch of its own, not the shares of one global batch used here."""
     from accelerate import Accelerator
 
-    return Accelerator(cpu=launched() and _cpu_only(), step_scheduler_with_optimizer=False)
+    if mixed_precision not in ("no", "bf16", "fp16"):
+        raise ValueError(f"mixed_precision must be no, bf16 or fp16, got {mixed_precision!r}")
+    on_cpu = _cpu_only() if device is None else device.type in ("cpu", "lazy")
+    if device is not None and device.type == "lazy":
+        mixed_precision = "no"  # the lazy test device has no autocast
+    return Accelerator(cpu=on_cpu and (launched() or device is not None), device_placement=False,
+                       mixed_precision=mixed_precision, step_scheduler_with_optimizer=False)
 
 
 def init() -> None:

@@ -7,6 +7,10 @@ resumed run sees exactly the data an uninterrupted run would), and `loss_fn(mode
 which returns (loss, stats). Everything else — optimiser, schedule, accumulation, logging,
 checkpoints — lives here, once. Built on `accelerate`.
 
+Devices: the model goes to `cfg.device` before anything else (models/device.py), every
+micro-batch follows it there before `loss_fn` sees it, and with `mixed_precision` the forward
+runs under accelerate's autocast while weights and optimiser state stay fp32.
+
 Data parallel (`torchrun --nproc_per_node N`, see distributed.py): every process calls
 `batch_at(step)` and takes its own contiguous share of the step's micro-batches; each loss is
 divided by the number of micro-batches of the whole step and the gradients are summed over
@@ -32,6 +36,7 @@ from typing import Any, Callable
 
 import torch
 
+from ponder.models.device import place, step_done, to_device
 from ponder.runs import atomic_write
 from ponder.train import distributed
 
@@ -62,6 +67,12 @@ class TrainConfig:
     """steps between metrics.jsonl records"""
     seed: int = 0
     """seed for initialisation-independent randomness (dropout, data order)"""
+    device: str = "auto"
+    """where the model trains: auto (CUDA when present), cpu, cuda, cuda:N (under torchrun: one GPU per rank)"""
+    mixed_precision: str = "no"
+    """no, bf16 or fp16: autocast of the forward (accelerate), fp32 master weights and optimiser"""
+    gradient_checkpointing: bool = False
+    """recompute activations in the backward instead of keeping them (less memory, more compute)"""
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -163,14 +174,20 @@ class TrainLoop:
         # Tied embeddings (tiny models) make accelerate warn on every checkpoint that it
         # dropped the duplicate lm_head tensor; reload re-ties it, so the warning is noise.
         logging.getLogger("accelerate.utils.other").setLevel(logging.ERROR)
-        self.accelerator = distributed.make_accelerator()
+        self.device = distributed.train_device(cfg.device)
+        place(model, self.device)
+        if cfg.gradient_checkpointing:
+            if not getattr(model, "supports_gradient_checkpointing", False):
+                raise ValueError(f"--gradient-checkpointing: {type(model).__name__} does not support it")
+            model.gradient_checkpointing_enable()
+        self.accelerator = distributed.make_accelerator(self.device, cfg.mixed_precision)
         self.main = self.accelerator.is_main_process
         self.progress = progress and self.main
         optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, cfg) / cfg.lr)
         # evaluation_mode: no DDP wrapper (gradients are summed by distributed.sum_gradients);
-        # the model is still placed on the device and saved in checkpoints
-        self.model = self.accelerator.prepare_model(model, evaluation_mode=True)
+        # the model stays where it was put and is saved in checkpoints
+        self.model = self.accelerator.prepare_model(model, device_placement=False, evaluation_mode=True)
         self.optimizer, self.scheduler = self.accelerator.prepare(optimizer, scheduler)
         distributed.broadcast_parameters(self.model)
         self._warned_idle = False
@@ -180,6 +197,8 @@ class TrainLoop:
 
     # ----------------------------------------------------------------- checkpoints
     def save_checkpoint(self) -> None:
+        if self.device.type == "lazy":  # the lazy test device's tensors have no storage to write: not resumable
+            return
         tmp = self.run_dir / "checkpoint.tmp"
         if self.main:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -233,7 +252,7 @@ class TrainLoop:
         stats_sum: dict[str, float] = {}
         bad = None
         for micro in mine:
-            loss, stats = self.loss_fn(self.model, micro)
+            loss, stats = self.loss_fn(self.model, to_device(micro, self.device))
             if not torch.isfinite(loss):
                 bad = loss.item()
                 break
@@ -293,6 +312,7 @@ class TrainLoop:
                 self.optimizer.step()
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
+                step_done(self.device)
                 self.step += 1
                 tokens_since += int(stats_sum.get("tokens", 0))
                 last = {k: v / len(micro_batches) if k != "tokens" else v for k, v in stats_sum.items()}
@@ -315,6 +335,8 @@ class TrainLoop:
                 if (cfg.save_every and self.step % cfg.save_every == 0) or self.step == cfg.max_steps:
                     self.save_checkpoint()
         self.model.eval()
+        if self.device.type == "lazy":
+            self.model.to("cpu")  # its tensors can be written once they are CPU tensors
         if self.save_fn is not None and self.main:
             self.save_fn(self.accelerator.unwrap_model(self.model), self.run_dir / "model")
         distributed.barrier()
