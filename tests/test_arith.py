@@ -386,14 +386,16 @@ def test_every_task_class_is_registered_or_built_by_get_task():
     from ponder.tasks import TASKS, Task
     from ponder.tasks.files import FileTask
     from ponder.tasks.gym import GymTask
+    from ponder.tasks.hub_data import HubDatasetTask
 
     classes = set()
     for module in pkgutil.iter_modules(ponder.tasks.__path__):
         mod = importlib.import_module(f"ponder.tasks.{module.name}")
         classes |= {c for c in vars(mod).values()
                     if isinstance(c, type) and issubclass(c, Task) and c is not Task and c.__module__ == mod.__name__}
-    # GymTask is reached by "gym:<dataset>" and FileTask by a path; every other task has a name
-    assert classes - {GymTask, FileTask} == set(TASKS.values())
+    # GymTask is reached by "gym:<dataset>", FileTask by a path and HubDatasetTask by "hf:<name>" or a
+    # saved dataset folder; every other task has a name
+    assert classes - {GymTask, FileTask, HubDatasetTask} == set(TASKS.values())
 
 
 def test_unknown_task_lists_the_known_ones():

@@ -11,11 +11,12 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ponder.commands.common import TrainDevice, train_device
 from ponder.config import require, to_dict
 
 
 @dataclass
-class Config:
+class Config(TrainDevice):
     run: str = "dpo"
     """run name: outputs go to <runs-dir>/<run>/ (a rerun with the same options resumes)"""
     runs_dir: str = "runs"
@@ -108,7 +109,8 @@ def run(cfg: Config, progress: bool = True) -> dict:
 
     distributed.on_main(initial_eval)
     tc = TrainConfig(lr=cfg.lr, max_steps=cfg.steps, warmup_steps=cfg.warmup_steps, grad_accum=cfg.grad_accum,
-                     seed=cfg.seed, eval_every=0, save_every=max(cfg.steps // 5, 1), log_every=max(1, cfg.steps // 50))
+                     seed=cfg.seed, eval_every=0, save_every=max(cfg.steps // 5, 1), log_every=max(1, cfg.steps // 50),
+                     **train_device(cfg))
     final = train_dpo(model, tokenizer, rows, run_dir, tc, beta=cfg.beta, batch_size=cfg.batch_size,
                       max_len=cfg.max_len, append_eos=not step, eval_fn=eval_fn, progress=progress)
     summary = {"run_dir": str(run_dir), "model_dir": str(run_dir / "model"), "step_dpo": step, "pairs": len(rows),

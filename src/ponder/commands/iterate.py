@@ -12,11 +12,12 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ponder.commands.common import TrainDevice, train_device
 from ponder.config import require, to_dict
 
 
 @dataclass
-class Config:
+class Config(TrainDevice):
     run: str = "iterate"
     """run name: outputs go to <runs-dir>/<run>/ (a rerun with the same options resumes)"""
     runs_dir: str = "runs"
@@ -104,7 +105,8 @@ def run(cfg: Config, progress: bool = True) -> dict:
             raise ValueError(f"round {r}: no sample was verified correct; nothing to fine-tune on "
                              "(raise samples or temperature, or start from a stronger model)")
         tc = TrainConfig(lr=cfg.lr, max_steps=cfg.sft_steps, warmup_steps=min(10, cfg.sft_steps), eval_every=0,
-                         save_every=max(cfg.sft_steps // 2, 1), seed=cfg.seed + r)
+                         save_every=max(cfg.sft_steps // 2, 1), seed=cfg.seed + r,
+                         **train_device(cfg))
         train_sft(model, tokenizer, rows, round_dir, tc, batch_size=cfg.batch_size, progress=progress)
         model.eval()
         acc = greedy_accuracy(gen, task, held_out, cfg.max_tokens, model)

@@ -8,11 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ponder.commands.common import TrainDevice, train_device
 from ponder.config import require, to_dict
 
 
 @dataclass
-class Config:
+class Config(TrainDevice):
     run: str = "rm"
     """run name: outputs go to <runs-dir>/<run>/ (a rerun with the same options resumes)"""
     runs_dir: str = "runs"
@@ -61,7 +62,8 @@ def run(cfg: Config, progress: bool = True) -> dict:
     distributed.init()  # under torchrun: rank 0 writes the run directory, the others wait for it
     distributed.on_main(lambda: start_run(run_dir, to_dict(cfg), "train-rm"))
     tc = TrainConfig(lr=cfg.lr, max_steps=cfg.steps, warmup_steps=cfg.warmup_steps, grad_accum=cfg.grad_accum,
-                     seed=cfg.seed, eval_every=0, save_every=max(cfg.steps // 4, 1), log_every=10)
+                     seed=cfg.seed, eval_every=0, save_every=max(cfg.steps // 4, 1), log_every=10,
+                     **train_device(cfg))
     final = train_reward_model(rm, rows, run_dir, tc, cfg.kind, batch_size=cfg.batch_size, hard=cfg.hard,
                                max_len=cfg.max_len, progress=progress)
     summary = {"run_dir": str(run_dir), "model_dir": str(run_dir / "model"), "examples": len(rows), **final}

@@ -160,7 +160,6 @@ class TorchGenerator(Generator):
         self.chat = bool(getattr(tokenizer, "chat_template", None)) if chat is None else chat
         self.progress = progress
         self.usage = Usage()
-        self.device = next(model.parameters()).device
         self.eos_ids = _eos_ids(model, tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.eos_ids, default=0)
         # transformers 5 renamed `past_key_values` to `cache`; accept models of either kind.
@@ -185,6 +184,11 @@ class TorchGenerator(Generator):
         self._joins = continuous and self._growing
         self.prefix_cache = PrefixCache(int(prefix_cache_mb * 2**20)) if prefix_cache_mb > 0 else None
         self._weights_stamp = None
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model is now: a trainer may move it after the engine was built."""
+        return next(self.model.parameters()).device
 
     # ----- prompts -----
 
@@ -458,6 +462,8 @@ class TorchGenerator(Generator):
         up-to-date weight copies (the model may have been trained since the last call)."""
         was_training = self.model.training
         self.model.eval()
+        if self._weights is not None and self.device.type != "cpu":
+            self._weights = None  # the CPU weight copies are of no use once the model moved off the CPU
         with no_grad(self.device):
             if self._weights is not None:
                 self._weights.refresh()

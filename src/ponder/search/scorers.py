@@ -1,7 +1,9 @@
-"""Which scorer a search runs with: `verifier` (the task's exact checks) or a PRM folder.
+"""Which scorer a search runs with: `verifier` (the task's exact checks) or a PRM.
 
-A folder is loaded with `ponder.rewards.model.load_prm` (imported only then, so plain
-search does not pay for it); a folder that is not a PRM is reported as such.
+A PRM is a folder or a Hugging Face Hub ID: ponder's own reward models (`reward_config.json`,
+loaded by `ponder.rewards.model.load_prm`) or a published one, Math-Shepherd's or
+Qwen2.5-Math-PRM's format (`ponder.rewards.published`), each imported only then, so plain
+search does not pay for it; a folder that is none of them is reported as such.
 """
 from __future__ import annotations
 
@@ -13,7 +15,9 @@ from ponder.tasks.base import Problem, Task
 
 def load_scorer(spec: str | None, task: Task, problems: list[Problem]) -> Scorer | None:
     """None for no scorer (`None`, "" or "none"); the task verifier for "verifier"; else the
-    PRM saved in the folder `spec`."""
+    PRM in the folder (or Hub ID) `spec`: ponder's own format when the folder has its
+    `reward_config.json`, else a published PRM (Math-Shepherd or Qwen2.5-Math-PRM, detected
+    as `ponder.rewards.published` says), which splits outcomes on the task's step delimiter."""
     if spec is None or spec in ("", "none"):
         return None
     if spec == "verifier":
@@ -24,10 +28,15 @@ def load_scorer(spec: str | None, task: Task, problems: list[Problem]) -> Scorer
     if not path.exists() and is_hub_id(spec):
         path = hub_snapshot(spec)
     if not path.exists():
-        raise FileNotFoundError(f"scorer {spec!r}: expected 'verifier', a PRM directory or the Hub ID of one, and "
-                                f"{path} does not exist")
+        raise FileNotFoundError(f"scorer {spec!r}: expected 'verifier' or a PRM directory (ponder's, Math-Shepherd or "
+                                f"Qwen2.5-Math-PRM) or the Hub ID of one, and {path} does not exist")
     if not path.is_dir():
-        raise ValueError(f"scorer {spec!r}: a PRM is a directory (saved by `ponder` PRM training), got a file")
-    from ponder.rewards.model import load_prm
+        raise ValueError(f"scorer {spec!r}: a PRM is a directory (ponder's, Math-Shepherd or Qwen2.5-Math-PRM), "
+                         "got a file")
+    from ponder.rewards.model import CONFIG_FILE, load_prm
 
-    return load_prm(str(path))
+    if (path / CONFIG_FILE).exists():
+        return load_prm(str(path))
+    from ponder.rewards.published import load_published_prm
+
+    return load_published_prm(path, delimiter=task.step_delimiter)

@@ -112,8 +112,9 @@ def register_task(name: str):
 
 def get_task(name: str, **kwargs) -> Task:
     """Build a task by name: a registered task (`arith`), a reasoning-gym dataset
-    (`gym:<dataset>`), or a file task from a path (`*.jsonl`, `*.parquet`, or a directory
-    holding `train.jsonl` / `test.jsonl`)."""
+    (`gym:<dataset>`), a Hugging Face dataset (`hf:<org/name>[:<config>]`) or a folder
+    `datasets` saved with `save_to_disk`, or a file task from a path (`*.jsonl`, `*.parquet`,
+    or a directory holding `train.jsonl` / `test.jsonl`)."""
     import ponder.tasks  # noqa: F401  (populates the registry)
 
     if name in TASKS:
@@ -123,13 +124,18 @@ def get_task(name: str, **kwargs) -> Task:
 
         # knobs beyond GymTask's own are the dataset's config, checked by reasoning-gym
         return GymTask(name.removeprefix("gym:"), **check_knobs(name, GymTask, kwargs, fixed=("dataset_name",)))
+    if name.startswith("hf:") or os.path.isdir(name):
+        from ponder.tasks.hub_data import HubDatasetTask, is_saved_dataset
+
+        if name.startswith("hf:") or is_saved_dataset(name):
+            return HubDatasetTask(name, **check_knobs(name, HubDatasetTask, kwargs, fixed=("source",)))
     if name.endswith((".jsonl", ".json", ".parquet")) or os.path.isdir(name):
         from ponder.tasks.files import FileTask, file_task
 
         return file_task(name, **check_knobs(name, FileTask, kwargs, fixed=("path",)))
     known = ", ".join(sorted(TASKS))
     raise ValueError(
-        f"unknown task {name!r}: expected one of {known}, 'gym:<dataset>', "
+        f"unknown task {name!r}: expected one of {known}, 'gym:<dataset>', 'hf:<org/name>[:<config>]', "
         "or a .jsonl/.parquet path or directory"
     )
 

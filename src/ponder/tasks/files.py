@@ -214,13 +214,13 @@ class FileTask(Task):
         name: str | None = None,
     ):
         self.source = str(path)
-        self.paths = _split_paths(path)
+        self.paths = self._split_sources(path)
         first = next(iter(self.paths.values()))
         if format is None and (question_key or answer_key):
             format = "generic"
         self._sniffed_from = None
         if format is None:
-            where, row = read_rows(first)[0]
+            where, row = self._rows(next(iter(self.paths)))[0]
             format = sniff_format(row, where)
             self._sniffed_from = where
         if format not in ("gsm8k", "math", "generic"):
@@ -238,13 +238,8 @@ class FileTask(Task):
 
     def _load(self, split: str) -> list[Problem]:
         if split not in self._cache:
-            path = self.paths.get(split, self.paths.get("*"))
-            if path is None:
-                raise DatasetError(
-                    f"{self.source}: no {split!r} split: this dataset has {sorted(self.paths)}"
-                )
             problems = []
-            for index, (where, row) in enumerate(read_rows(path)):
+            for index, (where, row) in enumerate(self._rows(split)):
                 if self._sniffed_from is not None:
                     self._same_format(row, where)
                 if self.format == "gsm8k":
@@ -262,6 +257,20 @@ class FileTask(Task):
                 problems.append(Problem(id=pid, question=question, answer=gold, meta=meta))
             self._cache[split] = problems
         return self._cache[split]
+
+    def _split_sources(self, path) -> dict:
+        """{split: where its rows come from}; here files (see `_split_paths`). A subclass that
+        reads rows from elsewhere (ponder.tasks.hub_data) returns its own, with `_rows`."""
+        return _split_paths(path)
+
+    def _rows(self, split: str) -> list[tuple[str, dict]]:
+        """The split's rows as (location, row) pairs, read from its file."""
+        path = self.paths.get(split, self.paths.get("*"))
+        if path is None:
+            raise DatasetError(
+                f"{self.source}: no {split!r} split: this dataset has {sorted(self.paths)}"
+            )
+        return read_rows(path)
 
     def _same_format(self, row: dict, where: str) -> None:
         """Every row must have the format sniffed from the first one: a GSM8K row among plain

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ponder.models.device import place, step_done, to_device
 from ponder.models.load import encode_prompts
 from ponder.train import distributed
 from ponder.train.loop import EpochOrder, TrainConfig, TrainLoop
@@ -147,15 +148,18 @@ def train_dpo(model, tokenizer, rows: list[dict], run_dir: str | Path, cfg: Trai
         raise ValueError("no preference pairs left after tokenisation (empty data, identical sides, or max_len too small)")
     pad = tokenizer.pad_token_id
     ref = torch.zeros(len(pairs), 2)
+    device = distributed.train_device(cfg.device)
+    place(model, device)  # the reference log-probs are computed where the model trains
     was_training = model.training
     model.eval()
     starts = range(0, len(pairs), batch_size)
     mine = {}  # this process's share of the batches, the same batches in any number of processes
     with torch.no_grad():
         for s in [starts[i] for i in distributed.share(len(starts))]:
-            lp = sequence_logps(model, collate_pairs(pairs[s:s + batch_size], pad))
+            lp = sequence_logps(model, to_device(collate_pairs(pairs[s:s + batch_size], pad), device)).cpu()
             n = len(pairs[s:s + batch_size])
             mine[s] = torch.stack([lp[:n], lp[n:]], dim=1)
+            step_done(device)
     for part in distributed.gather_objects(mine):
         for s, lp in part.items():
             ref[s:s + len(lp)] = lp

@@ -336,7 +336,7 @@ class TrainLoop:
                     self.save_checkpoint()
         self.model.eval()
         if self.device.type == "lazy":
-            self.model.to("cpu")  # its tensors can be written once they are CPU tensors
+            place(self.model, torch.device("cpu"))  # its tensors can be written once they are CPU tensors
         if self.save_fn is not None and self.main:
             self.save_fn(self.accelerator.unwrap_model(self.model), self.run_dir / "model")
         distributed.barrier()

@@ -1,0 +1,133 @@
+"""Trainers, the engine and search on a second device: torch's lazy-tensor backend, which
+runs on the CPU but refuses any CPU tensor mixed into its ops, as CUDA would. Each run is
+compared with the same run on the CPU: equal losses (within float tolerance), equal samples
+and log-probabilities. Lazy steps are slow (each graph is traced), so the runs are a few
+steps of the 1m tiny model."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from ponder.generation import SamplingParams, make_engine
+from ponder.models import build_char_tokenizer, build_tiny_model
+from ponder.models.device import LAZY_ENV, place, resolve_device
+from ponder.tasks import get_task
+from ponder.train.loop import TrainConfig
+
+DEVICES = ("cpu", "lazy")
+
+
+@pytest.fixture(autouse=True)
+def lazy_allowed(monkeypatch):
+    monkeypatch.setenv(LAZY_ENV, "1")
+    torch.set_num_threads(1)
+
+
+def losses(run_dir) -> list[float]:
+    return [json.loads(line)["loss"] for line in open(run_dir / "metrics.jsonl") if '"loss"' in line]
+
+
+def tiny(seed=0):
+    tok = build_char_tokenizer()
+    return build_tiny_model(tok, "1m", seed=seed), tok
+
+
+def config(device: str, steps: int = 3) -> TrainConfig:
+    return TrainConfig(lr=3e-3, max_steps=steps, warmup_steps=1, seed=0, eval_every=0, save_every=0, log_every=1,
+                       device=device)
+
+
+def test_sft_on_the_lazy_device_has_the_cpu_loss_curve(tmp_path):
+    """Through the real CLI: `ponder sft --device lazy` and `--device cpu`."""
+    curves = {}
+    for device in DEVICES:
+        env = dict(os.environ, OMP_NUM_THREADS="1", **{LAZY_ENV: "1"})
+        args = ["sft", "--model", "tiny:1m", "--steps", "3", "--batch-size", "8", "--n-train", "64", "--task-arg",
+                "instruction=false", "--runs-dir", str(tmp_path), "--run", device, "--device", device]
+        res = subprocess.run([sys.executable, "-m", "ponder", *args], capture_output=True, text=True, env=env,
+                             timeout=600)
+        assert res.returncode == 0, res.stdout + res.stderr
+        curves[device] = losses(tmp_path / device)
+    assert len(curves["cpu"]) == 1  # the last step's
+    assert curves["lazy"] == pytest.approx(curves["cpu"], rel=1e-4)
+    from safetensors.torch import load_file
+
+    cpu, lazy = (load_file(tmp_path / d / "model" / "model.safetensors") for d in DEVICES)
+    assert cpu.keys() == lazy.keys()
+    assert max((cpu[k] - lazy[k]).abs().max().item() for k in cpu) < 1e-4
+    assert max((cpu[k] - init).abs().max().item() for k, init in build_tiny_model(
+        build_char_tokenizer(), "1m", seed=0).state_dict().items() if k in cpu) > 1e-4  # it did train
+
+
+def test_reward_model_and_dpo_train_on_the_lazy_device(tmp_path):
+    from ponder.rewards.model import RewardModel
+    from ponder.train.dpo import train_dpo
+    from ponder.train.rm import train_reward_model
+
+    stepwise = [{"prompt": f"{a}+{b}", "completions": [f"{a}+{b}={a + b}", f"Answer: {a + b}"],
+                 "labels": [1.0, float(a % 2)]} for a, b in zip(range(1, 17), range(5, 21))]
+    prefs = [{"prompt": f"{a}+{b}", "chosen": f"Answer: {a + b}", "rejected": f"Answer: {a + b + 1}"}
+             for a, b in zip(range(1, 17), range(5, 21))]
+    curves = {}
+    for device in DEVICES:
+        model, tok = tiny()
+        tok.padding_side = "right"
+        train_reward_model(RewardModel(model.model, tok, "prm"), stepwise, tmp_path / f"rm-{device}", config(device),
+                           "prm", batch_size=8, progress=False)
+        model, tok = tiny()
+        train_dpo(model, tok, prefs, tmp_path / f"dpo-{device}", config(device), batch_size=8, progress=False)
+        curves[device] = losses(tmp_path / f"rm-{device}") + losses(tmp_path / f"dpo-{device}")
+    assert len(curves["cpu"]) == 6
+    assert curves["lazy"] == pytest.approx(curves["cpu"], rel=1e-4, abs=1e-5)
+
+
+def test_the_engine_and_search_on_the_lazy_device():
+    from ponder.search import SearchContext, SearchParams, search
+    from ponder.search.scorers import load_scorer
+
+    runs = {}
+    for device in DEVICES:
+        model, tok = tiny()
+        engine = make_engine("torch", place(model.eval(), resolve_device(device)), tokenizer=tok)
+        greedy = engine.generate(["3+4*2", "1+1"], SamplingParams(temperature=0, max_tokens=8))
+        sampled = engine.generate(["3+4*2", "1+1"], SamplingParams(n=2, temperature=1.0, max_tokens=8, seed=1))
+        ids = engine.prompt_ids(["3+4*2"])[0]
+        # A continuation of a finished sample: its prefix comes from the prefix cache.
+        cached0 = engine.usage.cached_tokens
+        [[cont]] = engine.generate([ids + sampled[0][0].token_ids[:4]], SamplingParams(temperature=0, max_tokens=4))
+        hits = engine.usage.cached_tokens - cached0
+        lps = engine.logprobs(["3+4*2"], [sampled[0][0].token_ids], temperature=1.0)
+        task = get_task("arith", instruction=False)
+        problem = task.problems("test", n=1, seed=0)[0]
+        ctx = SearchContext(engine, task, load_scorer("verifier", task, [problem]))
+        result = search("beam", ctx, problem, SearchParams(n=4, beam_width=2, max_step_tokens=6, max_steps=3,
+                                                              max_tokens=18, seed=0))
+        runs[device] = {"greedy": [s.token_ids for p in greedy for s in p],
+                        "sampled": [s.token_ids for p in sampled for s in p], "cont": cont.token_ids, "hits": hits,
+                        "search": [(c.text, c.score) for c in result.candidates], "lps": lps[0]}
+    cpu, lazy = runs["cpu"], runs["lazy"]
+    assert cpu["hits"] > 0 and lazy["hits"] == cpu["hits"]
+    assert lazy["lps"] == pytest.approx(cpu["lps"], abs=1e-5)
+    for key in ("greedy", "sampled", "cont", "search"):
+        assert lazy[key] == cpu[key], key
+
+
+def test_bad_devices_are_one_clear_line(tmp_path, monkeypatch):
+    monkeypatch.delenv(LAZY_ENV)
+    with pytest.raises(ValueError, match="PONDER_LAZY_DEVICE=1"):
+        resolve_device("lazy")
+    with pytest.raises(ValueError, match="expected auto, cpu, cuda, cuda:N or mps"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="sees no CUDA GPU"):
+            resolve_device("cuda:0")
+        res = subprocess.run([sys.executable, "-m", "ponder", "sft", "--device", "cuda", "--steps", "1",
+                              "--runs-dir", str(tmp_path)], capture_output=True, text=True,
+                             env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=300)
+        assert res.returncode == 2 and "sees no CUDA GPU" in res.stdout and "Traceback" not in res.stderr
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
