@@ -131,3 +131,41 @@ def test_bad_devices_are_one_clear_line(tmp_path, monkeypatch):
                              env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=300)
         assert res.returncode == 2 and "sees no CUDA GPU" in res.stdout and "Traceback" not in res.stderr
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+RL_RUNS = [  # (estimator, extra RLConfig fields, LoRA)
+    ("grpo", {}, None),
+    ("gae", {}, None),  # PPO with a critic: the value head lives on the device too
+    ("process_grpo", {}, None),  # step rewards from the task's exact step checker
+    ("grpo", {"beta": 0.1, "kl_in_reward": True, "kl_estimator": "k1"}, {"r": 4, "alpha": 8}),  # the reference
+    # is the LoRA model with its adapter off
+]
+
+
+@pytest.mark.parametrize("estimator,extra,lora", RL_RUNS, ids=["grpo", "ppo", "process_grpo", "grpo_lora_kl"])
+def test_rl_on_the_lazy_device_matches_the_cpu(tmp_path, estimator, extra, lora):
+    """Two RL steps (rollouts from the engine on the device, rewards, advantages, a policy
+    update) on each device: the same rewards, losses and trained weights."""
+    from safetensors.torch import load_file
+
+    from ponder.rewards.base import VerifierScorer
+    from ponder.rewards.functions import RewardFunction
+    from ponder.train.rl import RLConfig, RLTrainer
+
+    task = get_task("arith", instruction=False)
+    problems = task.problems("train", n=8, seed=0)
+    ones = RewardFunction("ones", lambda prompts, completions, **_: [c.count("1") / (len(c) + 1) for c in completions])
+    records, weights = {}, {}
+    for device in DEVICES:
+        model, tok = tiny()
+        cfg = RLConfig(steps=2, prompts_per_step=2, group_size=4, max_tokens=8, lr=3e-3, save_every=0, eval_every=0,
+                       estimator=estimator, device=device, **extra)
+        scorer = VerifierScorer(task, problems) if estimator == "process_grpo" else None
+        RLTrainer(model, tok, task, problems, [], [ones], cfg, tmp_path / device, progress=False, lora=lora,
+                  process_scorer=scorer).train()
+        records[device] = [v for r in map(json.loads, open(tmp_path / device / "metrics.jsonl"))
+                           if "loss" in r for v in (r["loss"], r["reward"])]
+        weights[device] = load_file(tmp_path / device / "model" / "model.safetensors")
+    assert len(records["cpu"]) == 4  # loss and reward of 2 steps
+    assert records["lazy"] == pytest.approx(records["cpu"], abs=1e-5)
+    assert max((weights["cpu"][k] - weights["lazy"][k]).abs().max().item() for k in weights["cpu"]) < 1e-4

@@ -3,33 +3,17 @@ checking an input file, and printing a metric table."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 from ponder.config import ConfigError
 
 
-@dataclass
-class TrainDevice:
-    """Where a trainer runs, shared by the training commands."""
-
-    device: str = "auto"
-    """where the model trains: auto (CUDA when present), cpu, cuda, cuda:N (under torchrun: one GPU per rank)"""
-    mixed_precision: str = "no"
-    """no, bf16 or fp16: autocast of the forward, fp32 weights and optimiser"""
-    gradient_checkpointing: bool = False
-    """recompute activations in the backward instead of keeping them (less memory, more compute)"""
-
-
-def train_device(cfg: TrainDevice) -> dict:
-    """The TrainConfig fields of a command's TrainDevice options, checked."""
-    from ponder.models.device import resolve_device
-
-    if cfg.mixed_precision not in ("no", "bf16", "fp16"):
-        raise ConfigError(f"--mixed-precision must be no, bf16 or fp16, got {cfg.mixed_precision!r}")
-    resolve_device(cfg.device)  # a bad or missing device fails now, in one line
-    return {"device": cfg.device, "mixed_precision": cfg.mixed_precision,
-            "gradient_checkpointing": cfg.gradient_checkpointing}
+def train_device(cfg) -> dict:
+    """The TrainConfig fields of a command's DeviceOptions, checked: a bad device is one line."""
+    try:
+        return cfg.device_options()
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def resolve_model(name: str, engine: str = "torch") -> str:

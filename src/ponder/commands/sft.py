@@ -8,12 +8,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ponder.commands.common import TrainDevice, train_device
+from ponder.commands.common import train_device
 from ponder.config import require, to_dict
+from ponder.models.device import DeviceOptions
 
 
 @dataclass
-class Config(TrainDevice):
+class Config(DeviceOptions):
     run: str = "sft"
     """run name: outputs go to <runs-dir>/<run>/ (a rerun with the same options resumes)"""
     runs_dir: str = "runs"

@@ -22,11 +22,33 @@ is accepted only when `PONDER_LAZY_DEVICE=1` is set.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import torch
 
 LAZY_ENV = "PONDER_LAZY_DEVICE"
 _lazy_ready = False
+
+
+@dataclass
+class DeviceOptions:
+    """Where a trainer runs: the fields every training config shares (TrainConfig, RLConfig,
+    the training commands)."""
+
+    device: str = "auto"
+    """where the model trains: auto (CUDA when present), cpu, cuda, cuda:N (under torchrun: one GPU per rank)"""
+    mixed_precision: str = "no"
+    """no, bf16 or fp16: autocast of the forward, fp32 weights and optimiser"""
+    gradient_checkpointing: bool = False
+    """recompute activations in the backward instead of keeping them (less memory, more compute)"""
+
+    def device_options(self) -> dict:
+        """These fields, checked (a bad or missing device fails now, in one line)."""
+        if self.mixed_precision not in ("no", "bf16", "fp16"):
+            raise ValueError(f"mixed_precision must be no, bf16 or fp16, got {self.mixed_precision!r}")
+        resolve_device(self.device)
+        return {"device": self.device, "mixed_precision": self.mixed_precision,
+                "gradient_checkpointing": self.gradient_checkpointing}
 
 
 def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:

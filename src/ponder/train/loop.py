@@ -36,13 +36,13 @@ from typing import Any, Callable
 
 import torch
 
-from ponder.models.device import place, step_done, to_device
+from ponder.models.device import DeviceOptions, place, step_done, to_device
 from ponder.runs import atomic_write
 from ponder.train import distributed
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(DeviceOptions):
     lr: float = 1e-3
     """peak learning rate"""
     min_lr_ratio: float = 0.1
@@ -67,12 +67,6 @@ class TrainConfig:
     """steps between metrics.jsonl records"""
     seed: int = 0
     """seed for initialisation-independent randomness (dropout, data order)"""
-    device: str = "auto"
-    """where the model trains: auto (CUDA when present), cpu, cuda, cuda:N (under torchrun: one GPU per rank)"""
-    mixed_precision: str = "no"
-    """no, bf16 or fp16: autocast of the forward (accelerate), fp32 master weights and optimiser"""
-    gradient_checkpointing: bool = False
-    """recompute activations in the backward instead of keeping them (less memory, more compute)"""
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:

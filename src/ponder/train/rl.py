@@ -63,6 +63,7 @@ import torch
 from ponder.generation import SamplingParams
 from ponder.generation.prefill import left_pad
 from ponder.models import encode_prompts
+from ponder.models.device import place, step_done, to_device
 from ponder.rewards.functions import RewardError, RewardFunction, combine
 from ponder.runs import write_json
 from ponder.train import distributed
@@ -115,11 +116,17 @@ class RLTrainer:
 
             self.peft = add_lora(model, **lora)
             model = self.peft.get_base_model()  # the LoRA layers are injected into this model
-        self.policy = model
+        # Every model the run holds lives on one device from here on: the policy (with its LoRA
+        # layers), the frozen reference, the critic's head, a PRM scoring steps.
+        self.device = distributed.train_device(cfg.device)
+        self.policy = place(model, self.device)
         self.ref = None
         if cfg.beta > 0 and self.peft is None:
-            self.ref = copy.deepcopy(model).eval().requires_grad_(False)
+            self.ref = place(copy.deepcopy(model).eval().requires_grad_(False), self.device)
         self.trainable = ActorCritic(model) if cfg.estimator == "gae" else (self.peft or model)
+        self.trainable.to(self.device)
+        if isinstance(process_scorer, torch.nn.Module):
+            place(process_scorer, self.device)
         self.generator = policy_engine(engine, model, tokenizer, run_dir, batch_size=batch_size, seed=cfg.seed)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
         self._stale = True  # the engine's weights may differ from the policy's
@@ -297,16 +304,21 @@ class RLTrainer:
         return {"input_ids": torch.cat([ids, response], dim=1), "attention_mask": attention, "position_ids": positions,
                 "response": response, "mask": mask, "prompt_len": P}
 
-    @staticmethod
-    def _by_rows(fn, batch: dict) -> tuple:
+    def _by_rows(self, fn, batch: dict) -> tuple:
         """fn(batch) -> a tuple of (B, T) tensors (or None), each process computing it on its
-        share of the rows, then gathered: the same tensors as fn over the whole batch in one
-        process (up to float rounding: other rows share the forward)."""
+        share of the rows, on the run's device, then gathered: the same tensors (on the CPU,
+        where the rollout batch is built) as fn over the whole batch in one process (up to
+        float rounding: other rows share the forward)."""
+        def run(b: dict) -> tuple:
+            out = tuple(t.cpu() if t is not None else None for t in fn(to_device(b, self.device)))
+            step_done(self.device)
+            return out
+
         if distributed.world_size() == 1:
-            return tuple(fn(batch))
+            return run(batch)
         rows = distributed.share(batch["mask"].shape[0])
-        part = fn({k: (v[rows.start:rows.stop] if torch.is_tensor(v) else v) for k, v in batch.items()})
-        parts = distributed.gather_objects(tuple(t.cpu() if t is not None else None for t in part))
+        parts = distributed.gather_objects(run({k: (v[rows.start:rows.stop] if torch.is_tensor(v) else v)
+                                                for k, v in batch.items()}))
         return tuple(None if column[0] is None else torch.cat(column) for column in zip(*parts))
 
     def _ref_logprobs(self, batch: dict) -> torch.Tensor:
@@ -428,7 +440,7 @@ class RLTrainer:
         tcfg = TrainConfig(lr=cfg.lr, min_lr_ratio=1.0, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
                            max_steps=cfg.steps * U, max_grad_norm=cfg.max_grad_norm,
                            eval_every=cfg.eval_every * U if self.eval_problems else 0,
-                           save_every=cfg.save_every * U, log_every=1, seed=cfg.seed)
+                           save_every=cfg.save_every * U, log_every=1, seed=cfg.seed, **cfg.device_options())
         loop = TrainLoop(self.trainable, tcfg, self.run_dir, self.batch_at, self.loss_fn,
                          eval_fn=self.evaluate if self.eval_problems else None, save_fn=self.save,
                          progress=self.progress, sharded=True)

@@ -71,14 +71,15 @@ def shared_prompt_logits(policy, batch: dict) -> torch.Tensor | None:
     distinct, inverse = torch.unique(prompts, dim=0, return_inverse=True)
     if distinct.shape[0] == prompts.shape[0]:
         return None
-    first = torch.zeros(distinct.shape[0], dtype=torch.long)
-    first[inverse] = torch.arange(prompts.shape[0])  # any row holding the prompt: equal prompts, equal padding
+    first = torch.zeros(distinct.shape[0], dtype=torch.long, device=prompts.device)
+    # any row holding the prompt: equal prompts, equal padding
+    first[inverse] = torch.arange(prompts.shape[0], device=prompts.device)
     cache_arg = "cache" if "cache" in inspect.signature(policy.forward).parameters else "past_key_values"
     cache = DynamicCache(config=policy.config)
     head = policy(input_ids=prompts[first], attention_mask=batch["attention_mask"][first, :P],
                   position_ids=batch["position_ids"][first, :P], use_cache=True, logits_to_keep=1,
                   **{cache_arg: cache})
-    first_logits = head.logits[:, -1][inverse].unsqueeze(1)  # predicts response token 0
+    first_logits = head.logits[:, -1].index_select(0, inverse).unsqueeze(1)  # predicts response token 0
     if T == 1:
         return first_logits
     cache.reorder_cache(inverse)  # index_select along the batch: differentiable

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ponder.models.device import DeviceOptions
 from ponder.train.advantages import ESTIMATORS
 from ponder.train.policy_loss import AGGREGATIONS, KL_ESTIMATORS, POLICY_LOSSES
 
 
 @dataclass
-class RLConfig:
+class RLConfig(DeviceOptions):
     estimator: str = "grpo"
     """advantage estimator: grpo, dr_grpo, rloo, reinforce_pp, gae (PPO with a value head), process_grpo
     (the process scorer's step rewards only: as in DeepSeekMath §4.1.3, the reward functions'
