@@ -14,10 +14,11 @@ from pathlib import Path
 from ponder.commands.common import train_device
 from ponder.config import require, to_dict
 from ponder.models.device import DeviceOptions
+from ponder.train.lora import LoraOptions
 
 
 @dataclass
-class Config(DeviceOptions):
+class Config(DeviceOptions, LoraOptions):
     run: str = "dpo"
     """run name: outputs go to <runs-dir>/<run>/ (a rerun with the same options resumes)"""
     runs_dir: str = "runs"
@@ -113,6 +114,7 @@ def run(cfg: Config, progress: bool = True) -> dict:
                      seed=cfg.seed, eval_every=0, save_every=max(cfg.steps // 5, 1), log_every=max(1, cfg.steps // 50),
                      **train_device(cfg))
     final = train_dpo(model, tokenizer, rows, run_dir, tc, beta=cfg.beta, batch_size=cfg.batch_size,
+                      lora=cfg.lora(), lora_merge=cfg.lora_merge,
                       max_len=cfg.max_len, append_eos=not step, eval_fn=eval_fn, progress=progress)
     summary = {"run_dir": str(run_dir), "model_dir": str(run_dir / "model"), "step_dpo": step, "pairs": len(rows),
                **final}

@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ponder.commands.common import train_device
-from ponder.config import require, to_dict
+from ponder.config import ConfigError, require, to_dict
 from ponder.models.device import DeviceOptions
+from ponder.train.lora import LoraOptions
 
 
 @dataclass
-class Config(DeviceOptions):
+class Config(DeviceOptions, LoraOptions):
     run: str = "iterate"
     """run name: outputs go to <runs-dir>/<run>/ (a rerun with the same options resumes)"""
     runs_dir: str = "runs"
@@ -69,6 +70,9 @@ def run(cfg: Config, progress: bool = True) -> dict:
 
     require(cfg, positive=("rounds", "n_problems", "samples", "max_tokens", "sft_steps", "batch_size", "n_eval"),
             non_negative=("temperature", "lr"))
+    if cfg.lora_r and not cfg.lora_merge:
+        raise ConfigError("--no-lora-merge: expert iteration merges the adapters after every round (the next "
+                          "round samples from the improved model); drop the flag")
     resolve_task(cfg, cfg.model, cfg.engine)
     task = get_task(cfg.task, **cfg.task_args)
     train = task.problems("train", n=cfg.n_problems * cfg.rounds, seed=cfg.seed)
@@ -108,7 +112,8 @@ def run(cfg: Config, progress: bool = True) -> dict:
         tc = TrainConfig(lr=cfg.lr, max_steps=cfg.sft_steps, warmup_steps=min(10, cfg.sft_steps), eval_every=0,
                          save_every=max(cfg.sft_steps // 2, 1), seed=cfg.seed + r,
                          **train_device(cfg))
-        train_sft(model, tokenizer, rows, round_dir, tc, batch_size=cfg.batch_size, progress=progress)
+        # LoRA adapters are merged after every round: the next round adapts the improved model
+        train_sft(model, tokenizer, rows, round_dir, tc, batch_size=cfg.batch_size, progress=progress, lora=cfg.lora())
         model.eval()
         acc = greedy_accuracy(gen, task, held_out, cfg.max_tokens, model)
         done.append({"round": r, "kept": len(rows), "sampled": sampled, "kept_fraction": len(rows) / max(sampled, 1),

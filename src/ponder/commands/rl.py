@@ -11,11 +11,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from ponder.config import require, to_dict
+from ponder.train.lora import LoraOptions
 from ponder.train.rl import RLConfig
 
 
 @dataclass
-class Config(RLConfig):
+class Config(RLConfig, LoraOptions):
     run: str = "rl"
     """run name: outputs go to <runs-dir>/<run>/ (a rerun with the same options resumes)"""
     runs_dir: str = "runs"
@@ -42,10 +43,6 @@ class Config(RLConfig):
     """how PRM step scores become one reward when the PRM is used as a reward: last, min, prod, mean"""
     orm: str | None = None
     """outcome reward model dir, added as a reward named 'orm'"""
-    lora_r: int = 0
-    """LoRA rank (0 = full fine-tuning; >0 needs peft)"""
-    lora_alpha: int = 16
-    """LoRA alpha"""
     gen_batch_size: int = 64
     """rows decoded together by the generation engine"""
     engine: str = "torch"
@@ -110,13 +107,13 @@ def run(cfg: Config, progress: bool = True) -> dict:
     torch.manual_seed(cfg.seed)
     model, tokenizer = model_from_spec(resolve_model(cfg.model, "torch"), seed=cfg.seed)
     rl_cfg = RLConfig(**{f.name: getattr(cfg, f.name) for f in fields(RLConfig)})
-    lora = {"r": cfg.lora_r, "alpha": cfg.lora_alpha} if cfg.lora_r > 0 else None
+    lora = cfg.lora()
     run_dir = Path(cfg.runs_dir) / cfg.run
     distributed.init()  # under torchrun: rank 0 writes the run directory, the others wait for it
     distributed.on_main(lambda: start_run(run_dir, to_dict(cfg), "rl", extendable=("steps",)))
     trainer = RLTrainer(model, tokenizer, task, train, held_out, rewards, rl_cfg, run_dir,
                         process_scorer=process_scorer, progress=progress, batch_size=cfg.gen_batch_size, lora=lora,
-                        engine=cfg.engine)
+                        engine=cfg.engine, lora_merge=cfg.lora_merge)
     final = trainer.train()
     summary = {"run_dir": str(run_dir), "model_dir": str(run_dir / "model"), **final}
     if distributed.is_main():

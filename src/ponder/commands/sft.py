@@ -11,10 +11,11 @@ from pathlib import Path
 from ponder.commands.common import train_device
 from ponder.config import require, to_dict
 from ponder.models.device import DeviceOptions
+from ponder.train.lora import LoraOptions
 
 
 @dataclass
-class Config(DeviceOptions):
+class Config(DeviceOptions, LoraOptions):
     run: str = "sft"
     """run name: outputs go to <runs-dir>/<run>/ (a rerun with the same options resumes)"""
     runs_dir: str = "runs"
@@ -68,7 +69,7 @@ def run(cfg: Config, progress: bool = True) -> dict:
                      seed=cfg.seed, eval_every=0, save_every=max(cfg.steps // 5, 1),
                      **train_device(cfg))
     final = train_sft(model, tokenizer, rows, run_dir, tc, batch_size=cfg.batch_size, max_len=cfg.max_len,
-                      progress=progress)
+                      lora=cfg.lora(), lora_merge=cfg.lora_merge, progress=progress)
     summary = {"run_dir": str(run_dir), "model_dir": str(run_dir / "model"), "examples": len(rows), **final}
     if distributed.is_main():
         write_json(run_dir / "summary.json", summary)

@@ -9,12 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ponder.commands.common import train_device
-from ponder.config import require, to_dict
+from ponder.config import ConfigError, require, to_dict
 from ponder.models.device import DeviceOptions
+from ponder.train.lora import LoraOptions
 
 
 @dataclass
-class Config(DeviceOptions):
+class Config(DeviceOptions, LoraOptions):
     run: str = "rm"
     """run name: outputs go to <runs-dir>/<run>/ (a rerun with the same options resumes)"""
     runs_dir: str = "runs"
@@ -56,6 +57,9 @@ def run(cfg: Config, progress: bool = True) -> dict:
 
     require(cfg, positive=("steps", "batch_size", "grad_accum", "max_len"), non_negative=("lr", "warmup_steps"),
             choices={"kind": ("prm", "orm"), "aggregation": tuple(AGGREGATIONS)})
+    if cfg.lora_r and not cfg.lora_merge:
+        raise ConfigError("--no-lora-merge: a reward model is saved with its adapters merged (its head is not a "
+                          "PEFT module); drop the flag")
     data = input_file(cfg.data, "--data")
     rows = read_stepwise(data) if cfg.kind == "prm" else read_outcomes(data)
     rm = new_reward_model(resolve_model(cfg.model), cfg.kind, aggregation=cfg.aggregation)
@@ -65,7 +69,7 @@ def run(cfg: Config, progress: bool = True) -> dict:
     tc = TrainConfig(lr=cfg.lr, max_steps=cfg.steps, warmup_steps=cfg.warmup_steps, grad_accum=cfg.grad_accum,
                      seed=cfg.seed, eval_every=0, save_every=max(cfg.steps // 4, 1), log_every=10,
                      **train_device(cfg))
-    final = train_reward_model(rm, rows, run_dir, tc, cfg.kind, batch_size=cfg.batch_size, hard=cfg.hard,
+    final = train_reward_model(rm, rows, run_dir, tc, cfg.kind, batch_size=cfg.batch_size, hard=cfg.hard, lora=cfg.lora(),
                                max_len=cfg.max_len, progress=progress)
     summary = {"run_dir": str(run_dir), "model_dir": str(run_dir / "model"), "examples": len(rows), **final}
     if distributed.is_main():

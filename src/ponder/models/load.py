@@ -42,19 +42,45 @@ def resolve_model_path(name: str) -> Path:
             f"model {name!r} not found: expected a model directory, a .gguf file, a Hugging Face ID "
             f"(org/name[@revision]), or an alias ({aliases})"
         )
-    if path.is_dir() and not (path / "config.json").exists():
-        raise FileNotFoundError(f"model directory {path} has no config.json (not a Hugging Face model)")
+    if path.is_dir() and not (path / "config.json").exists() and not (path / "adapter_config.json").exists():
+        raise FileNotFoundError(f"model directory {path} has no config.json (not a Hugging Face model) and no "
+                                "adapter_config.json (not a LoRA adapter)")
     return path
 
 
-def load_model(name: str, dtype: str = "float32"):
-    """(model, tokenizer) for a model directory, a GGUF file or an alias, in eval mode."""
+def adapter_base(folder: Path) -> str | None:
+    """The base model a LoRA adapter folder (PEFT's format: adapter_config.json, no
+    config.json) was trained on, or None when `folder` holds no adapter."""
+    import json
+
+    cfg = folder / "adapter_config.json"
+    if not cfg.is_file() or (folder / "config.json").exists():
+        return None
+    base = json.loads(cfg.read_text()).get("base_model_name_or_path")
+    if not base:
+        raise ValueError(f"{cfg}: the adapter names no base model (base_model_name_or_path)")
+    return base
+
+
+def load_model(name: str, dtype: str = "float32", device: str | None = None):
+    """(model, tokenizer) for a model directory, a LoRA adapter folder (its base model with
+    the adapter merged in), a GGUF file, a Hub ID or an alias, in eval mode, on `device`
+    (models/device.py; None: where transformers puts it, the CPU)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = resolve_model_path(name)
     torch_dtype = getattr(torch, dtype)
-    if path.suffix == ".gguf":
+    base = adapter_base(path) if path.is_dir() else None
+    if base is not None:
+        model, _ = load_model(base, dtype)
+        try:
+            from peft import PeftModel
+        except ImportError:
+            raise ImportError(f"{path} is a LoRA adapter: loading it needs peft (pip install 'ponder[lora]')") from None
+        model = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code())
+    elif path.suffix == ".gguf":
         kw = dict(gguf_file=path.name)
         tokenizer = AutoTokenizer.from_pretrained(path.parent, **kw)
         model = AutoModelForCausalLM.from_pretrained(path.parent, dtype=torch_dtype, **kw)
@@ -67,6 +93,10 @@ def load_model(name: str, dtype: str = "float32"):
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.eval()
+    if device is not None:
+        from ponder.models.device import place, resolve_device
+
+        place(model, resolve_device(device))
     return model, tokenizer
 
 

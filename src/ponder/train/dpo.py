@@ -25,6 +25,7 @@ from ponder.models.device import place, step_done, to_device
 from ponder.models.load import encode_prompts
 from ponder.train import distributed
 from ponder.train.loop import EpochOrder, TrainConfig, TrainLoop
+from ponder.train.sft import save_model_fn
 
 
 def dpo_loss(pi_chosen: torch.Tensor, pi_rejected: torch.Tensor, ref_chosen: torch.Tensor,
@@ -58,18 +59,31 @@ def prompt_problem(prompt) -> str | None:
 
 def read_preferences(path: str | Path) -> list[dict]:
     """Rows of a TRL preference file (JSONL, JSON array or Parquet); a bad row fails with its
-    file:line and field."""
+    file:line and field. Completions are strings, or TRL's conversational form (one assistant
+    message each, the prompt a message list: https://huggingface.co/docs/trl/dataset_formats);
+    one format per file, as the first row sets it. Each row keeps its `file:line`
+    (`chat_rows.Row`), so tokenizing can still name it."""
     from ponder.tasks.files import read_rows
+    from ponder.train.chat_rows import check_same_format, located, preference_kind, preference_row_problem
 
-    rows = []
+    rows, first = [], None
     for where, row in read_rows(path):
+        kind = preference_kind(row)
+        first = first or (kind, where)
+        check_same_format(kind, where, *first)
+        if kind[0] == "conversational":
+            problem = preference_row_problem(row)
+            if problem:
+                raise ValueError(f"{where}: field {problem[0]!r}: {problem[1]}")
+            rows.append(located(row, where))
+            continue
         problem = prompt_problem(row.get("prompt"))
         if problem:
             raise ValueError(f"{where}: field 'prompt': {problem}")
         for key in ("chosen", "rejected"):
             if not isinstance(row.get(key), str):
                 raise ValueError(f"{where}: field {key!r}: expected a string, got {row.get(key)!r}")
-        rows.append(row)
+        rows.append(located(row, where))
     if not rows:
         raise ValueError(f"{path}: no preference rows")
     return rows
@@ -90,7 +104,9 @@ def prompt_ids(tokenizer, prompt: str | list[dict]) -> list[int]:
     with (prompt ids of the question, then the steps' tokens). TRL renders such a prompt with
     `continue_final_message`, which gives the same text where the template writes a message
     verbatim (SmolLM2's does; a template that trims messages would drop the newline that ends
-    the last step, which is why the assistant text is appended here rather than templated)."""
+    the last step, which is why the assistant text is appended here rather than templated).
+    Rows in TRL's conversational form (completions as assistant messages) are not read here:
+    their prompt is rendered whole by the template, see `tokenize_preferences`."""
     problem = prompt_problem(prompt)
     if problem:
         raise ValueError(f"preference row: field 'prompt': {problem}")
@@ -104,13 +120,31 @@ def prompt_ids(tokenizer, prompt: str | list[dict]) -> list[int]:
 
 def tokenize_preferences(tokenizer, rows: list[dict], max_len: int, append_eos: bool = True) -> list[PairExample]:
     """Token ids per pair; completions are cut so prompt + completion fits in max_len, and
-    pairs left with an empty side are dropped."""
+    pairs left with an empty side are dropped.
+
+    A conversational row (TRL's: prompt a message list, chosen and rejected one assistant
+    message each) is rendered with the chat template (train/chat_rows.py): the prompt as
+    `apply_chat_template(prompt, add_generation_prompt=True)`, each completion as its assistant
+    turn's tokens with the template's own end of turn (up to EOS), so `append_eos` applies to
+    string completions only. A tokenizer without a chat template refuses such rows, naming
+    the row (`file:line` for rows from `read_preferences`)."""
+    from ponder.train.chat_rows import completion_ids, preference_kind, preference_row_problem, where_of
+
     out = []
     eos = [tokenizer.eos_token_id] if append_eos else []
-    for row in rows:
-        p = prompt_ids(tokenizer, row["prompt"])
-        c = (tokenizer(row["chosen"], add_special_tokens=False)["input_ids"] + eos)[: max(0, max_len - len(p))]
-        r = (tokenizer(row["rejected"], add_special_tokens=False)["input_ids"] + eos)[: max(0, max_len - len(p))]
+    for i, row in enumerate(rows):
+        if preference_kind(row)[0] == "conversational":
+            where = where_of(row, f"preference row {i + 1}")
+            problem = preference_row_problem(row)
+            if problem:
+                raise ValueError(f"{where}: field {problem[0]!r}: {problem[1]}")
+            p, c = completion_ids(tokenizer, row["prompt"], row["chosen"], where, "chosen")
+            _, r = completion_ids(tokenizer, row["prompt"], row["rejected"], where, "rejected")
+            c, r = c[: max(0, max_len - len(p))], r[: max(0, max_len - len(p))]
+        else:
+            p = prompt_ids(tokenizer, row["prompt"])
+            c = (tokenizer(row["chosen"], add_special_tokens=False)["input_ids"] + eos)[: max(0, max_len - len(p))]
+            r = (tokenizer(row["rejected"], add_special_tokens=False)["input_ids"] + eos)[: max(0, max_len - len(p))]
         if c and r and c != r:
             out.append(PairExample(p, c, r))
     return out
@@ -141,8 +175,9 @@ def sequence_logps(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 
 def train_dpo(model, tokenizer, rows: list[dict], run_dir: str | Path, cfg: TrainConfig, beta: float = 0.1,
               batch_size: int = 16, max_len: int = 512, append_eos: bool = True, eval_fn=None,
-              progress: bool = True) -> dict:
-    """DPO on preference `rows`; saves run_dir/model. Resumes from run_dir/checkpoint."""
+              progress: bool = True, lora: dict | None = None, lora_merge: bool = True) -> dict:
+    """DPO on preference `rows`; saves run_dir/model. Resumes from run_dir/checkpoint. `lora`:
+    train LoRA adapters only (the reference log-probs are the model's before them)."""
     pairs = tokenize_preferences(tokenizer, rows, max_len, append_eos)
     if not pairs:
         raise ValueError("no preference pairs left after tokenisation (empty data, identical sides, or max_len too small)")
@@ -182,9 +217,6 @@ def train_dpo(model, tokenizer, rows: list[dict], run_dir: str | Path, cfg: Trai
         loss, stats = dpo_loss(lp[:n], lp[n:], batch["ref"][:, 0], batch["ref"][:, 1], beta)
         return loss, {"loss": loss.item(), **stats, "tokens": int(batch["completion_mask"].sum())}
 
-    def save(m, out: Path):
-        m.save_pretrained(out)
-        tokenizer.save_pretrained(out)
-
+    save = save_model_fn(model, tokenizer, lora, lora_merge, cfg.seed)
     loop = TrainLoop(model, cfg, run_dir, batch_at, loss_fn, eval_fn=eval_fn, save_fn=save, progress=progress)
     return {"pairs": len(pairs), **loop.run()}

@@ -174,6 +174,8 @@ class TrainLoop:
             if not getattr(model, "supports_gradient_checkpointing", False):
                 raise ValueError(f"--gradient-checkpointing: {type(model).__name__} does not support it")
             model.gradient_checkpointing_enable()
+            if hasattr(model, "enable_input_require_grads"):  # frozen embeddings (LoRA): checkpointed blocks
+                model.enable_input_require_grads()  # still need an input that requires grad
         self.accelerator = distributed.make_accelerator(self.device, cfg.mixed_precision)
         self.main = self.accelerator.is_main_process
         self.progress = progress and self.main

@@ -91,7 +91,7 @@ class RLTrainer:
     def __init__(self, model, tokenizer, task, train_problems, eval_problems, rewards: list[RewardFunction],
                  cfg: RLConfig, run_dir: str | Path, process_scorer=None, progress: bool = True,
                  batch_size: int = 64, lora: dict | None = None, engine: str = "torch",
-                 prompt_seeds: bool | None = None):
+                 prompt_seeds: bool | None = None, lora_merge: bool = True):
         """`engine`: torch (in this process, sharing the policy's weights), vllm, or a server
         URL (see policy_engine.py); weights are pushed to it before the first rollout too, so
         a resumed run is in sync. `prompt_seeds`: sample each prompt of a rollout with its own
@@ -110,7 +110,7 @@ class RLTrainer:
             raise ValueError(f"{len(self.train_problems)} training problems, fewer than prompts_per_step={cfg.prompts_per_step}")
         self.rewards, self.process_scorer, self.progress = rewards, process_scorer, progress
         self.run_dir = Path(run_dir)
-        self.peft = None
+        self.peft, self.lora_merge = None, lora_merge
         if lora:
             from ponder.train.lora import add_lora
 
@@ -430,8 +430,12 @@ class RLTrainer:
         return {"accuracy": float(np.mean(correct)), "mean_tokens": float(np.mean([s[0].num_tokens for s in out]))}
 
     def save(self, model, out: Path) -> None:
-        policy = self.peft.merge_and_unload() if self.peft is not None else self.policy
-        policy.save_pretrained(out)
+        if self.peft is not None:
+            from ponder.train.lora import save_lora
+
+            save_lora(self.peft, self.tokenizer, out, self.lora_merge)
+            return
+        self.policy.save_pretrained(out)
         self.tokenizer.save_pretrained(out)
 
     def train(self) -> dict:

@@ -116,8 +116,9 @@ def bce_loss(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor,
 
 def train_reward_model(rm, rows: list[dict], run_dir: str | Path, cfg: TrainConfig, kind: str,
                        batch_size: int = 32, hard: bool = False, max_len: int = 512, progress: bool = True,
-                       eval_fn=None) -> dict:
-    """Train `rm` on stepwise (PRM) or outcome (ORM) rows; saves run_dir/model."""
+                       eval_fn=None, lora: dict | None = None) -> dict:
+    """Train `rm` on stepwise (PRM) or outcome (ORM) rows; saves run_dir/model. `lora`: LoRA
+    adapters on the body (the head trains whole), merged into it when saved."""
     examples = rm_examples(rm, rows, kind, hard, max_len)
     if not examples:
         raise ValueError("no reward-model examples left after tokenisation (empty data or max_len too small)")
@@ -127,6 +128,15 @@ def train_reward_model(rm, rows: list[dict], run_dir: str | Path, cfg: TrainConf
     def loss_fn(model, batch):
         return bce_loss(model(batch["input_ids"], batch["attention_mask"]), batch["targets"])
 
-    loop = TrainLoop(rm, cfg, run_dir, batch_at, loss_fn, eval_fn=eval_fn,
-                     save_fn=lambda m, out: m.save(out), progress=progress)
+    save = lambda m, out: m.save(out)  # noqa: E731
+    if lora:
+        from ponder.train.lora import add_lora
+
+        peft = add_lora(rm.backbone, task_type="FEATURE_EXTRACTION", seed=cfg.seed, **lora)
+
+        def save(m, out):
+            m.backbone = peft.merge_and_unload()
+            m.save(out)
+
+    loop = TrainLoop(rm, cfg, run_dir, batch_at, loss_fn, eval_fn=eval_fn, save_fn=save, progress=progress)
     return loop.run()

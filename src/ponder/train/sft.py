@@ -26,12 +26,32 @@ class SFTExample:
 
 def tokenize_pairs(tokenizer, rows: list[dict], max_len: int, source: str = "data") -> list[SFTExample]:
     """Token ids with labels masked (-100) on the prompt; completion gets EOS appended.
-    Rows longer than `max_len` tokens are dropped from the end of the completion side."""
+    Rows longer than `max_len` tokens are dropped from the end of the completion side.
+
+    Conversational rows (TRL's `messages` rows and message-list prompt-completion rows) are
+    rendered with the chat template, as train/chat_rows.py explains: labels on the assistant
+    turns - every one of a `messages` row (TRL's `assistant_only_loss`), the completion of a
+    prompt-completion row - with the template's own end of turn in place of an appended EOS.
+    A tokenizer without a chat template refuses them, naming the row (`file:line` for rows
+    from `read_prompt_completion`)."""
+    from ponder.train.chat_rows import sft_ids, sft_kind, sft_row_problem, where_of
+
     out = []
     for i, row in enumerate(rows):
+        where = where_of(row, f"{source}: row {i + 1}")
+        if sft_kind(row)[0] != "prompt-completion":
+            problem = sft_row_problem(row)
+            if problem:
+                raise ValueError(f"{where}: field {problem[0]!r}: {problem[1]}")
+            full, learnt = sft_ids(tokenizer, row, where)
+            ids = full[:max_len]
+            labels = [t if keep else IGNORE for t, keep in zip(full, learnt)][:max_len]
+            if any(l != IGNORE for l in labels):
+                out.append(SFTExample(ids, labels))
+            continue
         for key in ("prompt", "completion"):
             if not isinstance(row.get(key), str):
-                raise ValueError(f"{source}: row {i + 1}: field {key!r}: expected a string, got {row.get(key)!r}")
+                raise ValueError(f"{where}: field {key!r}: expected a string, got {row.get(key)!r}")
         p = tokenizer(format_prompt(tokenizer, row["prompt"]), add_special_tokens=False)["input_ids"]
         c = tokenizer(row["completion"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         ids = (p + c)[:max_len]
@@ -99,11 +119,25 @@ def reference_rows(task, n: int, seed: int) -> list[dict]:
 
 def read_prompt_completion(path: str | Path) -> list[dict]:
     """Rows of a prompt-completion file (JSONL, JSON array or Parquet); a bad row fails with
-    its file:line and field."""
+    its file:line and field. Rows are TRL's prompt-completion strings, or its conversational
+    forms (https://huggingface.co/docs/trl/dataset_formats): `{"messages": [...]}` or
+    `{"prompt": [messages], "completion": [one assistant message]}`; one format per file, as
+    the first row sets it. Each row keeps its `file:line` (`chat_rows.Row`), so tokenizing
+    can still name it, e.g. when the model has no chat template for a conversation."""
     from ponder.tasks.files import read_rows
+    from ponder.train.chat_rows import check_same_format, located, sft_kind, sft_row_problem
 
-    rows = []
+    rows, first = [], None
     for where, row in read_rows(path):
+        kind = sft_kind(row)
+        first = first or (kind, where)
+        check_same_format(kind, where, *first)
+        if kind[0] != "prompt-completion":
+            problem = sft_row_problem(row)
+            if problem:
+                raise ValueError(f"{where}: field {problem[0]!r}: {problem[1]}")
+            rows.append(located(row, where))
+            continue
         for key in ("prompt", "completion"):
             value = row.get(key)  # read_rows has checked every row is an object
             if not isinstance(value, str):
@@ -114,8 +148,24 @@ def read_prompt_completion(path: str | Path) -> list[dict]:
                 got = "nothing (the row has " + ", ".join(sorted(row)) + ")" if key not in row else repr(value)
                 raise ValueError(f"{where}: field {key!r}: expected a string (rows of prompt and completion), "
                                  f"got {got}{hint}")
-        rows.append(row)
+        rows.append(located(row, where))
     return rows
+
+
+def save_model_fn(model, tokenizer, lora: dict | None, lora_merge: bool = True, seed: int = 0):
+    """The training loop's `save_fn` for a causal LM: `save_pretrained` of the model and its
+    tokenizer; with `lora`, adapters are injected into `model` now, and saved merged or
+    beside the base at the end (train/lora.py)."""
+    if not lora:
+        def save(m, out: Path):
+            m.save_pretrained(out)
+            tokenizer.save_pretrained(out)
+
+        return save
+    from ponder.train.lora import add_lora, save_lora
+
+    peft = add_lora(model, seed=seed, **lora)
+    return lambda m, out: save_lora(peft, tokenizer, out, lora_merge)
 
 
 def train_sft(
@@ -128,17 +178,18 @@ def train_sft(
     max_len: int = 512,
     eval_fn=None,
     progress: bool = True,
+    lora: dict | None = None,
+    lora_merge: bool = True,
 ) -> dict:
     """Fine-tune `model` on prompt-completion `rows`; the final model and tokenizer are saved
-    under run_dir/model in Hugging Face format. Resumes from run_dir/checkpoint if present."""
+    under run_dir/model in Hugging Face format. Resumes from run_dir/checkpoint if present.
+    `lora`: train LoRA adapters only (`add_lora`'s arguments), saved merged into the model or
+    beside it (`lora_merge`, see train/lora.py)."""
     examples = tokenize_pairs(tokenizer, rows, max_len)
     if not examples:
         raise ValueError("no SFT examples left after tokenisation (empty data or max_len too small)")
     batch_at = make_batch_at(examples, batch_size, cfg.grad_accum, tokenizer.pad_token_id, cfg.seed)
-
-    def save(m, out: Path):
-        m.save_pretrained(out)
-        tokenizer.save_pretrained(out)
+    save = save_model_fn(model, tokenizer, lora, lora_merge, cfg.seed)
 
     loop = TrainLoop(model, cfg, run_dir, batch_at, completion_loss, eval_fn=eval_fn, save_fn=save, progress=progress)
     return loop.run()
