@@ -26,7 +26,7 @@ class Config(DeviceOptions, LoraOptions):
     model: str = "runs/sft/model"
     """policy to start from (also the frozen reference), or a run name"""
     data: str | None = None
-    """TRL preference file (prompt, chosen, rejected); without it, Step-DPO pairs are built from the task"""
+    """TRL preference file (prompt, chosen, rejected: texts or messages); without it, Step-DPO pairs are built from the task"""
     step: bool = False
     """Step-DPO: pairs are single steps (no EOS appended); implied when pairs are built from the task"""
     task: str | None = None

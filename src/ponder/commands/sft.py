@@ -25,7 +25,7 @@ class Config(DeviceOptions, LoraOptions):
     task_args: dict = field(default_factory=dict)
     """task knobs, e.g. num_ops=3"""
     data: str | None = None
-    """prompt-completion file (JSONL, JSON or Parquet) to train on instead of task references"""
+    """prompt-completion or messages file (JSONL, JSON or Parquet; TRL's formats) to train on instead of task references"""
     model: str = "tiny:4m"
     """tiny:<1m|4m|20m> to build from scratch, or a local model dir, a .gguf, or smollm2"""
     n_train: int = 20000

@@ -2,7 +2,9 @@
 
 Data is TRL's preference format: rows `{"prompt", "chosen", "rejected"}`. The prompt is a user
 text, or a conversation in TRL's form: a user message, optionally followed by an assistant
-message that the completions continue (what Step-DPO pairs use, see train/step_dpo.py).
+message that the completions continue (what Step-DPO pairs use, see train/step_dpo.py); or
+TRL's conversational preference rows, whose chosen and rejected are assistant messages
+(chat_rows.py), which end with the chat template's own end of turn.
 Whole completions get an EOS appended so the model learns where to stop; Step-DPO's single
 steps do not. The loss is eq. 7 of the DPO paper:
 

@@ -4,6 +4,11 @@ Data is TRL's prompt-completion format: rows `{"prompt": str, "completion": str}
 are formatted with the model's chat template when it has one. The loss is the mean
 cross-entropy over completion tokens only (prompt and padding are masked), with an EOS token
 appended to every completion so the model learns to stop.
+
+TRL's conversational rows are read too (chat_rows.py): `{"messages": [...]}`, whose assistant
+turns are learned (TRL's assistant-only loss), and prompt-completion rows whose prompt is a
+message list and whose completion is one assistant message; these end with the chat
+template's own end of turn rather than an appended EOS.
 """
 from __future__ import annotations
 
