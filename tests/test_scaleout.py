@@ -134,3 +134,43 @@ def test_bad_worker_counts_are_refused(policy, tmp_path):
     assert "workers (--workers) must be at least 1" in refused("eval", "--model", str(policy), "--workers", "0")
     assert "oversubscribe" in refused("eval", "--model", str(policy), "--workers", str(os.cpu_count() * 4))
     assert "not found" in refused("eval", "--model", str(tmp_path / "missing"), "--workers", "2")
+
+
+GPU_WORKERS = """
+import os, ray
+from ponder.scaleout import GPUS_ENV, map_shards
+ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)  # two GPUs, as Ray counts them
+os.environ[GPUS_ENV] = "1"
+seen = {r.value for r in map_shards(lambda state, i, shard: os.environ.get("CUDA_VISIBLE_DEVICES"),
+                                    [(i, i) for i in range(8)], setup=lambda: None, workers=2)}
+print(sorted(seen))
+"""
+
+
+def test_each_worker_gets_its_own_gpu(tmp_path):
+    """Workers that ask for a GPU each see a different one (Ray sets CUDA_VISIBLE_DEVICES); a
+    Ray given two GPU slots stands in for a machine with two GPUs."""
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", GPU_WORKERS], capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split("\n")[-2] == "['0', '1']"
+
+
+def test_gpus_per_worker_defaults_and_bad_values(monkeypatch):
+    import torch
+
+    from ponder.scaleout import GPUS_ENV, gpus_per_worker
+
+    monkeypatch.delenv(GPUS_ENV, raising=False)
+    assert gpus_per_worker() == (1.0 if torch.cuda.is_available() else 0.0)
+    monkeypatch.setenv(GPUS_ENV, "0.5")
+    assert gpus_per_worker() == 0.5
+    for bad in ("-1", "two"):
+        monkeypatch.setenv(GPUS_ENV, bad)
+        with pytest.raises(ValueError, match="--gpus-per-worker"):
+            gpus_per_worker()
+    monkeypatch.delenv(GPUS_ENV)
+    res = ponder("eval", "--model", "x", "--gpus-per-worker", "-1", check=False)
+    assert res.returncode == 2 and "--gpus-per-worker must be >= 0" in res.output

@@ -48,7 +48,7 @@ def _differences(saved: dict, new: dict) -> list[str]:
     return out
 
 
-def start_run(run_dir: str | Path, config: dict, command: str, ignore: tuple[str, ...] = ("run", "runs_dir"),
+def start_run(run_dir: str | Path, config: dict, command: str, ignore: tuple[str, ...] = ("run", "runs_dir", "device"),
               extendable: tuple[str, ...] = (), start_over: str | None = None) -> bool:
     """Open `run_dir` for `config`; True when it resumes an earlier run of the same config.
 

@@ -12,6 +12,11 @@ one vLLM per GPU, or a client of a shared HTTP server) and is pinned to a share 
 its torch thread count is cores // workers, so N actors never oversubscribe the machine
 (two processes of 2 threads each on 2 cores made one of them ~20x slower).
 
+GPUs: on a machine with CUDA GPUs each actor asks Ray for one (`num_gpus`, or
+`--gpus-per-worker` / $PONDER_GPUS_PER_WORKER), so N workers hold N engines on N GPUs. Ray sets
+CUDA_VISIBLE_DEVICES for an actor that asks for GPUs, but hides nothing from one that asks for
+none: without the request every worker's engine would land on GPU 0.
+
 Faults: actors restart when their process dies (kill -9 included) and the shard they held is
 retried on the new process (Ray's `max_restarts` / `max_task_retries`); since a shard is a
 pure function of its inputs, the retried records equal the lost ones. The caller writes each
@@ -25,7 +30,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
 _RAY_ENV = "RAY_ADDRESS"
-NOT_CONFIG = ("workers", "ray_address")
+GPUS_ENV = "PONDER_GPUS_PER_WORKER"
+NOT_CONFIG = ("workers", "ray_address", "device")
 """Options that say where a run computes, not what: a resumed run may change them."""
 
 
@@ -45,6 +51,23 @@ def cores() -> int:
 
 def threads_per_worker(workers: int) -> int:
     return max(1, cores() // max(1, workers))
+
+
+def gpus_per_worker() -> float:
+    """GPUs each Ray worker asks for: $PONDER_GPUS_PER_WORKER (`--gpus-per-worker`; a fraction
+    shares a GPU), else one when this machine has CUDA GPUs, else none."""
+    value = os.environ.get(GPUS_ENV)
+    if value:
+        try:
+            gpus = float(value)
+        except ValueError:
+            raise ValueError(f"--gpus-per-worker must be a number, got {value!r}") from None
+        if gpus < 0:
+            raise ValueError(f"--gpus-per-worker must be >= 0, got {value}")
+        return gpus
+    import torch
+
+    return 1.0 if torch.cuda.is_available() else 0.0
 
 
 def check_workers(workers: int, ray_address: str | None = None) -> None:
@@ -116,7 +139,8 @@ def map_shards(fn: Callable[[Any, int, Any], Any], shards: Sequence[tuple[int, A
     _init_ray(workers, ray_address)
     threads = threads_per_worker(workers) if not (ray_address or os.environ.get(_RAY_ENV)) else 1
     worker = _worker_class()
-    actors = [worker.remote(setup, threads) for _ in range(min(workers, len(shards)))]
+    gpus = gpus_per_worker()
+    actors = [worker.options(num_gpus=gpus).remote(setup, threads) for _ in range(min(workers, len(shards)))]
     try:
         pool = ActorPool(actors)
         for index, shard in shards:

@@ -26,12 +26,13 @@ from ponder.annotate.judge import LLMJudge, consensus
 from ponder.annotate.math_shepherd import first_error_from_labels, math_shepherd
 from ponder.annotate.omega_prm import OmegaConfig, omega_prm
 from ponder.generation.base import SamplingParams
+from ponder.models.device import DeviceField
 
 METHODS = ("math_shepherd", "omega_prm", "judge", "truth")
 
 
 @dataclass
-class AnnotateConfig:
+class AnnotateConfig(DeviceField):
     run: str = "annotate"
     """run name: outputs go to runs/<run>/ (a rerun resumes where it stopped)"""
     task: str | None = None

@@ -163,6 +163,15 @@ TRUST_OPTION = inspect.Parameter("trust_remote_code", inspect.Parameter.KEYWORD_
                                      "for models you trust); never saved")))
 
 
+def _worker_options(cfg_cls) -> list[inspect.Parameter]:
+    if not any(f.name == "workers" for f in dataclasses.fields(cfg_cls)):
+        return []
+    return [inspect.Parameter("gpus_per_worker", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[float],
+                              default=typer.Option(None, "--gpus-per-worker", help=(
+                                  "GPUs each Ray worker asks for (default: 1 on a machine with CUDA GPUs, else 0; "
+                                  "a fraction shares a GPU); never saved")))]
+
+
 def _engine_env(api_key: str | None, max_concurrency: int | None) -> None:
     """Server-engine settings that are not part of a run's config (a key must never land in
     config.yaml): passed to `make_engine` through the environment it reads."""
@@ -207,13 +216,20 @@ def register(module, name: str | None = None, to: typer.Typer | None = None) -> 
     config_param = inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
                                      default=typer.Option(None, "--config", "-c",
                                                           help="YAML file of options; flags given here override it"))
-    params = [config_param, *params, *_engine_options(cfg_cls), TRUST_OPTION]
+    params = [config_param, *params, *_engine_options(cfg_cls), *_worker_options(cfg_cls), TRUST_OPTION]
 
     def command(**values):
         from ponder.config import load_config
 
         try:
             _engine_env(values.pop("engine_api_key", None), values.pop("engine_max_concurrency", None))
+            gpus = values.pop("gpus_per_worker", None)
+            if gpus is not None:
+                from ponder.scaleout import GPUS_ENV
+
+                if gpus < 0:
+                    raise UsageError(f"--gpus-per-worker must be >= 0, got {gpus}")
+                os.environ[GPUS_ENV] = str(gpus)
             if values.pop("trust_remote_code", False):  # read by the loaders, here and in workers started from here
                 from ponder.models.hub import TRUST_ENV
 

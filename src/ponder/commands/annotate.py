@@ -47,14 +47,14 @@ def run(cfg: Config, progress: bool = True, generator=None, judge_generator=None
         Annotator(cfg, None, task, LLMJudge(None) if "judge" in cfg.methods else None)
     else:
         if generator is None:
-            generator = open_engine(cfg.engine, cfg.policy, batch_size=cfg.batch_size)
+            generator = open_engine(cfg.engine, cfg.policy, batch_size=cfg.batch_size, device=cfg.device)
         judge = None
         if "judge" in cfg.methods:
             if judge_generator is None:
-                judge_generator = open_engine(cfg.judge_engine, cfg.judge_model, batch_size=cfg.batch_size)
+                judge_generator = open_engine(cfg.judge_engine, cfg.judge_model, batch_size=cfg.batch_size, device=cfg.device)
             judge = LLMJudge(judge_generator)
         if completer is None and cfg.completer:
-            completer = open_engine(cfg.engine, cfg.completer, batch_size=cfg.batch_size)
+            completer = open_engine(cfg.engine, cfg.completer, batch_size=cfg.batch_size, device=cfg.device)
         annotator = Annotator(cfg, generator, task, judge, completer)  # checks the methods against the task
     run_dir = Path(cfg.runs_dir) / cfg.run
     start_run(run_dir, to_dict(cfg), "annotate", ignore=("run", "runs_dir", *NOT_CONFIG))
@@ -109,11 +109,11 @@ def _annotator(cfg: Config):
     from ponder.commands.common import open_engine
     from ponder.tasks import get_task
 
-    generator = open_engine(cfg.engine, cfg.policy, batch_size=cfg.batch_size)
+    generator = open_engine(cfg.engine, cfg.policy, batch_size=cfg.batch_size, device=cfg.device)
     judge = None
     if "judge" in cfg.methods:
-        judge = LLMJudge(open_engine(cfg.judge_engine, cfg.judge_model, batch_size=cfg.batch_size))
-    completer = open_engine(cfg.engine, cfg.completer, batch_size=cfg.batch_size) if cfg.completer else None
+        judge = LLMJudge(open_engine(cfg.judge_engine, cfg.judge_model, batch_size=cfg.batch_size, device=cfg.device))
+    completer = open_engine(cfg.engine, cfg.completer, batch_size=cfg.batch_size, device=cfg.device) if cfg.completer else None
     return Annotator(cfg, generator, get_task(cfg.task, **cfg.task_args), judge, completer)
 
 

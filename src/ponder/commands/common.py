@@ -80,9 +80,13 @@ def resolve_task(cfg, model: str, engine: str = "torch") -> None:
           file=sys.stderr)
 
 
-def open_engine(engine: str, model: str, **kw):
+def open_engine(engine: str, model: str, device: str | None = None, **kw):
+    """The engine of a command: `device` places a torch engine's model (a server or vLLM
+    engine decides its own)."""
     from ponder.generation import make_engine
 
+    if (engine or "torch") in ("torch", "torch-bf16"):
+        kw["device"] = device
     return make_engine(engine or "torch", resolve_model(model, engine), **kw)
 
 
@@ -135,10 +139,10 @@ def print_summary(console, title: str, summary: dict, output: str | None = None,
 
 
 def search_context(model: str, engine: str, task_name: str, task_args: dict, scorer: str, n_problems: int,
-                   split: str, seed: int, open_policy: bool = True):
-    """The search context (policy engine, task, scorer) and the problems of a search command.
-    With `open_policy=False` the context has no engine yet (the model is only checked): Ray
-    workers open their own (`search_worker`)."""
+                   split: str, seed: int, open_policy: bool = True, device: str | None = None):
+    """The search context (policy engine, task, scorer) and the problems of a search command,
+    the torch policy and a PRM on `device`. With `open_policy=False` the context has no engine
+    yet (the model is only checked): Ray workers open their own (`search_worker`)."""
     from ponder.search.base import SearchContext
     from ponder.search.scorers import load_scorer
     from ponder.tasks import get_task
@@ -149,12 +153,16 @@ def search_context(model: str, engine: str, task_name: str, task_args: dict, sco
     if not open_policy:
         check_model(model, engine)
         return SearchContext(None, task, sc), problems
-    generator = open_engine(engine, model, seed=seed)
+    if device is not None and hasattr(sc, "to"):  # a reward model: on the policy's device
+        from ponder.models.device import place, resolve_device
+
+        place(sc, resolve_device(device))
+    generator = open_engine(engine, model, seed=seed, device=device)
     return SearchContext(generator, task, sc), problems
 
 
 def search_worker(cfg):
     """A Ray worker's search context, built from a search or scale command's config."""
     ctx, _ = search_context(cfg.model, cfg.engine, cfg.task, cfg.task_args, cfg.scorer, cfg.n_problems,
-                            cfg.split, cfg.seed)
+                            cfg.split, cfg.seed, device=cfg.device)
     return ctx

@@ -6,10 +6,11 @@ from functools import partial
 
 from ponder.config import ConfigError, require
 from ponder.eval.evaluate import EvalConfig
+from ponder.models.device import DeviceField
 
 
 @dataclass
-class Config(EvalConfig):
+class Config(EvalConfig, DeviceField):
     model: str = ""
     """model dir, .gguf, smollm2, or a run name under runs/ (with a server engine: the served model's name)"""
     engine: str = "torch"
@@ -44,7 +45,7 @@ def run(cfg: Config, progress: bool = True) -> dict:
     if cfg.workers > 1:
         out = evaluate(None, task, problems, cfg, workers=cfg.workers, ray_address=cfg.ray_address, setup=setup)
     else:
-        with open_engine(cfg.engine, cfg.model, progress=progress) as gen:
+        with open_engine(cfg.engine, cfg.model, progress=progress, device=cfg.device) as gen:
             out = evaluate(gen, task, problems, cfg)
     out["title"] = f"eval: {cfg.task} ({len(problems)} problems)"
     out["output"] = cfg.output
@@ -56,7 +57,7 @@ def _evaluator(cfg: Config):
     from ponder.commands.common import open_engine
     from ponder.tasks import get_task
 
-    return open_engine(cfg.engine, cfg.model), get_task(cfg.task, **cfg.task_args)
+    return open_engine(cfg.engine, cfg.model, device=cfg.device), get_task(cfg.task, **cfg.task_args)
 
 
 def show(out: dict, console) -> None:

@@ -5,10 +5,11 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from ponder.config import ConfigError, require
+from ponder.models.device import DeviceField
 
 
 @dataclass
-class Config:
+class Config(DeviceField):
     rm: list[str] = field(default_factory=list)
     """reward models to evaluate: PRM or ORM dirs, or 'verifier' (the task's exact checks)"""
     policy: str = "runs/demo/sft/model"
@@ -71,7 +72,7 @@ def run(cfg: Config, progress: bool = True) -> dict:
         parts = {r.index: r.value for r in map_shards(_sample_chunk, shards, setup=partial(_sampler, cfg),
                                                        workers=cfg.workers, ray_address=cfg.ray_address)}
     else:
-        with open_engine(cfg.engine, cfg.policy, progress=progress) as generator:
+        with open_engine(cfg.engine, cfg.policy, progress=progress, device=cfg.device) as generator:
             parts = {i: _sample_chunk((generator, task, cfg), i, ps) for i, ps in shards}
     data = merge_samples([parts[i] for i, _ in shards])
     ns = [k for k in (1, 2, 4, 8, 16, 32, 64) if k <= cfg.samples]
@@ -93,7 +94,7 @@ def _sampler(cfg: Config):
     from ponder.commands.common import open_engine
     from ponder.tasks import get_task
 
-    return open_engine(cfg.engine, cfg.policy), get_task(cfg.task, **cfg.task_args), cfg
+    return open_engine(cfg.engine, cfg.policy, device=cfg.device), get_task(cfg.task, **cfg.task_args), cfg
 
 
 def _sample_chunk(state, index: int, problems):

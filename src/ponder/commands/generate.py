@@ -4,10 +4,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ponder.config import ConfigError, require
+from ponder.models.device import DeviceField
 
 
 @dataclass
-class Config:
+class Config(DeviceField):
     model: str = ""
     """model dir, .gguf, smollm2, or a run name under runs/ (with a server engine: the served model's name)"""
     engine: str = "torch"
@@ -56,7 +57,7 @@ def run(cfg: Config) -> dict:
     stops = [s.encode().decode("unicode_escape") for s in cfg.stops]
     sp = SamplingParams(n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
                         max_tokens=cfg.max_tokens, stop=stops, seed=cfg.seed)
-    with open_engine(cfg.engine, cfg.model) as gen:
+    with open_engine(cfg.engine, cfg.model, device=cfg.device) as gen:
         outs = gen.generate(texts, sp)
         usage = {"prefill_tokens": gen.usage.prefill_tokens, "generated_tokens": gen.usage.generated_tokens}
     results = []

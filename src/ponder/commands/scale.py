@@ -12,11 +12,12 @@ from functools import partial
 from pathlib import Path
 
 from ponder.config import require, to_dict
+from ponder.models.device import DeviceField
 from ponder.search.scale import ScaleConfig
 
 
 @dataclass
-class Config(ScaleConfig):
+class Config(ScaleConfig, DeviceField):
     run: str = "scale"
     """run name: outputs go to <runs-dir>/<run>/ (a rerun with the same options resumes)"""
     runs_dir: str = "runs"
@@ -40,7 +41,7 @@ def run(cfg: Config, progress: bool = True) -> dict:
     local = cfg.workers <= 1
     resolve_task(cfg, cfg.model, cfg.engine)
     ctx, problems = search_context(cfg.model, cfg.engine, cfg.task, cfg.task_args, cfg.scorer, cfg.n_problems,
-                                   cfg.split, cfg.seed, open_policy=local)
+                                   cfg.split, cfg.seed, open_policy=local, device=cfg.device)
     run_dir = Path(cfg.runs_dir) / cfg.run
     start_run(run_dir, to_dict(cfg), "scale", ignore=("run", "runs_dir", "batch", *NOT_CONFIG))
     runs = sum(1 if s == "greedy" else len(cfg.budgets) for s in cfg.strategies) * len(problems)

@@ -5,11 +5,12 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from ponder.config import require
+from ponder.models.device import DeviceField
 from ponder.search.base import SearchParams
 
 
 @dataclass
-class Config(SearchParams):
+class Config(SearchParams, DeviceField):
     model: str = "runs/demo/sft/model"
     """policy: a model dir, a .gguf, smollm2, or a run name under runs/ (with a server engine: the served model's name)"""
     engine: str = "torch"
@@ -68,7 +69,7 @@ def run(cfg: Config, progress: bool = True) -> dict:
     local = cfg.workers <= 1
     resolve_task(cfg, cfg.model, cfg.engine)
     ctx, problems = search_context(cfg.model, cfg.engine, cfg.task, cfg.task_args, cfg.scorer, cfg.n_problems,
-                                   cfg.split, cfg.seed, open_policy=local)
+                                   cfg.split, cfg.seed, open_policy=local, device=cfg.device)
     bar, tick = progress_bar(len(problems), f"{cfg.strategy} N={cfg.n}")
     with ctx.generator if local else nullcontext(), bar if progress else nullcontext():
         out = search_all(cfg.strategy, ctx, problems, params, tick, workers=cfg.workers,

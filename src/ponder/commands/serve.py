@@ -5,10 +5,11 @@ import os
 from dataclasses import dataclass, field
 
 from ponder.config import ConfigError, require
+from ponder.models.device import DeviceField
 
 
 @dataclass
-class Config:
+class Config(DeviceField):
     model: str = ""
     """model dir, .gguf, smollm2, or a run name under runs/"""
     host: str = "127.0.0.1"
@@ -92,7 +93,7 @@ def run(cfg: Config) -> None:
     resolve_model_path(path)  # a bad name fails here, before torch is imported
     resolve_task(cfg, cfg.model)
     setup = search_setup(cfg)
-    model, tokenizer = load_model(path)
+    model, tokenizer = load_model(path, device=cfg.device)
 
     from ponder.serve import PonderServer
 

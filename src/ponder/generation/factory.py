@@ -37,11 +37,14 @@ def make_engine(
     api_key: str | None = None,
     max_concurrency: int | None = None,
     timeout: float = 600.0,
+    device: str | None = None,
     **options,
 ) -> Generator:
     """An engine for `model` (see the module docstring).
 
-    `batch_size`, `progress`: rows decoded together and a progress bar (torch). `seed`: seeds
+    `batch_size`, `progress`: rows decoded together and a progress bar (torch). `device`: where
+    the torch engine's model runs (auto, cpu, cuda, cuda:N; None: where it is, a loaded model,
+    or the CPU). `seed`: seeds
     the engine's own generator, used by calls without a seed (offline vLLM). `api_key` (default:
     $OPENAI_API_KEY), `max_concurrency` (requests in flight; default $PONDER_MAX_CONCURRENCY
     or 16) and `timeout` (seconds per request): server engines. Other `options` go to the engine class (e.g. `chat`,
@@ -57,9 +60,13 @@ def make_engine(
         if isinstance(model, str):
             from ponder.models import load_model
 
-            model, tokenizer = load_model(model)
+            model, tokenizer = load_model(model, device=device)
         elif tokenizer is None:
             raise ValueError(f"engine {spec}: a loaded model needs its tokenizer (tokenizer=...)")
+        elif device is not None:
+            from ponder.models.device import place, resolve_device
+
+            place(model, resolve_device(device))
         return TorchGenerator(model, tokenizer, batch_size=batch_size, progress=progress, **options)
     if spec == "vllm":
         from ponder.generation.vllm_engine import VLLMGenerator

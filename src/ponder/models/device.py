@@ -31,12 +31,19 @@ _lazy_ready = False
 
 
 @dataclass
-class DeviceOptions:
-    """Where a trainer runs: the fields every training config shares (TrainConfig, RLConfig,
-    the training commands)."""
+class DeviceField:
+    """Where a command's models run (the commands that only run models: eval, search, ...)."""
 
     device: str = "auto"
-    """where the model trains: auto (CUDA when present), cpu, cuda, cuda:N (under torchrun: one GPU per rank)"""
+    """where models run: auto (CUDA when present), cpu, cuda, cuda:N, mps"""
+
+
+@dataclass
+class DeviceOptions(DeviceField):
+    """Where a trainer runs: the fields every training config shares (TrainConfig, RLConfig,
+    the training commands). Under torchrun a bare cuda (or auto on a GPU machine) is each
+    rank's own GPU."""
+
     mixed_precision: str = "no"
     """no, bf16 or fp16: autocast of the forward, fp32 weights and optimiser"""
     gradient_checkpointing: bool = False
