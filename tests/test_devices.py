@@ -2,7 +2,12 @@
 runs on the CPU but refuses any CPU tensor mixed into its ops, as CUDA would. Each run is
 compared with the same run on the CPU: equal losses (within float tolerance), equal samples
 and log-probabilities. Lazy steps are slow (each graph is traced), so the runs are a few
-steps of the 1m tiny model."""
+steps of the 1m tiny model.
+
+`PONDER_TEST_DEVICE=cuda` runs the same tests on a GPU (`make gpu-check`). There the numbers
+are compared within GPU float tolerance, and what depends on random draws (samples, RL
+rollouts) is checked for running, not for equality: CUDA's generators draw other streams
+than the CPU's."""
 from __future__ import annotations
 
 import json
@@ -19,13 +24,18 @@ from ponder.models.device import LAZY_ENV, place, resolve_device
 from ponder.tasks import get_task
 from ponder.train.loop import TrainConfig
 
-DEVICES = ("cpu", "lazy")
+SECOND = os.environ.get("PONDER_TEST_DEVICE", "lazy")
+DEVICES = ("cpu", SECOND)
+EXACT = SECOND == "lazy"  # the lazy device computes with the CPU's kernels and generators
+LOSS_TOL = 1e-4 if EXACT else 2e-3
 
 
 @pytest.fixture(autouse=True)
 def lazy_allowed(monkeypatch):
     monkeypatch.setenv(LAZY_ENV, "1")
     torch.set_num_threads(1)
+    if torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = False  # fp32 matmuls, to compare with the CPU
 
 
 def losses(run_dir) -> list[float]:
@@ -54,12 +64,12 @@ def test_sft_on_the_lazy_device_has_the_cpu_loss_curve(tmp_path):
         assert res.returncode == 0, res.stdout + res.stderr
         curves[device] = losses(tmp_path / device)
     assert len(curves["cpu"]) == 1  # the last step's
-    assert curves["lazy"] == pytest.approx(curves["cpu"], rel=1e-4)
+    assert curves[SECOND] == pytest.approx(curves["cpu"], rel=LOSS_TOL)
     from safetensors.torch import load_file
 
-    cpu, lazy = (load_file(tmp_path / d / "model" / "model.safetensors") for d in DEVICES)
-    assert cpu.keys() == lazy.keys()
-    assert max((cpu[k] - lazy[k]).abs().max().item() for k in cpu) < 1e-4
+    cpu, other = (load_file(tmp_path / d / "model" / "model.safetensors") for d in DEVICES)
+    assert cpu.keys() == other.keys()
+    assert max((cpu[k] - other[k]).abs().max().item() for k in cpu) < (1e-4 if EXACT else 1e-2)
     assert max((cpu[k] - init).abs().max().item() for k, init in build_tiny_model(
         build_char_tokenizer(), "1m", seed=0).state_dict().items() if k in cpu) > 1e-4  # it did train
 
@@ -83,7 +93,7 @@ def test_reward_model_and_dpo_train_on_the_lazy_device(tmp_path):
         train_dpo(model, tok, prefs, tmp_path / f"dpo-{device}", config(device), batch_size=8, progress=False)
         curves[device] = losses(tmp_path / f"rm-{device}") + losses(tmp_path / f"dpo-{device}")
     assert len(curves["cpu"]) == 6
-    assert curves["lazy"] == pytest.approx(curves["cpu"], rel=1e-4, abs=1e-5)
+    assert curves[SECOND] == pytest.approx(curves["cpu"], rel=LOSS_TOL, abs=1e-5)
 
 
 def test_the_engine_and_search_on_the_lazy_device():
@@ -110,11 +120,12 @@ def test_the_engine_and_search_on_the_lazy_device():
         runs[device] = {"greedy": [s.token_ids for p in greedy for s in p],
                         "sampled": [s.token_ids for p in sampled for s in p], "cont": cont.token_ids, "hits": hits,
                         "search": [(c.text, c.score) for c in result.candidates], "lps": lps[0]}
-    cpu, lazy = runs["cpu"], runs["lazy"]
-    assert cpu["hits"] > 0 and lazy["hits"] == cpu["hits"]
-    assert lazy["lps"] == pytest.approx(cpu["lps"], abs=1e-5)
-    for key in ("greedy", "sampled", "cont", "search"):
-        assert lazy[key] == cpu[key], key
+    cpu, other = runs["cpu"], runs[SECOND]
+    assert cpu["hits"] > 0 and other["hits"] == cpu["hits"]
+    assert other["lps"] == pytest.approx(cpu["lps"], abs=1e-5 if EXACT else 1e-3)
+    assert other["greedy"] == cpu["greedy"]
+    for key in ("sampled", "cont", "search"):  # from random draws: equal where the generators are the CPU's
+        assert (other[key] == cpu[key]) if EXACT else other[key], key
 
 
 def test_bad_devices_are_one_clear_line(tmp_path, monkeypatch):
@@ -166,6 +177,26 @@ def test_rl_on_the_lazy_device_matches_the_cpu(tmp_path, estimator, extra, lora)
         records[device] = [v for r in map(json.loads, open(tmp_path / device / "metrics.jsonl"))
                            if "loss" in r for v in (r["loss"], r["reward"])]
         weights[device] = load_file(tmp_path / device / "model" / "model.safetensors")
-    assert len(records["cpu"]) == 4  # loss and reward of 2 steps
-    assert records["lazy"] == pytest.approx(records["cpu"], abs=1e-5)
-    assert max((weights["cpu"][k] - weights["lazy"][k]).abs().max().item() for k in weights["cpu"]) < 1e-4
+    assert len(records["cpu"]) == len(records[SECOND]) == 4  # loss and reward of 2 steps
+    if not EXACT:  # other rollouts: only that the run trained, and sanely
+        assert all(v == v and abs(v) < 1e3 for v in records[SECOND])
+        return
+    assert records[SECOND] == pytest.approx(records["cpu"], abs=1e-5)
+    assert max((weights["cpu"][k] - weights[SECOND][k]).abs().max().item() for k in weights["cpu"]) < 1e-4
+
+
+def test_mixed_precision_and_gradient_checkpointing(tmp_path):
+    """bf16 autocast changes the numbers a little (so it is on) but not the course; gradient
+    checkpointing recomputes the same activations, so it changes nothing but memory."""
+    from ponder.train.sft import reference_rows, train_sft
+
+    rows = reference_rows(get_task("arith", instruction=False), 64, seed=0)
+    curves = {}
+    for name, extra in (("fp32", {}), ("bf16", {"mixed_precision": "bf16"}), ("ckpt", {"gradient_checkpointing": True})):
+        model, tok = tiny()
+        cfg = TrainConfig(lr=3e-3, max_steps=4, warmup_steps=1, seed=0, eval_every=0, save_every=0, log_every=1,
+                          device="cpu", **extra)
+        train_sft(model, tok, rows, tmp_path / name, cfg, batch_size=8, progress=False)
+        curves[name] = losses(tmp_path / name)
+    assert curves["ckpt"] == pytest.approx(curves["fp32"], rel=1e-5)
+    assert curves["bf16"] != curves["fp32"] and curves["bf16"] == pytest.approx(curves["fp32"], rel=2e-2)

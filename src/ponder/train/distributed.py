@@ -66,6 +66,12 @@ def make_accelerator(device: torch.device | None = None, mixed_precision: str = 
     on_cpu = _cpu_only() if device is None else device.type in ("cpu", "lazy")
     if device is not None and device.type == "lazy":
         mixed_precision = "no"  # the lazy test device has no autocast
+    if not launched():
+        # accelerate keeps one state per process and refuses another precision later: a process
+        # that trains twice (expert iteration, the demo, tests) may change it between runs
+        from accelerate.state import AcceleratorState
+
+        AcceleratorState._reset_state()
     return Accelerator(cpu=on_cpu and (launched() or device is not None), device_placement=False,
                        mixed_precision=mixed_precision, step_scheduler_with_optimizer=False)
 
