@@ -12,10 +12,9 @@ VLLM_VENV ?= .venv-vllm
 VLLM_PY := $(VLLM_VENV)/bin/python
 VLLM_STAMP := $(VLLM_VENV)/.ponder-installed
 
-export HF_HUB_OFFLINE := 1
-export TRANSFORMERS_OFFLINE := 1
-export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
+# The tests run offline, from local paths and caches they build; ponder itself never forces it.
+OFFLINE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
 
 .PHONY: setup demo test bench clean chromium setup-engines test-engines setup-verl test-verl gpu-check
 
@@ -46,7 +45,7 @@ demo: setup
 	$(VENV)/bin/ponder demo
 
 test: setup
-	$(VENV)/bin/pytest tests --ignore=tests/engines
+	$(OFFLINE) $(VENV)/bin/pytest tests --ignore=tests/engines
 
 $(VLLM_PY):
 	$(PYTHON) -m venv $(VLLM_VENV)
@@ -82,7 +81,7 @@ VLLM_ENV := VLLM_CPU_OMP_THREADS_BIND=$(VLLM_CPUS) GOMP_CPU_AFFINITY=$(VLLM_CPUS
 	VLLM_CPU_KVCACHE_SPACE=1 VLLM_ENABLE_V1_MULTIPROCESSING=0
 
 test-engines: setup-engines
-	$(VLLM_ENV) $(VLLM_VENV)/bin/pytest tests/engines
+	$(OFFLINE) $(VLLM_ENV) $(VLLM_VENV)/bin/pytest tests/engines
 
 # verl's own venv (verl pins transformers below what .venv has): the export is checked with
 # verl's own dataset reader and reward loader.
@@ -102,7 +101,7 @@ $(VERL_STAMP): $(VERL_PY) pyproject.toml
 setup-verl: $(VERL_STAMP)
 
 test-verl: setup-verl
-	$(VERL_VENV)/bin/pytest tests/test_export_verl.py
+	$(OFFLINE) $(VERL_VENV)/bin/pytest tests/test_export_verl.py
 
 bench: setup
 	$(PY) benchmarks/generation.py
