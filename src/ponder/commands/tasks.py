@@ -1,7 +1,9 @@
 """`ponder tasks`: the registered tasks, each with an example problem.
 
 File datasets need no registration: pass a .jsonl/.parquet path as --task (GSM8K, MATH-style
-or generic rows)."""
+or generic rows), a saved `datasets` folder, or hf:<org/name>[:<config>]. A task whose data
+comes from the Hub (gsm8k_cot, math500) is listed with its source, not loaded: listing tasks
+must not download datasets, nor wait on a Hub it cannot reach."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,10 +16,18 @@ class Config:
 
 
 def run(cfg: Config) -> list[dict]:
+    import inspect
+
     from ponder.tasks import TASKS, get_task
 
     rows = []
     for name in sorted(TASKS):
+        source = inspect.signature(TASKS[name]).parameters.get("path")
+        if source is not None and isinstance(source.default, str) and source.default.startswith("hf:"):
+            rows.append({"name": name, "step_checker": None, "answer": "",
+                         "prompt": f"the Hugging Face dataset {source.default}, read on first use "
+                                   "(--task-arg path=... for a local copy)"})
+            continue
         try:
             task = get_task(name)
             p = task.problems("test", n=1, seed=cfg.seed)[0]
@@ -38,4 +48,5 @@ def show(rows: list[dict], console) -> None:
         checker = "-" if r["step_checker"] is None else "yes" if r["step_checker"] else "no"
         table.add_row(r["name"], checker, r["prompt"], r["answer"], style="dim" if r["step_checker"] is None else None)
     console.print(table)
-    console.print("File datasets: pass a .jsonl/.parquet path as --task (GSM8K, MATH-style, or generic).")
+    console.print("Datasets: pass a .jsonl/.parquet path, a saved datasets folder or hf:<org/name>[:<config>] "
+                  "as --task (GSM8K, MATH-style, or generic rows).")

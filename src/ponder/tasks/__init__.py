@@ -9,5 +9,6 @@ from ponder.tasks.base import TASKS, Problem, StepCheck, Task, get_task, registe
 
 # Every module that defines a task, imported for the side effect of registering it.
 from ponder.tasks import add_words, arith, countdown, files, gym  # noqa: E402,F401  isort: skip
+from ponder.tasks import recipes  # noqa: E402,F401  isort: skip
 
 __all__ = ["TASKS", "Problem", "StepCheck", "Task", "get_task", "register_task"]

@@ -73,10 +73,14 @@ def extract_answer(text: str, number_fallback: bool = True) -> str | None:
         if found:
             return found[-1]
     if number_fallback:
-        numbers = _LAST_NUMBER.findall(text)
-        if numbers:
-            return numbers[-1].replace(",", "")
+        return last_number(text)
     return None
+
+
+def last_number(text: str) -> str | None:
+    """The last number in `text`, thousands commas removed ("$1,080" -> "1080"), or None."""
+    numbers = _LAST_NUMBER.findall(text)
+    return numbers[-1].replace(",", "") if numbers else None
 
 
 # --- numbers ------------------------------------------------------------------------------

@@ -161,8 +161,9 @@ def math_row(row: dict, where: str) -> tuple[str, str, dict]:
     level = re.search(r"\d+", str(row.get("level", "")))
     if level:
         meta["difficulty"] = int(level.group())
-    if "type" in row:
-        meta["type"] = row["type"]
+    for key in ("type", "subject"):  # MATH calls the subject "type", MATH-500 "subject"
+        if key in row:
+            meta[key] = row[key]
     return question, gold.strip(), meta
 
 
