@@ -115,6 +115,23 @@ class Usage:
         return Usage(self.prefill_tokens, self.generated_tokens, self.calls, self.cached_tokens)
 
 
+WEIGHTS_VERSION = "_ponder_weights_version"
+
+
+def mark_weights_changed(model) -> None:
+    """Tell engines built on `model` that its weights changed. An engine that shares a
+    trainer's tensors (torch) notices most changes by the tensors' version counters, but a
+    fused optimiser step and a write through `p.data` (e.g. `torch.distributed.broadcast`)
+    leave them unchanged: trainers call this after every optimiser step, and the engine
+    rebuilds its weight copies and forgets its prefix cache."""
+    model.__dict__[WEIGHTS_VERSION] = model.__dict__.get(WEIGHTS_VERSION, 0) + 1
+
+
+def weights_version(model) -> int:
+    """How many times `mark_weights_changed(model)` was called."""
+    return model.__dict__.get(WEIGHTS_VERSION, 0)
+
+
 PromptSeed = Union[int, tuple[int, int]]
 """a per-prompt seed: `s` samples the prompt as if alone in a call seeded s; `(s, i)` as
 prompt i of a call seeded s (so prompts gathered from several calls into one, e.g. search

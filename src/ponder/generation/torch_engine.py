@@ -77,6 +77,8 @@ import torch
 
 from ponder.generation.base import (
     EngineError,
+    mark_weights_changed,
+    weights_version,
     Generator,
     Prompt,
     PromptSeed,
@@ -184,6 +186,7 @@ class TorchGenerator(Generator):
         self._joins = continuous and self._growing
         self.prefix_cache = PrefixCache(int(prefix_cache_mb * 2**20)) if prefix_cache_mb > 0 else None
         self._weights_stamp = None
+        self._weights_version = weights_version(model)
 
     @property
     def device(self) -> torch.device:
@@ -453,6 +456,9 @@ class TorchGenerator(Generator):
             target = own[name]
             if target.data_ptr() != tensor.data_ptr():
                 target.copy_(tensor)
+        # Shared tensors may have changed without a version bump (a fused optimiser step):
+        # a sync always rebuilds what the engine derived from the weights.
+        mark_weights_changed(self.model)
 
     # ----- model plumbing -----
 
@@ -464,14 +470,18 @@ class TorchGenerator(Generator):
         self.model.eval()
         if self._weights is not None and self.device.type != "cpu":
             self._weights = None  # the CPU weight copies are of no use once the model moved off the CPU
+        version = weights_version(self.model)
         with no_grad(self.device):
             if self._weights is not None:
+                if version != self._weights_version:  # changed where version counters cannot tell
+                    self._weights.invalidate()
                 self._weights.refresh()
             if self.prefix_cache is not None:  # cached keys/values hold only for the weights that made them
-                stamp = [(p.data_ptr(), p._version) for p in self.model.parameters()]
+                stamp = [version] + [(p.data_ptr(), p._version) for p in self.model.parameters()]
                 if stamp != self._weights_stamp:
                     self.prefix_cache.clear()
                     self._weights_stamp = stamp
+            self._weights_version = version
             try:
                 yield
             finally:

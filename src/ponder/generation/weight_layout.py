@@ -33,6 +33,10 @@ class ColumnMajorWeights:
         self._copies: dict[str, torch.Tensor] = {}
         self._stamps: dict[str, tuple[int, int]] = {}
 
+    def invalidate(self) -> None:
+        """Forget every copy's stamp: the next `refresh` rebuilds them all."""
+        self._stamps.clear()
+
     def refresh(self) -> None:
         """Rebuild the copies whose source weight changed since they were made."""
         for name, module in _changed(self.linears, self._stamps):
@@ -77,6 +81,10 @@ class PackedBF16Linears:
             return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
         except (AttributeError, RuntimeError):
             return False
+
+    def invalidate(self) -> None:
+        """Forget every copy's stamp: the next `refresh` rebuilds them all."""
+        self._stamps.clear()
 
     def refresh(self) -> None:
         for name, module in _changed(self.linears, self._stamps):

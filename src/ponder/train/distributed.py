@@ -161,9 +161,12 @@ def broadcast_parameters(module: torch.nn.Module) -> None:
     model), so that the processes start from the same weights whatever their seeds."""
     if world_size() == 1:
         return
+    from ponder.generation.base import mark_weights_changed
+
     with torch.no_grad():
         for t in list(module.parameters()) + list(module.buffers()):
             torch.distributed.broadcast(t.data, src=0)
+    mark_weights_changed(module)  # writes through .data bump no version counters
 
 
 def sum_gradients(params: Iterable[torch.nn.Parameter], bucket_elems: int = 1 << 24) -> None:

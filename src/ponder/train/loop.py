@@ -36,6 +36,7 @@ from typing import Any, Callable
 
 import torch
 
+from ponder.generation.base import mark_weights_changed
 from ponder.models.device import DeviceOptions, place, step_done, to_device
 from ponder.runs import atomic_write
 from ponder.train import distributed
@@ -309,6 +310,7 @@ class TrainLoop:
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 step_done(self.device)
+                mark_weights_changed(self.accelerator.unwrap_model(self.model))  # engines sharing it rebuild
                 self.step += 1
                 tokens_since += int(stats_sum.get("tokens", 0))
                 last = {k: v / len(micro_batches) if k != "tokens" else v for k, v in stats_sum.items()}
