@@ -144,7 +144,7 @@ def test_sweep_resumes_from_its_records_file(tmp_path):
     drop_wall = lambda rs: [{k: v for k, v in r.items() if k != "wall_s"} for r in rs]  # noqa: E731
     full_path = tmp_path / "full.jsonl"
     full = sweep(ctx(Scripted(solutions=SOLUTIONS)), problems, cfg, cells=full_path)
-    assert len(full) == 2 * (1 + 2 + 2) and drop_wall(read_records(full_path)) == drop_wall(full)
+    assert len(full) == 2 * (1 + 2 + 2 + 1) and drop_wall(read_records(full_path)) == drop_wall(full)  # + the difficulty probe
     # A run killed after 3 records, in the middle of writing the 4th.
     killed = tmp_path / "killed.jsonl"
     lines = full_path.read_text().splitlines(keepends=True)
@@ -152,8 +152,8 @@ def test_sweep_resumes_from_its_records_file(tmp_path):
     gen = Scripted(solutions=SOLUTIONS)
     resumed = sweep(ctx(gen), problems, cfg, cells=killed)
     # The problems of a (strategy, budget) share its engine calls: majority@1 (p1 alone),
-    # majority@2, best_of_n@1 and best_of_n@2 are left, one call each.
-    assert gen.usage.calls == 4
+    # majority@2, best_of_n@1, best_of_n@2 and the difficulty probe are left, one call each.
+    assert gen.usage.calls == 5
     assert drop_wall(resumed) == drop_wall(full)
     assert drop_wall(read_records(killed)) == drop_wall(full)
     # A rerun of a finished sweep computes nothing.
@@ -234,7 +234,8 @@ def test_cli_scale_writes_table_json_plot_and_compute_optimal(tiny_model, tmp_pa
     assert res.exit_code == 0, res.output
     run = tmp_path / "s"
     data = json.loads((run / "scale.json").read_text())
-    assert len(data["records"]) == 4 * (1 + 3 * 2)
+    assert len(data["records"]) == 4 * (1 + 3 * 2 + 1)  # + the difficulty probe
+    assert "separate samples" in data["compute_optimal"]["difficulty"]
     strategies = {r["strategy"] for r in data["rows"]}
     assert strategies == {"greedy", "majority", "best_of_n", "beam", "pass@N oracle", "compute-optimal"}
     greedy = [r for r in data["records"] if r["strategy"] == "greedy"]

@@ -32,7 +32,7 @@ def run(cfg: Config, progress: bool = True) -> dict:
     from ponder.commands.search import check
     from ponder.runs import atomic_write, start_run, write_json
     from ponder.scaleout import NOT_CONFIG, check_workers
-    from ponder.search.scale import plot_scaling, run_scale, table_markdown, validate_sweep
+    from ponder.search.scale import plot_scaling, run_scale, sweep_cells, table_markdown, validate_sweep
 
     check(cfg)
     require(cfg, positive=("n_problems", "bins"), choices={"difficulty": ("pass_rate", "score")})
@@ -44,12 +44,15 @@ def run(cfg: Config, progress: bool = True) -> dict:
                                    cfg.split, cfg.seed, open_policy=local, device=cfg.device)
     run_dir = Path(cfg.runs_dir) / cfg.run
     start_run(run_dir, to_dict(cfg), "scale", ignore=("run", "runs_dir", "batch", *NOT_CONFIG))
-    runs = sum(1 if s == "greedy" else len(cfg.budgets) for s in cfg.strategies) * len(problems)
+    runs = len(sweep_cells(cfg)) * len(problems)
     bar, tick = progress_bar(runs, "scale")
     with ctx.generator if local else nullcontext(), bar if progress else nullcontext():
         out = run_scale(ctx, problems, cfg, tick, cells=run_dir / "cells.jsonl", setup=partial(search_worker, cfg))
     write_json(run_dir / "scale.json", out)
     table = table_markdown(out["rows"])
+    note = out.get("compute_optimal", {}).get("difficulty")
+    if note:
+        table += f"\n\nCompute-optimal difficulty bins: {note}."
     atomic_write(run_dir / "scale.md", table + "\n")
     plot_scaling(out["rows"], run_dir / "scale.png", title=f"{cfg.task} {cfg.task_args or ''} ({len(problems)} problems)")
     return {"table": table, "choices": out.get("compute_optimal", {}).get("choices"), "run_dir": str(run_dir)}

@@ -14,9 +14,19 @@ line and fsynced as soon as it exists, and a rerun skips the (problem, strategy,
 cells already there, so a killed sweep resumes where it stopped. Sampling seeds depend on
 the problem and the call only (`seed_for`), so a resumed sweep's records equal an
 uninterrupted one's (wall times aside).
+
+Difficulty for compute-optimal selection is estimated from a draw of its own: `difficulty`
+cells sample each problem `difficulty_samples` times (majority's samples for the pass rate,
+best_of_n's scores for the scorer's estimate) with a seed no strategy uses. Binning by the
+sweep's own samples would leak the outcome into the bin (majority@4's samples are the first 4
+of majority@16's, so a problem's bin would tell whether majority gets it right): on problems
+where every sample is a coin flip that made compute-optimal report 0.65-0.69 against
+majority's 0.50 (tests/test_compute_optimal_leak.py). The probe's compute is reported apart
+and counts toward no strategy.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -45,6 +55,8 @@ WIDTH_DIVIDES_N = ("beam", "dvts", "lookahead")
 """tree strategies that keep N/M beams or subtrees, so M must divide N"""
 CHOOSERS = ("best_of_n", *TREE)
 """strategies that pick an answer by score: best score, or weighted vote with `weighted`"""
+DIFFICULTY = "difficulty"
+"""the records of the difficulty probe: samples drawn apart, only to bin problems"""
 
 
 @dataclass
@@ -75,6 +87,8 @@ class ScaleConfig(SearchParams):
     'score' (the scorer's mean score of the samples; no gold answers needed)"""
     bins: int = 3
     """difficulty bins for compute-optimal selection"""
+    difficulty_samples: int = 0
+    """samples per problem, drawn with a seed of their own, that estimate its difficulty (0: the largest budget)"""
     seed: int = 0
     """seed of problem selection, sampling and the selection halves"""
     batch: bool = True
@@ -87,7 +101,8 @@ class ScaleConfig(SearchParams):
 
 
 def sweep_cells(cfg: ScaleConfig) -> list[tuple[str, int, SearchParams]]:
-    """Every (strategy, budget, search params) run of the sweep, in sweep order."""
+    """Every (strategy, budget, search params) run of the sweep, in sweep order; last, the
+    difficulty probe when compute-optimal selection will run (see the module docstring)."""
     base = search_params(cfg)
     out = []
     for strategy in cfg.strategies:
@@ -96,7 +111,21 @@ def sweep_cells(cfg: ScaleConfig) -> list[tuple[str, int, SearchParams]]:
             if strategy in TREE:
                 params.beam_width = min(base.beam_width, budget)
             out.append((strategy, budget, params))
+    if any(s in ("majority", "best_of_n") for s in cfg.strategies) and cfg.budgets:
+        n = cfg.difficulty_samples or max(cfg.budgets)
+        out.append((DIFFICULTY, n, replace(base, n=n, seed=probe_seed(cfg.seed))))
     return out
+
+
+def probe_seed(seed: int) -> int:
+    """The difficulty probe's sampling seed: unrelated to `seed` itself, which the strategies use."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:difficulty".encode()).digest()[:8], "big") >> 2
+
+
+def probe_strategy(how: str) -> str:
+    """The strategy whose samples estimate difficulty: majority's pass rate, or best_of_n's
+    mean scorer score."""
+    return "best_of_n" if how == "score" else "majority"
 
 
 def validate_sweep(cfg: ScaleConfig) -> None:
@@ -104,6 +133,8 @@ def validate_sweep(cfg: ScaleConfig) -> None:
     the cells that cannot run, each with its strategy, budget and rule."""
     for strategy in cfg.strategies:
         get_strategy(strategy)  # an unknown name lists the known ones
+    if cfg.difficulty_samples < 0:
+        raise ValueError(f"difficulty_samples must be >= 0, got {cfg.difficulty_samples}")
     if not cfg.budgets or any(not isinstance(b, int) or b < 1 for b in cfg.budgets):
         raise ValueError(f"budgets must be positive integers, got {cfg.budgets}")
     problems = []
@@ -172,7 +203,8 @@ def sweep(ctx: SearchContext | None, problems: list[Problem], cfg: ScaleConfig,
     shards = list(enumerate(g[i:i + size] for g in groups for i in range(0, len(g), size)))
     sink = open(cells, "a") if cells is not None else None
     try:
-        for result in map_shards(partial(_run_cells, cfg.batch), shards, setup=setup, workers=cfg.workers,
+        for result in map_shards(partial(_run_cells, cfg.batch, probe_strategy(cfg.difficulty)), shards, setup=setup,
+                                 workers=cfg.workers,
                                  ray_address=cfg.ray_address, state=ctx):
             for rec in result.value:
                 done[_key(rec)] = rec
@@ -188,12 +220,14 @@ def sweep(ctx: SearchContext | None, problems: list[Problem], cfg: ScaleConfig,
     return [done[(problem.id, strategy, budget)] for problem, strategy, budget, _ in plan]
 
 
-def _run_cells(batch: bool, ctx: SearchContext, index: int, cells: list) -> list[dict]:
+def _run_cells(batch: bool, probe: str, ctx: SearchContext, index: int, cells: list) -> list[dict]:
     """The records of a shard's cells, all of one (strategy, budget): with `batch` their
-    problems searched together (batch.py), else one by one."""
+    problems searched together (batch.py), else one by one; the difficulty probe's cells
+    with the `probe` strategy."""
     _, strategy, budget, params = cells[0]
     problems = [problem for problem, *_ in cells]
-    results = search_many(strategy, ctx, problems, params, batch)
+    run = probe if strategy == DIFFICULTY else strategy
+    results = search_many(run, ctx, problems, params, batch)
     return [_record(ctx, p, strategy, budget, params, r) for p, r in zip(problems, results)]
 
 
@@ -226,7 +260,8 @@ def summarize(records: list[dict]) -> list[dict]:
     """Accuracy and mean compute per (strategy, budget), plus the pass@N oracle rows."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in records:
-        groups[(r["strategy"], r["budget"])].append(r)
+        if r["strategy"] != DIFFICULTY:
+            groups[(r["strategy"], r["budget"])].append(r)
     rows = []
     for (strategy, budget), rs in groups.items():
         n = len(rs)
@@ -243,17 +278,26 @@ def summarize(records: list[dict]) -> list[dict]:
 
 
 def difficulty_of(records: list[dict], how: str) -> dict[str, float]:
-    """Per-problem difficulty (higher = easier) from the samples of the largest budget of
-    `majority` or `best_of_n`: their pass rate, or their mean scorer score."""
+    """Per-problem difficulty (higher = easier) from the difficulty probe's records (samples
+    drawn apart, see the module docstring): their pass rate (oracle difficulty, uses the gold
+    answers) or their mean scorer score (predicted difficulty)."""
     if how not in ("pass_rate", "score"):
         raise ValueError(f"difficulty must be 'pass_rate' or 'score', got {how!r}")
-    source = "best_of_n" if how == "score" else "majority"
-    pool = [r for r in records if r["strategy"] == source] or [r for r in records if r["strategy"] == "best_of_n"]
+    pool = [r for r in records if r["strategy"] == DIFFICULTY]
     if not pool:
-        raise ValueError(f"difficulty={how!r} needs the strategy {source!r} in the sweep")
-    top = max(r["budget"] for r in pool)
+        raise ValueError("difficulty needs the sweep's difficulty probe: 'majority' or 'best_of_n' in the sweep")
     key = "mean_score" if how == "score" else "pass_rate"
-    return {r["problem"]: r[key] or 0.0 for r in pool if r["budget"] == top}
+    return {r["problem"]: r[key] or 0.0 for r in pool}
+
+
+def difficulty_note(records: list[dict], how: str) -> str:
+    """How difficulty was estimated, in words, for the output."""
+    pool = [r for r in records if r["strategy"] == DIFFICULTY]
+    n = pool[0]["budget"] if pool else 0
+    tokens = sum(r["generated_tokens"] for r in pool) / max(len(pool), 1)
+    what = ("oracle: the pass rate of" if how == "pass_rate" else "predicted: the scorer's mean score of")
+    return (f"{what} {n} separate samples per problem ({probe_strategy(how)}'s, drawn with a seed no strategy "
+            f"uses; {tokens:.0f} generated tokens per problem, counted in no strategy's compute)")
 
 
 def tokens_to_match(rows: list[dict], strategy: str, accuracy: float) -> float | None:
@@ -280,7 +324,8 @@ def run_scale(ctx: SearchContext | None, problems: list[Problem], cfg: ScaleConf
     out = {"rows": rows, "records": records}
     if any(r["strategy"] in ("majority", "best_of_n") for r in records):
         bin_of = difficulty_bins(difficulty_of(records, cfg.difficulty), cfg.bins)
-        opt = compute_optimal(records, bin_of, seed=cfg.seed)
+        opt = compute_optimal([r for r in records if r["strategy"] != DIFFICULTY], bin_of, seed=cfg.seed)
+        opt["difficulty"] = difficulty_note(records, cfg.difficulty)
         out["compute_optimal"] = opt
         for budget, v in opt["budgets"].items():
             rows.append({"strategy": "compute-optimal", "budget": budget, "problems": v["problems"],
