@@ -85,20 +85,49 @@ def test_dynamic_sampling_refills_up_to_prompts_per_step(tmp_path):
 
 
 class ScriptedSteps:
+    """Step rewards by prompt: constant for the prompts in `flat`, varying with the step's
+    length parity for the others."""
+
+    def __init__(self, flat: set[str] = frozenset()):
+        self.flat = flat
+
     def score_steps(self, prompts, steps):
-        return [[float(len(s) % 2) for s in row] for row in steps]
+        return [[0.5] * len(row) if p in self.flat else [float(len(s) % 2) for s in row]
+                for p, row in zip(prompts, steps)]
 
 
-def test_dynamic_sampling_without_reward_functions_keeps_groups_of_mixed_accuracy(tmp_path):
+def test_process_grpo_dynamic_sampling_keeps_groups_whose_step_rewards_vary(tmp_path):
+    """Process GRPO's advantages normalise a group's step rewards, so a group carries signal
+    when they vary, whatever its accuracy: a's group (mixed accuracy, equal step rewards) is
+    dropped, b's (all wrong, step rewards that vary) is kept."""
     a, b = first_prompts(3)
-    task = ScriptedTask({a: "none", b: "alternate"})
-    trainer = make_trainer(tmp_path, task, rewards=[], process_scorer=ScriptedSteps(), estimator="process_grpo",
-                           dynamic_sampling=True, max_refills=0)
+    task = ScriptedTask({a: "alternate", b: "none"})
+    [pa] = [p for p in PROBLEMS if p.id == a]
+    trainer = make_trainer(tmp_path, task, rewards=[], process_scorer=ScriptedSteps({TASK.prompt(pa)}),
+                           estimator="process_grpo", dynamic_sampling=True, max_refills=0)
     trainer._can_skip_zero_rows = lambda: False
     [mb] = trainer.rollout(0)
     assert mb["mask"].shape[0] == 4
-    assert mb["stats"]["accuracy"] == 0.5  # b's group, not a fallback to a's
+    assert mb["stats"]["accuracy"] == 0.0  # b's group, not a's
     assert mb["stats"]["groups_kept"] == 0.5
+    assert mb["advantages"].abs().sum() > 0
+
+
+def test_refills_do_not_draw_a_kept_prompt_again(tmp_path):
+    """Every training problem of a rollout is drawn at most once, refills included."""
+    task = ScriptedTask({p.id: "all" for p in PROBLEMS})  # no group has signal: every refill round runs
+    trainer = make_trainer(tmp_path, task, dynamic_sampling=True, max_refills=20)
+    seen = []
+    original = trainer._prompts
+
+    def recording(r, attempt, drawn=frozenset()):
+        out = original(r, attempt, drawn)
+        seen.extend(p.id for p in out)
+        return out
+
+    trainer._prompts = recording
+    trainer.rollout(0)
+    assert len(seen) == len(set(seen)) == len(PROBLEMS)  # 16 problems, 2 per round, none twice
 
 
 def test_no_group_with_signal_falls_back_to_one_group_and_says_none_was_kept(tmp_path):
@@ -147,3 +176,80 @@ def test_fully_truncated_rows_are_not_counted_as_sequences(tmp_path):
     live = int((mb["mask"].sum(-1) > 0).sum())
     assert 0 < live < mb["mask"].shape[0]
     assert mb["num_seqs"] == live
+
+
+def test_process_grpo_refuses_a_kl_it_would_drop_and_applies_one_in_the_loss(tmp_path):
+    """Process GRPO's advantages read only step rewards: a KL in the reward had no effect (beta
+    did nothing), so it is refused; in the loss it changes the update."""
+    with pytest.raises(ValueError, match="keep the KL in the loss"):
+        RLConfig(estimator="process_grpo", beta=0.1, kl_in_reward=True).check()
+    weights = {}
+    for beta in (0.0, 0.1):
+        trainer = make_trainer(tmp_path / str(beta), ScriptedTask({}), rewards=[], process_scorer=ScriptedSteps(),
+                               estimator="process_grpo", beta=beta, steps=2, lr=1e-2)
+        trainer.train()
+        weights[beta] = torch.cat([p.detach().flatten() for p in trainer.policy.parameters()])
+    # the KL's gradient is 0 while the policy equals the reference (step 1), not after it
+    assert (weights[0.0] - weights[0.1]).abs().max() > 1e-6
+
+
+def test_rollout_correction_weights_and_kl_by_hand():
+    from ponder.train.policy_loss import rollout_correction
+
+    trainer = torch.tensor([[-1.0, -2.0, -3.0]])
+    sampler = torch.tensor([[-1.5, -1.0, -3.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0]])
+    w, st = rollout_correction(trainer, sampler, mask, cap=1.5)
+    # ratios exp(0.5) = 1.6487 (capped at 1.5) and exp(-1) = 0.3679; the masked token's is 1
+    assert w.tolist()[0] == pytest.approx([1.5, 0.36788, 1.0], abs=1e-4)
+    k3 = ((1.64872 - 1 - 0.5) + (0.36788 - 1 + 1.0)) / 2
+    assert st["rollout_kl"] == pytest.approx(k3, abs=1e-4) and st["tis_clip_frac"] == 0.5
+    w, st = rollout_correction(trainer, trainer, mask, cap=2.0)
+    assert w.tolist()[0] == [1.0, 1.0, 1.0] and st["rollout_kl"] == 0.0
+    with pytest.raises(ValueError, match="top_p = 1"):
+        RLConfig(top_p=0.9).check()
+
+
+def test_rollouts_from_another_distribution_are_measured_and_corrected(tmp_path):
+    """The engine's own samples: sampler and trainer agree (rollout_kl ~ 0). A sampler whose
+    weights lag the trainer's (as bf16, vLLM or a server would differ): rollout_kl > 0, and
+    truncated importance sampling changes the loss."""
+    def first_step(tis_cap, stale):
+        trainer = make_trainer(tmp_path / f"{tis_cap}-{stale}", ScriptedTask({p.id: "alternate" for p in PROBLEMS}),
+                               tis_cap=tis_cap)
+        if stale:
+            from ponder.generation import make_engine
+
+            tok = build_char_tokenizer()
+            other = build_tiny_model(tok, "1m", seed=1)  # another policy samples
+            trainer.generator = make_engine("torch", other, tokenizer=tok)
+            trainer._sync_weights = lambda: None
+        [mb] = trainer.batch_at(0)
+        loss, stats = trainer.loss_fn(trainer.trainable, mb)
+        return float(loss), stats
+
+    _, own = first_step(2.0, stale=False)
+    assert abs(own["rollout_kl"]) < 1e-5 and own["tis_clip_frac"] == 0.0
+    corrected, stale = first_step(2.0, stale=True)
+    plain, _ = first_step(0.0, stale=True)
+    assert stale["rollout_kl"] > 0.01
+    assert corrected != pytest.approx(plain, abs=1e-7)
+
+
+def test_old_and_reference_logprobs_are_taken_without_dropout(tmp_path):
+    from ponder.train.rl_batch import response_logprobs
+
+    trainer = make_trainer(tmp_path, ScriptedTask({p.id: "alternate" for p in PROBLEMS}), num_minibatches=2,
+                           beta=0.1)
+    for m in trainer.policy.modules():
+        if hasattr(m, "attention_dropout"):
+            m.attention_dropout = 0.5  # dropout that train mode would apply
+    trainer.trainable.train()
+    mbs = trainer.rollout(0)
+    assert trainer.trainable.training  # the mode is given back
+    trainer.policy.eval()
+    with torch.no_grad():
+        for mb in mbs:
+            want = response_logprobs(trainer.policy, mb, 1.0)[0]
+            assert (mb["old_logp"] - want).abs().max() < 1e-5
+            assert (mb["ref_logp"] - want).abs().max() < 1e-5  # the reference is the initial policy

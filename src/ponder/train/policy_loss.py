@@ -137,6 +137,23 @@ def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, estimator: str = "k3"
     raise ValueError(f"unknown KL estimator {estimator!r}: expected 'k1', 'k2' or 'k3'")
 
 
+def rollout_correction(trainer_logp: torch.Tensor, sampler_logp: torch.Tensor, mask: torch.Tensor,
+                       cap: float) -> tuple[torch.Tensor, dict]:
+    """Truncated importance sampling weights for rollouts drawn by another engine than the
+    trainer (Yao et al. 2025; Ionides 2008's truncation): w = min(pi_trainer / pi_sampler, cap)
+    per token, detached, to multiply each token's policy loss. Stats: `rollout_kl`, the k3
+    estimate of KL(pi_sampler || pi_trainer) from the sampler's tokens (0 when they agree), and
+    `tis_clip_frac`, the share of tokens whose weight was capped. (B, T) -> (B, T), dict."""
+    log_ratio = (trainer_logp - sampler_logp).detach()
+    ratio = torch.exp(log_ratio)
+    m = mask.to(ratio.dtype)
+    n = m.sum().clamp(min=1)
+    kl = (((ratio - 1) - log_ratio) * m).sum() / n  # k3 with r = pi_trainer / pi_sampler
+    weights = ratio.clamp(max=cap) if cap > 0 else torch.ones_like(ratio)
+    clipped = (((ratio > cap).to(m.dtype) * m).sum() / n) if cap > 0 else torch.zeros(())
+    return weights, {"rollout_kl": float(kl), "tis_clip_frac": float(clipped)}
+
+
 def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
                clip: float = 0.2) -> torch.Tensor:
     """PPO's clipped value loss (as in OpenAI baselines / verl): per token

@@ -77,6 +77,7 @@ from ponder.train.policy_loss import (
     kl_penalty,
     masked_mean,
     policy_loss,
+    rollout_correction,
     value_loss,
 )
 
@@ -136,13 +137,15 @@ class RLTrainer:
         self.prompt_seeds = distributed.launched() if prompt_seeds is None else prompt_seeds
 
     # ------------------------------------------------------------- prompts and samples
-    def _prompts(self, r: int, attempt: int) -> list:
+    def _prompts(self, r: int, attempt: int, drawn: set[str] = frozenset()) -> list:
         """Training problems for rollout r: an epoch-wise seeded shuffle; refills for dynamic
-        sampling draw a seeded random subset."""
+        sampling draw a seeded random subset of the problems this rollout has not drawn yet
+        (`drawn`: their ids), so a kept group's prompt is not sampled again."""
         P = self.cfg.prompts_per_step
         if attempt > 0:
             rng = random.Random(_seed(self.cfg.seed, r, attempt))
-            return rng.sample(self.train_problems, P)
+            fresh = [p for p in self.train_problems if p.id not in drawn]
+            return rng.sample(fresh, min(P, len(fresh)))
         return [self.train_problems[i] for i in self._order.take(r * P, P)]
 
     def _sync_weights(self) -> None:
@@ -154,21 +157,22 @@ class RLTrainer:
             self.timing["sync_s"] = self.timing.get("sync_s", 0.0) + time.perf_counter() - t0
             self._stale = False
 
-    def _sample_groups(self, r: int, attempt: int) -> list[dict]:
-        """The groups of rollout r's prompts (refill round `attempt`), sampled and scored: this
-        process's share of the prompts, then gathered, so every process returns all groups in
-        the order of the prompts."""
+    def _sample_groups(self, r: int, attempt: int, drawn: set[str] = frozenset()) -> list[dict]:
+        """The groups of rollout r's prompts (refill round `attempt`, avoiding the problems in
+        `drawn`), sampled and scored: this process's share of the prompts, then gathered, so
+        every process returns all groups in the order of the prompts."""
         cfg = self.cfg
-        problems = self._prompts(r, attempt)
+        problems = self._prompts(r, attempt, drawn)
         mine = distributed.share(len(problems))
         problems = [problems[i] for i in mine]
         if not problems:  # more processes than prompts: this one only gathers
             return [g for part in distributed.gather_objects([]) for g in part]
         prompts = [self.task.prompt(p) for p in problems]
         prompt_ids = encode_prompts(self.tokenizer, prompts)
+        # The sampler's log-probabilities correct rollouts from another distribution than the
+        # trainer's (rollout_correction); the trainer recomputes its own where the loss needs them.
         params = SamplingParams(n=cfg.group_size, temperature=cfg.temperature, top_p=cfg.top_p,
-                                max_tokens=cfg.max_tokens, seed=_seed(cfg.seed, r, attempt),
-                                logprobs=False)  # recomputed by the trainer where the loss needs them
+                                max_tokens=cfg.max_tokens, seed=_seed(cfg.seed, r, attempt), logprobs=True)
         seeds = [_seed(cfg.seed, r, attempt, i) for i in mine] if self.prompt_seeds else None
         self._sync_weights()
         t0 = time.perf_counter()
@@ -199,8 +203,8 @@ class RLTrainer:
             x["parts"] = {k: v[i] for k, v in per_fn.items()}
             x["correct"] = float(self.task.is_correct(x["problem"], completions[i]))
         if self.process_scorer is not None:
-            split = [step_token_ends(self.tokenizer, x["sample"].token_ids, x["sample"].text, self.task.step_delimiter)
-                     for x in rows]
+            split = [step_token_ends(self.tokenizer, x["sample"].token_ids, x["sample"].text, self.task.step_delimiter,
+                                     x["prompt_ids"]) for x in rows]
             try:
                 scores = self.process_scorer.score_steps(prompts, [s for s, _ in split])
             except Exception as e:
@@ -222,29 +226,50 @@ class RLTrainer:
         sampled = kept = len(groups)
         if cfg.dynamic_sampling:
             def has_signal(group: list[dict]) -> bool:
+                if cfg.estimator == "process_grpo":
+                    # its advantages normalise the group's step rewards: a group has signal
+                    # when they are not all equal, whatever the outcomes
+                    return len({v for x in group for v in x.get("step_rewards", [])}) > 1
                 # DAPO §3.2 (eq. 11): 0 < |{o_i : o_i is correct}| < G. The accuracy, not the
                 # total reward: a format or overlong term that varies within an all-correct group
-                # does not keep it, and a run without reward functions (process rewards only)
-                # still keeps its groups of mixed accuracy
+                # does not keep it
                 return 0 < sum(x["correct"] for x in group) < len(group)
 
+            first = groups
+            drawn = {g[0]["problem"].id for g in groups}
             groups = [g for g in groups if has_signal(g)]
             for attempt in range(1, cfg.max_refills + 1):
                 if len(groups) >= cfg.prompts_per_step:
                     break
-                more = self._sample_groups(r, attempt)
+                more = self._sample_groups(r, attempt, drawn)
+                if not more:  # every training problem has been drawn in this rollout
+                    break
+                drawn |= {g[0]["problem"].id for g in more}
                 sampled += len(more)
                 groups += [g for g in more if has_signal(g)]
             groups = groups[:cfg.prompts_per_step]
             kept = len(groups)
-            if not groups:  # nothing to learn from: one group, so that the step still has a batch
-                groups = self._sample_groups(r, 0)[:1]
+            if not groups:  # nothing to learn from: one group already sampled, so the step still has a batch
+                groups = first[:1]
         rows = [x for g in groups for x in g]
         batch = self._tensorize(rows)
+        module = self.trainable
+        # Old and reference log-probabilities are those of the policy as it sampled: no dropout.
+        was_training = module.training
+        module.eval()
+        try:
+            return self._rollout_batch(r, rows, batch, module, stats_of=(sampled, kept, t0))
+        finally:
+            module.train(was_training)
+
+    def _rollout_batch(self, r: int, rows: list[dict], batch: dict, module, stats_of: tuple) -> list[dict]:
+        """Rollout r's batch with its old and reference log-probabilities, rewards and
+        advantages, cut into mini-batches (`module` in eval mode)."""
+        cfg = self.cfg
+        sampled, kept, t0 = stats_of
         mask = batch["mask"]
         B, T = mask.shape
         rewards = torch.tensor([x["reward"] for x in rows], dtype=torch.float32)
-        module = self.trainable
         needs_old = cfg.updates_per_step > 1 or cfg.estimator == "gae"
         if needs_old:
             gae = cfg.estimator == "gae"
@@ -295,14 +320,21 @@ class RLTrainer:
         T = max(len(x["sample"].token_ids) for x in rows)
         response = torch.full((len(rows), T), self.pad_id, dtype=torch.long)
         mask = torch.zeros(len(rows), T)
+        # The sampler's log-probabilities, when the engine returned them all (a hosted API may not).
+        sampler = torch.zeros(len(rows), T) if all(x["sample"].logprobs is not None for x in rows) else None
         for i, x in enumerate(rows):
             t = x["sample"].token_ids
             response[i, :len(t)] = torch.tensor(t, dtype=torch.long)
             mask[i, :len(t)] = 1.0
+            if sampler is not None:
+                sampler[i, :len(t)] = torch.tensor(x["sample"].logprobs[:len(t)], dtype=torch.float32)
         attention = torch.cat([attn, mask.long()], dim=1)
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
-        return {"input_ids": torch.cat([ids, response], dim=1), "attention_mask": attention, "position_ids": positions,
-                "response": response, "mask": mask, "prompt_len": P}
+        batch = {"input_ids": torch.cat([ids, response], dim=1), "attention_mask": attention,
+                 "position_ids": positions, "response": response, "mask": mask, "prompt_len": P}
+        if sampler is not None:
+            batch["rollout_logp"] = sampler
+        return batch
 
     def _by_rows(self, fn, batch: dict) -> tuple:
         """fn(batch) -> a tuple of (B, T) tensors (or None), each process computing it on its
@@ -402,6 +434,10 @@ class RLTrainer:
         mask = mb["mask"]
         old = mb["old_logp"] if "old_logp" in mb else logp.detach()
         loss_mat, st = policy_loss(cfg.loss, logp, old, mb["advantages"], mask, cfg.epsilon_low, cfg.epsilon_high)
+        if "rollout_logp" in mb:  # the trainer's distribution at sampling time against the sampler's
+            weights, rc = rollout_correction(old, mb["rollout_logp"], mask, cfg.tis_cap)
+            loss_mat = loss_mat * weights
+            st.update(rc)
         stats = dict(weighted)
         if "ref_logp" in mb:
             kl = kl_penalty(logp, mb["ref_logp"], cfg.kl_estimator)

@@ -19,7 +19,14 @@ import torch
 
 
 class ActorCritic(torch.nn.Module):
-    """The policy plus a scalar value head on its last hidden state (PPO's critic)."""
+    """The policy plus a scalar value head on its last hidden state (PPO's critic).
+
+    The critic shares the policy's trunk: the values are a linear read-out of the policy's own
+    last hidden state, and the value loss (`vf_coef` * value_loss) back-propagates into the
+    policy's weights along with the policy loss. verl and OpenRLHF instead train a separate
+    critic model (its own transformer, initialised from the policy or the reward model, its own
+    optimiser), so value learning never moves the policy. Sharing is a deliberate
+    simplification here (one model in memory, one forward); see gae_advantages."""
 
     def __init__(self, policy: torch.nn.Module):
         super().__init__()
@@ -88,9 +95,21 @@ def shared_prompt_logits(policy, batch: dict) -> torch.Tensor | None:
     return torch.cat([first_logits, tail.logits], dim=1)
 
 
-def step_token_ends(tokenizer, token_ids: list[int], text: str, delimiter: str) -> tuple[list[str], list[int]]:
+def step_token_ends(tokenizer, token_ids: list[int], text: str, delimiter: str,
+                    prompt_ids: list[int] | None = None) -> tuple[list[str], list[int]]:
     """The non-blank steps of `text` and, for each, the index of the response token at which it
-    ends (the first token whose decoded prefix covers the step's last character)."""
+    ends (the first token whose decoded prefix covers the step's last character).
+
+    The prefixes are decoded after `prompt_ids` (the prompt the response continues), with the
+    engine's own incremental detokenizer (generation/stops.py), so their lengths count the
+    characters of `text` as the engine produced it. Decoded alone, a response's first token can
+    lose characters: SentencePiece/Metaspace tokenizers (Llama 2, Mistral, Gemma) drop the
+    leading space of the first token of a decode ("▁Step" -> "Step", but " Step" after the
+    prompt), which would shift every step end one token late. Without `prompt_ids` the
+    response is decoded from its start, which is exact only for tokenizers without that rule
+    (character-level, byte-level BPE)."""
+    from ponder.generation.stops import IncrementalDetokenizer
+
     ends_chars, steps, pos = [], [], 0
     for piece in text.split(delimiter):
         if piece.strip():
@@ -99,7 +118,11 @@ def step_token_ends(tokenizer, token_ids: list[int], text: str, delimiter: str) 
         pos += len(piece) + len(delimiter)
     if not steps:
         return [], []
-    covered = [len(tokenizer.decode(token_ids[: k + 1], skip_special_tokens=True)) for k in range(len(token_ids))]
+    detok = IncrementalDetokenizer(tokenizer, list(prompt_ids or []))
+    covered = []  # covered[k]: characters of the response decoded once token k is in
+    for t in token_ids:
+        detok.push(t)
+        covered.append(len(detok.text))
     ends = []
     for c in ends_chars:
         k = next((i for i, n in enumerate(covered) if n >= c), len(token_ids) - 1)
@@ -126,7 +149,7 @@ def drop_zero_rows(mb: dict) -> dict:
     p_start = int((out["attention_mask"][:, :P].sum(0) == 0).sum())  # prompt columns that are padding in every row
     for k in ("input_ids", "attention_mask", "position_ids"):
         out[k] = out[k][:, p_start:P + t_keep]
-    for k in ("response", "mask", "advantages", "old_logp", "ref_logp", "returns", "old_values"):
+    for k in ("response", "mask", "advantages", "old_logp", "ref_logp", "returns", "old_values", "rollout_logp"):
         if k in out:
             out[k] = out[k][:, :t_keep]
     out["prompt_len"] = P - p_start

@@ -52,6 +52,12 @@ class RLConfig(DeviceOptions):
     prompts; a format or length term in the reward does not keep an all-correct group"""
     max_refills: int = 4
     """extra sampling rounds per step for dynamic sampling"""
+    tis_cap: float = 2.0
+    """truncated importance sampling (Yao et al. 2025, "Your Efficient RL Framework Secretly Brings
+    You Off-Policy RL Training"; verl's rollout correction): each token's policy loss is weighted
+    by min(pi_trainer / pi_sampler, tis_cap), so rollouts from an engine whose distribution is not
+    the trainer's (torch-bf16, vLLM, a server) are corrected; 0 = off. The sampler-trainer KL is
+    logged either way (rollout_kl)"""
     mask_truncated: bool = False
     """exclude completions cut at max_tokens from the loss (DAPO overlong filtering)"""
     gamma: float = 1.0
@@ -95,6 +101,15 @@ class RLConfig(DeviceOptions):
             raise ValueError("num_minibatches is larger than the rollout batch (prompts_per_step * group_size)")
         if self.temperature <= 0:
             raise ValueError("RL samples need temperature > 0")
+        if self.top_p < 1:
+            raise ValueError(f"top_p={self.top_p}: RL samples need top_p = 1, because the trainer's log-probabilities "
+                             "are of the whole distribution and top_p < 1 samples from a truncated one (the "
+                             "importance ratios would be wrong)")
+        if self.tis_cap < 0:
+            raise ValueError(f"tis_cap must be >= 0 (0 = off), got {self.tis_cap}")
+        if self.estimator == "process_grpo" and self.beta > 0 and self.kl_in_reward:
+            raise ValueError("process_grpo's advantages read only the step rewards, so a KL subtracted from the "
+                             "reward would be dropped: keep the KL in the loss (no --kl-in-reward) with process_grpo")
 
     @property
     def updates_per_step(self) -> int:
