@@ -8,9 +8,16 @@ policy from a Hugging Face folder saved once in the run directory (this also cov
 way the trainer calls `engine.update_weights(policy.named_parameters())` before it samples
 after an optimiser step - the weight sync of TRL, verl and OpenRLHF - which costs nothing on
 the torch engine (the tensors are already its own).
+
+On a GPU, `vllm` is colocated: the sampler lives in the trainer's process, on the trainer's
+GPU (TRL's `vllm_mode="colocate"`), and the two share its memory: vLLM takes the fraction
+$PONDER_VLLM_GPU_MEMORY of it (default 0.3; vLLM's own default, 0.9, would leave the trainer
+nothing) for its weights and KV cache, the trainer the rest. Splitting them (a vLLM server on
+other GPUs) is the server-URL engine.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ponder.generation import Generator, is_url, make_engine
@@ -29,4 +36,10 @@ def policy_engine(spec: str, model, tokenizer, run_dir: str | Path, batch_size: 
     if not (init / "config.json").exists():
         model.save_pretrained(init)
         tokenizer.save_pretrained(init)
-    return make_engine(spec, str(init), batch_size=batch_size, seed=seed)
+    options = {}
+    if spec == "vllm":
+        import torch
+
+        if torch.cuda.is_available():  # colocated with the trainer: a share of its GPU
+            options["gpu_memory_utilization"] = float(os.environ.get("PONDER_VLLM_GPU_MEMORY", "0.3"))
+    return make_engine(spec, str(init), batch_size=batch_size, seed=seed, **options)
