@@ -224,6 +224,7 @@ def test_rollouts_from_another_distribution_are_measured_and_corrected(tmp_path)
             other = build_tiny_model(tok, "1m", seed=1)  # another policy samples
             trainer.generator = make_engine("torch", other, tokenizer=tok)
             trainer._sync_weights = lambda: None
+            trainer.correct_rollouts = tis_cap > 0  # as for an engine other than the trainer's own
         [mb] = trainer.batch_at(0)
         loss, stats = trainer.loss_fn(trainer.trainable, mb)
         return float(loss), stats

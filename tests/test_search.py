@@ -237,29 +237,38 @@ def test_mcts_backs_up_values_and_revisits_the_best_branch():
 
 
 def test_mcts_puct_visits_and_value_sums_by_hand():
-    """Three simulations, M = 2, c_puct = 2, uniform prior 1/2, values = last-step scores.
-    1. root expands to a (0.8), b (0.5); the walk takes a, expands it to a14 (0.9), a9 (0.2)
-       and ends at a14: root, a, a14 get (1 visit, 0.9).
-    2. PUCT at root: a = 0.9 + 2 * 0.5 * sqrt(1) / 2 = 1.4; b (unvisited: its score)
-       = 0.5 + 2 * 0.5 * 1 / 1 = 1.5 -> b, which expands to b7 (0.6), b8 (0.4) and ends at b7.
-    3. root: a = 0.9 + sqrt(2) / 2 = 1.61; b = 0.6 + sqrt(2) / 2 = 1.31 -> a; under a:
-       a14 = 0.9 + 0.5 = 1.4, a9 = 0.2 + 1 = 1.2 -> a14, already finished: backed up again.
-    Picking the worst child instead would visit a9 at simulation 2."""
+    """Four simulations, M = 2, c_puct = 2, uniform prior 1/2, so the exploration term is
+    sqrt(N(s)) / (1 + N(s, a)); values = last-step scores. The sampled order puts the
+    better-scored child second everywhere: root -> b (0.4), a (0.5); a -> a9 (0.1), a14 (0.4);
+    b -> b8 (0.3), b7 (0.6).
+    1. root expands to b, a; the walk takes the best-scored, a, which expands to a9, a14 and
+       ends at a14: root, a, a14 get (1 visit, 0.4).
+    2. root (N = 1): b, unvisited, has Q = its score: 0.4 + 1 / 1 = 1.4; a = 0.4 + 1 / 2 = 0.9
+       -> b, which expands to b8, b7 and ends at the best-scored b7 (0.6).
+    3. root (N = 2): b = 0.6 + sqrt(2) / 2 = 1.31; a = 0.4 + sqrt(2) / 2 = 1.11 -> b; under b
+       (N = 1): b8 = 0.3 + 1 = 1.3, b7 = 0.6 + 1 / 2 = 1.1 -> b8, finished: backs up 0.3.
+    4. root (N = 3): b has Q = the mean 0.9 / 2: 0.45 + sqrt(3) / 3 = 1.03; a = 0.4 +
+       sqrt(3) / 2 = 1.27 -> a; under a (N = 1): a9 = 0.1 + 1 = 1.1, a14 = 0.4 + 1 / 2 = 0.9
+       -> a9, finished: backs up 0.1.
+    Each of these bugs changes the visits: Q = value sum (b = 0.9 + 0.58 at 4), unvisited
+    Q = 0 (b7 over b8 at 3), walking into the first child instead of the best-scored (b at 1),
+    and so does picking the worst child."""
     from ponder.search.mcts import run_mcts
 
-    tree = {"": ["a\n", "b\n"], "a\n": ["Answer: 14", "Answer: 9"], "b\n": ["Answer: 7", "Answer: 8"]}
-    scores = {"a": 0.8, "b": 0.5, "Answer: 14": 0.9, "Answer: 9": 0.2, "Answer: 7": 0.6, "Answer: 8": 0.4}
-    cfg = SearchParams(n=3, beam_width=2, c_puct=2.0)
+    tree = {"": ["b\n", "a\n"], "a\n": ["Answer: 9", "Answer: 14"], "b\n": ["Answer: 8", "Answer: 7"]}
+    scores = {"a": 0.5, "b": 0.4, "Answer: 14": 0.4, "Answer: 9": 0.1, "Answer: 7": 0.6, "Answer: 8": 0.3}
+    cfg = SearchParams(n=4, beam_width=2, c_puct=2.0)
     policy = StepPolicy(SearchContext(Scripted(tree=tree), Toy(), StepTable(scores)), PROBLEM, cfg)
     root, finished = run_mcts(policy, cfg)
     assert [len(root.children)] + [len(c.children) for c in root.children] == [2, 2, 2]
-    a, b = root.children
-    (a14, a9), (b7, b8) = a.children, b.children
+    b, a = root.children
+    (a9, a14), (b8, b7) = a.children, b.children
+    assert [n.text for n in (a9, a14, b8, b7)] == ["a\nAnswer: 9", "a\nAnswer: 14", "b\nAnswer: 8", "b\nAnswer: 7"]
     stats = lambda node: (node.visits, round(node.value_sum, 9))  # noqa: E731
-    assert stats(root) == (3, 2.4)
-    assert (stats(a), stats(a14), stats(a9)) == ((2, 1.8), (2, 1.8), (0, 0.0))
-    assert (stats(b), stats(b7), stats(b8)) == ((1, 0.6), (1, 0.6), (0, 0.0))
-    assert [n.text for n in finished] == ["a\nAnswer: 14", "b\nAnswer: 7"]
+    assert stats(root) == (4, 1.4)
+    assert (stats(a), stats(a14), stats(a9)) == ((2, 0.5), (1, 0.4), (1, 0.1))
+    assert (stats(b), stats(b7), stats(b8)) == ((2, 0.9), (1, 0.6), (1, 0.3))
+    assert [n.text for n in finished] == ["a\nAnswer: 14", "b\nAnswer: 7", "b\nAnswer: 8", "a\nAnswer: 9"]
 
 
 # ----- budget forcing and self-refine -----

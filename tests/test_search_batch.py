@@ -62,7 +62,7 @@ def test_batched_sweep_equals_one_by_one(tiny_dir, prm, task):
     usage_one = engine.usage.copy()
     batched = run_scale(SearchContext(engine, task, prm), problems, ScaleConfig(**cfg))
     calls_batched = engine.usage.calls - calls_one
-    assert len(one["records"]) == 6 * (1 + 6 * 2)
+    assert len(one["records"]) == 6 * (1 + 6 * 2 + 1)  # + the difficulty probe
     # Answers, correctness, every token count.
     assert same_but_scores(batched["records"], one["records"])
     # Per-problem compute is what the engine counted, in both runs.

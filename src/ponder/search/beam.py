@@ -10,9 +10,13 @@ With N beams and beam width M:
 3. expand each kept beam M times (one prompt per beam, n=M, so its text is prefilled once)
    and go to 2, until N solutions are finished, none is left open, or `max_steps`.
 
-The answer is chosen among the finished solutions (plus those still open at the step
-limit) by the best score or the weighted vote. `lookahead.py` reuses this loop with a
-different way of scoring a step.
+The search returns at most N candidates: the N best-scored finished solutions (as
+search-and-learn keeps `completed_beams[:n]`). One round can finish up to N beams at once, so
+the finished pile can overshoot N (N - 1 finished, then a round that finishes several), and
+beams still open when N have finished are unfinished solutions, not candidates; both would
+let a larger pool than N vote. The answer is chosen among the candidates by the best score or
+the weighted vote. (A solution that reaches `max_steps` or `max_tokens` is closed, so it counts
+as finished.) `lookahead.py` reuses this loop with a different way of scoring a step.
 """
 from __future__ import annotations
 
@@ -40,7 +44,9 @@ def beam_search(ctx: SearchContext, problem: Problem, cfg: SearchParams, name: s
         if not open_ or len(finished) >= cfg.n:
             break
         children = [c for group in policy.expand(open_, cfg.beam_width) for c in group]
-    candidates = [policy.candidate(node) for node in finished + open_]
+    # the N best finished ones (a stable sort: equal scores keep the order they finished in)
+    best = sorted(finished, key=lambda c: -c.score)[:cfg.n]
+    candidates = [policy.candidate(node) for node in best]
     return candidates, choose(candidates, cfg.weighted)
 
 

@@ -127,7 +127,13 @@ def gae_advantages(
     """Generalised advantage estimation (Schulman et al. 2016, eq. 16):
     delta_t = r_t + gamma V_{t+1} - V_t, A_t = sum_l (gamma lam)^l delta_{t+l}, with V = 0
     past the last response token. Returns (advantages, returns = A + V), both (B, T); the
-    advantages are not whitened here (PPO whitens them over the batch, see `gae` below)."""
+    advantages are not whitened here (PPO whitens them over the batch, see `gae` below).
+
+    The values come from a value head on the policy's own last hidden state (`ActorCritic` in
+    rl_batch.py): the critic shares the policy's trunk, and the value loss trains that trunk
+    too. verl and OpenRLHF train a separate critic model (its own weights and optimiser), as
+    the PPO-for-LLMs papers do; the shared trunk is a deliberate simplification here - half
+    the memory and one forward, at the price of value-loss gradients in the policy."""
     B, T = token_rewards.shape
     adv = torch.zeros_like(token_rewards)
     last = torch.zeros(B, dtype=token_rewards.dtype)
@@ -145,8 +151,15 @@ def process_grpo_advantages(
     """GRPO with process supervision (DeepSeekMath §4.1.3): the step rewards of all
     completions in a group are normalised together, r~ = (r - mean(R)) / std(R) over the
     group's set R of step rewards, and the advantage of token t is the sum of the normalised
-    rewards of the steps that end at or after t. A completion without steps gets zero, and so
-    does every token of a group whose step rewards are all equal.
+    rewards of the steps that end at or after t, A_t = sum_{index(j) >= t} r~_j. A completion
+    without steps gets zero, and so does every token of a group whose step rewards are all equal.
+
+    The last step ends where the completion ends: its index(j) is the row's last response token
+    (the last 1 of `mask`), not the last character of its text. The paper's steps partition the
+    whole output, so the tokens after the final step's text - the trailing delimiter and the
+    EOS - belong to that step and get its reward. Read literally at the text's end they would
+    get an advantage of 0, and the EOS, the token that ends the solution, would never be
+    reinforced or penalised (step_token_ends gives the token where each step's text ends).
 
     Outcome rewards play no part: as in DeepSeekMath §4.1.3, process supervision uses only the
     step rewards (a final answer counts only through the score of the step that states it).
@@ -169,7 +182,11 @@ def process_grpo_advantages(
         norm = (dev / (std + eps)).tolist()
         k = 0
         for i in rows:
-            for end in step_ends[i]:
+            on = mask[i].nonzero()
+            last = int(on.max()) if on.numel() else T - 1  # the row's last response token
+            for j, end in enumerate(step_ends[i]):
+                if j == len(step_ends[i]) - 1:
+                    end = max(end, last)  # the last step covers the completion's end (EOS)
                 # the step's normalised reward counts for every token up to its end
                 adv[i, : end + 1] += norm[k]
                 k += 1

@@ -7,6 +7,19 @@ resumed run sees exactly the data an uninterrupted run would), and `loss_fn(mode
 which returns (loss, stats). Everything else — optimiser, schedule, accumulation, logging,
 checkpoints — lives here, once. Built on `accelerate`.
 
+Gradient accumulation has two modes, chosen by the loss. By default a step's loss is the mean
+of its micro-batches' losses (right for a loss that is a mean over examples, as DPO's and the
+reward model's are). A token-mean loss opts in to the token mean over the whole step by
+returning `stats[LOSS_TOKENS]`, the number of tokens its (mean) loss is over: the step's loss is
+then sum_i loss_i * n_i / sum_i n_i over every micro-batch i of the step, in every process, as
+if the step were one batch. The mean of per-micro-batch means would give each token of a short
+micro-batch more weight than one of a long micro-batch - the gradient accumulation bug that
+transformers fixed in v4.46 (its `num_items_in_batch`). The step's token count is known only
+after the last forward, so each backward is weighted by n_i / ref (ref: the step's number of
+micro-batches, the same in every process, so N processes scale alike and their gradients add
+up to one process's to float rounding) and the accumulated gradients are multiplied by
+ref / sum_i n_i afterwards (gradients are linear in the loss). Logged stats of such a loss are token-weighted means over the step too.
+
 Devices: the model goes to `cfg.device` before anything else (models/device.py), every
 micro-batch follows it there before `loss_fn` sees it, and with `mixed_precision` the forward
 runs under accelerate's autocast while weights and optimiser state stay fp32.
@@ -14,8 +27,9 @@ runs under accelerate's autocast while weights and optimiser state stay fp32.
 Data parallel (`torchrun --nproc_per_node N`, see distributed.py): every process calls
 `batch_at(step)` and takes its own contiguous share of the step's micro-batches; each loss is
 divided by the number of micro-batches of the whole step and the gradients are summed over
-processes, so N processes compute the update one process computes from the same micro-batches
-(up to float rounding in the sum). Give the step at least N micro-batches (`grad_accum`), or
+processes (with a token-mean loss, the step's token count is summed over processes first), so
+N processes compute the update one process computes from the same micro-batches (up to float
+rounding in the sum). Give the step at least N micro-batches (`grad_accum`), or
 some processes have nothing to do. A trainer whose `batch_at` already returns this process's
 part of each micro-batch (RL samples its own rows) passes `sharded=True`: its losses and stats
 are then this process's shares, summed over processes. Rank 0 alone writes metrics, checkpoints
@@ -40,6 +54,10 @@ from ponder.generation.base import mark_weights_changed
 from ponder.models.device import DeviceOptions, place, step_done, to_device
 from ponder.runs import atomic_write
 from ponder.train import distributed
+
+LOSS_TOKENS = "loss_tokens"
+"""The stats key by which a loss opts in to the step-wide token mean (see the module docstring):
+the number of tokens its returned loss is the mean over. The loop removes it from the stats."""
 
 
 @dataclass
@@ -240,37 +258,58 @@ class TrainLoop:
 
     # ----------------------------------------------------------------- one step
     def _accumulate(self, micro_batches: list) -> dict[str, float]:
-        """Backward over this process's micro-batches (or parts of them, when sharded), each
-        loss divided by the step's number of micro-batches; then the gradients and the stats
-        are summed over processes. Returns the summed stats. A non-finite loss in any process
-        stops every process with FloatingPointError before the optimiser steps."""
+        """Backward over this process's micro-batches (or parts of them, when sharded), then the
+        gradients are summed over processes. A loss without `stats[LOSS_TOKENS]` is divided by
+        the step's number of micro-batches; a token-mean loss is weighted by its tokens and the
+        gradients divided by the step's tokens (over every process), see the module docstring.
+        Returns the step's stats: means over the micro-batches (token-weighted for a token-mean
+        loss), `tokens` summed. A non-finite loss in any process stops every process with
+        FloatingPointError before the optimiser steps."""
         n = len(micro_batches)
         mine = micro_batches if self.sharded else [micro_batches[i] for i in distributed.share(n)]
         stats_sum: dict[str, float] = {}
+        weight, ref = 0.0, None  # a token-mean loss: this process's tokens; its backward's divisor
         bad = None
         for micro in mine:
             loss, stats = self.loss_fn(self.model, to_device(micro, self.device))
             if not torch.isfinite(loss):
                 bad = loss.item()
                 break
-            self.accelerator.backward(loss / n)
+            stats = dict(stats)
+            tokens = stats.pop(LOSS_TOKENS, None)
+            if tokens is None:
+                w = 1.0
+                self.accelerator.backward(loss / n)
+            else:
+                w = float(tokens)
+                # One divisor for every process (the step's micro-batch count), so that N
+                # processes scale their gradients alike and add up to one process's to rounding.
+                ref = float(n)
+                weight += w
+                self.accelerator.backward(loss * (w / ref))
             for k, v in stats.items():
-                stats_sum[k] = stats_sum.get(k, 0.0) + float(v)
-        if distributed.world_size() > 1:
-            parts = distributed.gather_objects((bad, stats_sum))
-            bad = next((b for b, _ in parts if b is not None), None)
-            stats_sum = {}
-            for _, part in parts:
-                for k, v in part.items():
-                    stats_sum[k] = stats_sum.get(k, 0.0) + v
-            if bad is None:
-                distributed.sum_gradients(self.model.parameters())
+                stats_sum[k] = stats_sum.get(k, 0.0) + float(v) * (w if k != "tokens" else 1.0)
+        parts = distributed.gather_objects((bad, stats_sum, weight, ref is not None))
+        bad = next((b for b, *_ in parts if b is not None), None)
         if bad is not None:
             raise FloatingPointError(
                 f"non-finite loss ({bad}) at step {self.step}; "
                 f"the last good checkpoint in {self.ckpt_dir} is kept unchanged"
             )
-        return stats_sum
+        token_mean = any(t for *_, t in parts)
+        total = sum(w for _, _, w, _ in parts)
+        if ref is not None:  # this process's part of sum_i loss_i * n_i / (the step's tokens)
+            for p in self.model.parameters():
+                if p.grad is not None:
+                    p.grad.mul_(ref / max(total, 1.0))
+        if distributed.world_size() > 1:
+            distributed.sum_gradients(self.model.parameters())
+        summed: dict[str, float] = {}
+        for _, part, _, _ in parts:
+            for k, v in part.items():
+                summed[k] = summed.get(k, 0.0) + v
+        denom = max(total, 1.0) if token_mean else n
+        return {k: v / denom if k != "tokens" else v for k, v in summed.items()}
 
     def _evaluate(self) -> dict:
         """Rank 0 evaluates (the others wait for its result), so results equal a one-process
@@ -302,7 +341,7 @@ class TrainLoop:
             while self.step < cfg.max_steps:
                 micro_batches = self.batch_at(self.step)
                 self._warn_idle(len(micro_batches))
-                stats_sum = self._accumulate(micro_batches)
+                step_stats = self._accumulate(micro_batches)
                 grad_norm = None
                 if cfg.max_grad_norm > 0:
                     grad_norm = float(self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm))
@@ -312,8 +351,8 @@ class TrainLoop:
                 step_done(self.device)
                 mark_weights_changed(self.accelerator.unwrap_model(self.model))  # engines sharing it rebuild
                 self.step += 1
-                tokens_since += int(stats_sum.get("tokens", 0))
-                last = {k: v / len(micro_batches) if k != "tokens" else v for k, v in stats_sum.items()}
+                tokens_since += int(step_stats.get("tokens", 0))
+                last = dict(step_stats)
                 bar.update(task, completed=self.step, info=f"loss {last.get('loss', float('nan')):.4f}")
                 if self.main and (self.step % cfg.log_every == 0 or self.step == cfg.max_steps):
                     dt = time.time() - t0

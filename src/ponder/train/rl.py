@@ -129,6 +129,10 @@ class RLTrainer:
         if isinstance(process_scorer, torch.nn.Module):
             place(process_scorer, self.device)
         self.generator = policy_engine(engine, model, tokenizer, run_dir, batch_size=batch_size, seed=cfg.seed)
+        # The in-process fp32 engine samples from the trainer's own weights and distribution:
+        # its importance weights would be 1 up to float rounding, so only other engines are
+        # corrected (the sampler-trainer KL is logged for every engine).
+        self.correct_rollouts = cfg.tis_cap > 0 and engine != "torch"
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
         self._stale = True  # the engine's weights may differ from the policy's
         self._cache: tuple[int, list[dict]] | None = None
@@ -436,7 +440,8 @@ class RLTrainer:
         loss_mat, st = policy_loss(cfg.loss, logp, old, mb["advantages"], mask, cfg.epsilon_low, cfg.epsilon_high)
         if "rollout_logp" in mb:  # the trainer's distribution at sampling time against the sampler's
             weights, rc = rollout_correction(old, mb["rollout_logp"], mask, cfg.tis_cap)
-            loss_mat = loss_mat * weights
+            if self.correct_rollouts:
+                loss_mat = loss_mat * weights
             st.update(rc)
         stats = dict(weighted)
         if "ref_logp" in mb:

@@ -56,8 +56,9 @@ class RLConfig(DeviceOptions):
     """truncated importance sampling (Yao et al. 2025, "Your Efficient RL Framework Secretly Brings
     You Off-Policy RL Training"; verl's rollout correction): each token's policy loss is weighted
     by min(pi_trainer / pi_sampler, tis_cap), so rollouts from an engine whose distribution is not
-    the trainer's (torch-bf16, vLLM, a server) are corrected; 0 = off. The sampler-trainer KL is
-    logged either way (rollout_kl)"""
+    the trainer's (torch-bf16, vLLM, a server) are corrected; 0 = off. The in-process fp32 torch
+    engine samples from the trainer's own weights and is not corrected. The sampler-trainer KL
+    is logged either way (rollout_kl)"""
     mask_truncated: bool = False
     """exclude completions cut at max_tokens from the loss (DAPO overlong filtering)"""
     gamma: float = 1.0

@@ -81,17 +81,27 @@ def collate(examples: list[SFTExample], pad_id: int) -> dict[str, torch.Tensor]:
 
 
 def completion_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
-    """Mean next-token cross-entropy over completion tokens. logits (B, T, V), labels (B, T)."""
+    """Mean next-token cross-entropy over the micro-batch's completion tokens (0 when it has
+    none). logits (B, T, V), labels (B, T).
+
+    Its stats carry the token count as `LOSS_TOKENS`, so the training loop makes the step's
+    loss the token mean over all the step's micro-batches (and processes) rather than the mean
+    of the micro-batches' means, which over-weights the tokens of short micro-batches (the
+    gradient accumulation bug transformers fixed in v4.46; see train/loop.py)."""
+    from ponder.train.loop import LOSS_TOKENS
+
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     targets = batch["labels"][:, 1:]
     logits = logits[:, :-1]
-    loss = torch.nn.functional.cross_entropy(
-        logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=IGNORE
+    total = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=IGNORE, reduction="sum"
     )
+    valid = targets != IGNORE
+    count = int(valid.sum())
+    loss = total / max(count, 1)
     with torch.no_grad():
-        valid = targets != IGNORE
-        acc = ((logits.argmax(-1) == targets) & valid).sum() / valid.sum().clamp(min=1)
-    return loss, {"loss": loss.item(), "token_acc": acc.item(), "tokens": int(valid.sum())}
+        acc = ((logits.argmax(-1) == targets) & valid).sum() / max(count, 1)
+    return loss, {"loss": loss.item(), "token_acc": acc.item(), "tokens": count, LOSS_TOKENS: count}
 
 
 def make_batch_at(examples: list, batch_size: int, grad_accum: int, pad_id: int, seed: int, collate_fn=None):
