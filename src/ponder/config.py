@@ -96,7 +96,17 @@ def load_config(cls, path: str | Path | None = None, overrides: dict | None = No
     for key, value in (overrides or {}).items():
         if value is not None:
             values[key] = value
-    return cls(**values)
+    cfg = cls(**values)
+    # Which options the user set (file or flags): a preset such as the demo's --quick must not
+    # override one of them, even when its value equals the default. Not a field: never saved.
+    object.__setattr__(cfg, "_given", frozenset(values))
+    return cfg
+
+
+def given(cfg) -> frozenset | None:
+    """The options set in the YAML file or by flags when `cfg` came from `load_config`
+    (None for a config built in code, whose caller set what it meant to)."""
+    return getattr(cfg, "_given", None)
 
 
 def to_dict(cfg) -> dict:
@@ -136,13 +146,18 @@ def field_docs(cls) -> dict[str, str]:
 def require(cfg, positive: tuple[str, ...] = (), non_negative: tuple[str, ...] = (),
             probability: tuple[str, ...] = (), choices: dict[str, tuple] | None = None) -> None:
     """Refuse values a run cannot use, naming the option and what was expected: counts that
-    must be >= 1, amounts that must be >= 0, fractions in [0, 1], names from a fixed set."""
+    must be >= 1 (`positive` ints; a `positive` float such as a learning rate must be > 0 and
+    finite: the trainers' schedules divide by it), amounts that must be >= 0, fractions in
+    [0, 1], names from a fixed set."""
     def flag(name):
         return f"{name} (--{name.replace('_', '-')})"
 
     for name in positive:
         v = getattr(cfg, name)
-        if v is not None and v < 1:
+        if isinstance(v, float):
+            if not (v > 0 and math.isfinite(v)):
+                raise ConfigError(f"{flag(name)} must be a finite number > 0, got {v}")
+        elif v is not None and v < 1:
             raise ConfigError(f"{flag(name)} must be at least 1, got {v}")
     for name in non_negative:
         v = getattr(cfg, name)

@@ -5,7 +5,11 @@ writes the resolved config (`config.yaml`); on an existing one it compares the n
 with the saved one and refuses a difference, because resuming would mix two runs (an arith
 checkpoint continued on another task, an ORM resumed as a PRM). Commands call it only after
 their inputs are checked, so a command that fails on bad input leaves no stub run behind and
-never overwrites the config of the run that is there.
+never overwrites the config of the run that is there. Some inputs can only fail once the run
+has started (a reward function that raises, a dead server, examples that do not fit `max_len`):
+the command line then calls `discard_unstarted`, which removes a run directory this process
+created and in which nothing but its config was written, so the corrected command is not
+refused as "a run started with other options".
 """
 from __future__ import annotations
 
@@ -16,6 +20,45 @@ from pathlib import Path
 
 class RunConfigError(ValueError):
     pass
+
+
+_created: list[tuple[Path, Path]] = []
+"""(run directory, the outermost folder start_run created for it) of the runs this process opened fresh"""
+
+
+def check_run_name(name: str, option: str = "--run") -> None:
+    """A run name is one plain folder name inside the runs directory: not empty, not `.` or
+    `..`, no path separator (`../x` would write outside runs/, `.` onto runs/ itself)."""
+    seps = {"/", os.sep, *([os.altsep] if os.altsep else [])}
+    if not name or not name.strip() or name in (".", "..") or any(s in name for s in seps):
+        raise RunConfigError(f"{option} {name!r}: expected a plain folder name such as 'exp1' (no path, not '.' "
+                             "or '..'); use --runs-dir to choose the folder runs go in")
+
+
+def forget_created() -> None:
+    """Start a new command: runs opened by earlier commands of this process are theirs."""
+    _created.clear()
+
+
+def discard_unstarted() -> None:
+    """Remove the run directories this process created (since `forget_created`) whose run never got past its start:
+    nothing in them but config.yaml and empty files or folders (no checkpoint, no records).
+    A directory with anything more is a run that can resume, and stays."""
+    import shutil
+
+    while _created:
+        run_dir, top = _created.pop()
+        try:
+            files = [p for p in run_dir.rglob("*") if p.is_file()]
+            if any(p.name != "config.yaml" and p.stat().st_size > 0 for p in files):
+                continue
+            shutil.rmtree(run_dir)
+            d = run_dir.parent
+            while d != top.parent and d.is_dir() and not any(d.iterdir()):  # folders made only for this run
+                d.rmdir()
+                d = d.parent
+        except OSError:
+            continue
 
 
 def atomic_write(path: str | Path, data: str | bytes) -> None:
@@ -80,9 +123,15 @@ def start_run(run_dir: str | Path, config: dict, command: str, ignore: tuple[str
         if grown:
             atomic_write(saved_path, yaml.safe_dump({**saved, **{k: new[k] for k in grown}}, sort_keys=False))
         return True
+    top = run_dir
+    while not top.parent.exists() and top.parent != top:  # the outermost folder this call creates
+        top = top.parent
+    fresh = not run_dir.exists()
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(saved_path, yaml.safe_dump(new, sort_keys=False))
+        if fresh:
+            _created.append((run_dir, top))
     except PermissionError:
         raise RunConfigError(f"cannot write the run directory {run_dir}: permission denied") from None
     return False

@@ -41,7 +41,10 @@ class UsageError(ValueError):
 
 
 def fail(msg: str) -> typing.NoReturn:
-    console.print(f"[bold red]error:[/bold red] {msg}", highlight=False, soft_wrap=True)  # one line, whatever the path length
+    from rich.markup import escape
+
+    # escaped: a message's own brackets (pip install 'ponder[gym]') are text, not rich markup
+    console.print(f"[bold red]error:[/bold red] {escape(msg)}", highlight=False, soft_wrap=True)  # one line, whatever the path length
     raise typer.Exit(2)
 
 
@@ -88,7 +91,8 @@ def _parse_item(text: str, typ, option: str):
 def _parse_list(values: list[str], typ, option: str, csv: bool = True):
     item = element_type(_base_type(typ)[0])
     parts = [v for text in values for v in (text.split(",") if csv else [text])]
-    out = [_parse_item(v.strip() if csv else v, item, option) for v in parts if v.strip()]
+    # free text is kept as typed, even empty (the command says whether it can use it)
+    out = [_parse_item(v.strip() if csv else v, item, option) for v in parts if v.strip() or not csv]
     return tuple(out) if typing.get_origin(_base_type(typ)[0]) is tuple else out
 
 
@@ -110,6 +114,8 @@ def _parse_dict(pairs: list[str], option: str) -> dict:
 
 def _options(cfg_cls) -> tuple[list[inspect.Parameter], dict[str, tuple[str, str]]]:
     """One typer option per config field, and name -> (kind, flag) to turn values back."""
+    from rich.markup import escape
+
     docs, hints = field_docs(cfg_cls), typing.get_type_hints(cfg_cls)
     params, kinds = [], {}
     for f in dataclasses.fields(cfg_cls):
@@ -117,7 +123,11 @@ def _options(cfg_cls) -> tuple[list[inspect.Parameter], dict[str, tuple[str, str
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
         shown = default if not isinstance(default, (list, tuple)) else ",".join(map(str, default)) or "none"
-        help_text = docs.get(f.name, "")
+        # Help is rich markup (typer's default mode): brackets are escaped, or rich reads
+        # "[default: x]" as a tag and drops it. Each option's own value is None, so that a typed
+        # flag can be told apart from the default, which is therefore written into the help.
+        help_text = escape(docs.get(f.name, ""))
+        default_text = escape(f"[default: {shown}]")
         if kind == "dict":
             flag = _flag(_singular(f.name))
             names = [flag] + ([_flag(f.name)] if flag != _flag(f.name) else [])
@@ -127,19 +137,19 @@ def _options(cfg_cls) -> tuple[list[inspect.Parameter], dict[str, tuple[str, str
             flag = _flag(f.name)
             names = [flag] + ([_flag(_singular(f.name))] if _singular(f.name) != f.name else [])
             kind = "list" if f.metadata.get("csv", True) else "texts"  # free text keeps its commas
-            help_text += f" ({'comma-separated or ' if kind == 'list' else ''}repeatable) [default: {shown}]"
+            help_text += f" ({'comma-separated or ' if kind == 'list' else ''}repeatable) {default_text}"
             annotation, opt = Optional[list[str]], typer.Option(None, *names, help=help_text)
         elif _base_type(typ)[0] is bool:
             flag = _flag(f.name)
             annotation = Optional[bool]
-            opt = typer.Option(None, f"{flag}/--no-{flag[2:]}", help=f"{help_text} [default: {default}]")
+            opt = typer.Option(None, f"{flag}/--no-{flag[2:]}", help=f"{help_text} {default_text}")
         else:
             flag = _flag(f.name)
             annotation = Optional[_base_type(typ)[0]]
             # `--run-name` too: under `torchrun -m ponder`, torchrun's own parser takes `--run`
             # for an abbreviation of its `--run-path`.
             names = [flag, "--run-name"] if f.name == "run" else [flag]
-            opt = typer.Option(None, *names, help=f"{help_text} [default: {shown}]")
+            opt = typer.Option(None, *names, help=f"{help_text} {default_text}")
         kinds[f.name] = (kind, flag)
         params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=annotation))
     return params, kinds
@@ -199,6 +209,10 @@ def user_error_message(e: BaseException) -> str | None:
         if isinstance(e, (FileNotFoundError, IsADirectoryError, NotADirectoryError)):
             return str(e)
         return f"{e.strerror or e}{where}"
+    if type(e).__name__ == "SafetensorError" and any(s in str(e) for s in ("StorageFull", "No space left", "code: 28")):
+        # safetensors (Rust) reports a full disk as its own error type, with the OS error in the text
+        return ("writing a checkpoint failed: the disk is full: free some space and rerun; "
+                "the run resumes from its last complete checkpoint")
     if isinstance(e, RuntimeError) and ("unexpected pos" in str(e) or "PytorchStreamWriter" in str(e)):
         return ("writing a checkpoint failed (the disk is probably full): free some space and rerun; "
                 "the run resumes from its last complete checkpoint")
@@ -220,7 +234,9 @@ def register(module, name: str | None = None, to: typer.Typer | None = None) -> 
 
     def command(**values):
         from ponder.config import load_config
+        from ponder.runs import forget_created
 
+        forget_created()
         try:
             _engine_env(values.pop("engine_api_key", None), values.pop("engine_max_concurrency", None))
             gpus = values.pop("gpus_per_worker", None)
@@ -246,10 +262,17 @@ def register(module, name: str | None = None, to: typer.Typer | None = None) -> 
                     value = _parse_dict(value, flag)
                 flags[key] = value
             cfg = load_config(cfg_cls, path, flags)
+            if "run" in kinds and "runs_dir" in kinds:
+                from ponder.runs import check_run_name
+
+                check_run_name(cfg.run)
             result = module.run(cfg)
         except typer.Exit:
             raise
         except Exception as e:  # a user's mistake is one line; a bug keeps its traceback
+            from ponder.runs import discard_unstarted
+
+            discard_unstarted()  # a run that failed before writing anything must not block its corrected rerun
             msg = user_error_message(e)
             if msg is None or os.environ.get("PONDER_DEBUG"):
                 raise

@@ -33,6 +33,7 @@ def run(cfg: Config, progress: bool = True, generator=None, judge_generator=None
 
     require(cfg, positive=("n_problems", "samples", "max_tokens", "k", "chunk", "batch_size"),
             non_negative=("temperature", "max_pairs"))
+    check_omega(cfg.omega)
     check_workers(cfg.workers, cfg.ray_address)
     resolve_task(cfg, cfg.policy, cfg.engine)
     task = get_task(cfg.task, **cfg.task_args)
@@ -100,6 +101,28 @@ def run(cfg: Config, progress: bool = True, generator=None, judge_generator=None
     }
     write_json(run_dir / "summary.json", summary)
     return summary
+
+
+def check_omega(omega: dict) -> None:
+    """--omega key=value: OmegaPRM's own options, each of its type (converted in place), checked
+    before any work: a bad one would otherwise fail deep in the first chunk's tree search."""
+    import typing
+    from dataclasses import fields
+
+    from ponder.annotate.omega_prm import OmegaConfig
+    from ponder.config import ConfigError, _coerce
+
+    hints = typing.get_type_hints(OmegaConfig)
+    names = [f.name for f in fields(OmegaConfig) if f.name != "k"]
+    for key, value in omega.items():
+        if key == "k":
+            raise ConfigError("--omega k=...: OmegaPRM's rollouts per estimate are --k (shared with Math-Shepherd)")
+        if key not in names:
+            raise ConfigError(f"--omega {key}={value}: OmegaPRM has no option {key!r}; expected one of "
+                              f"{', '.join(names)}")
+        omega[key] = _coerce(value, hints[key], f"--omega {key}")
+        if omega[key] < 0:
+            raise ConfigError(f"--omega {key}: expected a number >= 0, got {omega[key]}")
 
 
 def _annotator(cfg: Config):

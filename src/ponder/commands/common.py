@@ -85,9 +85,73 @@ def open_engine(engine: str, model: str, device: str | None = None, **kw):
     engine decides its own)."""
     from ponder.generation import make_engine
 
+    from ponder.generation import is_url
+
     if (engine or "torch") in ("torch", "torch-bf16"):
         kw["device"] = device
-    return make_engine(engine or "torch", resolve_model(model, engine), **kw)
+    # no model named for a server: the engine takes the server's only model
+    return make_engine(engine or "torch", resolve_model(model, engine) or (None if is_url(engine or "") else ""), **kw)
+
+
+def server_default_model(cfg) -> None:
+    """With a server engine and no --model typed, the server's only model is meant, not the
+    command's default local path (which a server would not know)."""
+    from ponder.config import given
+    from ponder.generation import is_url
+
+    typed = given(cfg)
+    if is_url(cfg.engine or "") and typed is not None and "model" not in typed:
+        cfg.model = ""
+
+
+MAX_SAMPLES = 65536
+"""samples one command asks for per prompt, at most"""
+MAX_GENERATED = 1 << 25
+"""tokens one command's sampling may hold (rows x max_tokens), at most: ~32M, several GB of ids and logprobs"""
+
+
+def check_samples(rows: int, n: int, max_tokens: int, option: str = "--n") -> None:
+    """Refuse a sampling request that cannot fit in memory (the engine would be killed for it
+    after minutes): n per prompt, and rows (prompts x n) x max_tokens tokens in all."""
+    if n > MAX_SAMPLES:
+        raise ConfigError(f"{option} {n}: at most {MAX_SAMPLES} samples per prompt in one command")
+    if rows * max_tokens > MAX_GENERATED:
+        raise ConfigError(f"{option} {n} x --max-tokens {max_tokens} over {rows // max(n, 1)} prompt(s) may generate "
+                          f"{rows * max_tokens} tokens, more than one command holds in memory ({MAX_GENERATED}); "
+                          "lower --n or --max-tokens")
+
+
+def check_context(gen, prompts, max_tokens: int) -> None:
+    """Refuse prompts that, with `max_tokens` more, do not fit the model's context, naming its
+    length (an in-process engine; a server checks its own)."""
+    config = getattr(getattr(gen, "model", None), "config", None)
+    context = getattr(config, "max_position_embeddings", None)
+    if not isinstance(context, int) or not prompts:
+        return
+    if max_tokens >= context:
+        raise ConfigError(f"--max-tokens {max_tokens}: the model's context is {context} tokens, prompt included; "
+                          f"ask for fewer")
+    longest = max(len(ids) for ids in gen.encode(list(prompts)))
+    if longest + max_tokens > context:
+        raise ConfigError(f"a prompt of {longest} tokens plus --max-tokens {max_tokens} exceeds the model's context "
+                          f"of {context} tokens; shorten the prompt or lower --max-tokens")
+
+
+def check_output(path: str | None, option: str = "--output") -> None:
+    """Check before any work that the result file `option` names can be written: its folder
+    exists and is writable, and the path is not a folder (else the result is lost at the end)."""
+    import os
+
+    if not path:
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{option} {p} is a directory; expected a file name such as {p / 'result.json'}")
+    folder = p.parent
+    if not folder.is_dir():
+        raise ConfigError(f"{option} {p}: the folder {folder} does not exist; create it or write elsewhere")
+    if not os.access(folder, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise ConfigError(f"{option} {p}: permission denied; write the result somewhere writable")
 
 
 def check_model(model: str, engine: str = "torch") -> None:

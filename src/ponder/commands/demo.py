@@ -18,7 +18,7 @@ from ponder.pipeline.demo import QUICK, DemoConfig
 @dataclass
 class Config(DemoConfig):
     run: str = "demo"
-    """run name: outputs go to <runs-dir>/<run>/ (with --quick: <run>-quick)"""
+    """run name: outputs go to <runs-dir>/<run>/ (with --quick and no --run: <runs-dir>/demo-quick/)"""
     runs_dir: str = "runs"
     """parent folder of run directories"""
     quick: bool = False
@@ -28,11 +28,17 @@ class Config(DemoConfig):
 
 
 def pipeline_config(cfg: Config) -> DemoConfig:
-    """The demo's own options, with --quick's small budgets under any option set explicitly."""
+    """The demo's own options, with --quick's small budgets under any option set explicitly
+    (typed or in the --config file, even when equal to the default)."""
+    from ponder.config import given
+
     values = {f.name: getattr(cfg, f.name) for f in fields(DemoConfig)}
     if cfg.quick:
-        defaults = DemoConfig()
-        values.update({k: v for k, v in QUICK.items() if values[k] == getattr(defaults, k)})
+        typed = given(cfg)
+        if typed is None:  # a config built in code: what differs from the default was set
+            defaults = DemoConfig()
+            typed = {k for k in QUICK if values[k] != getattr(defaults, k)}
+        values.update({k: v for k, v in QUICK.items() if k not in typed})
     return DemoConfig(**values)
 
 
@@ -51,9 +57,12 @@ def run(cfg: Config) -> dict:
     dc = pipeline_config(cfg)
     require(dc, positive=("n_train", "sft_steps", "batch_size", "eval_n", "dev_n", "max_tokens", "annotate_n",
                           "annotate_samples", "annotate_k", "prm_steps", "prm_eval_n", "prm_eval_samples", "rl_steps",
-                          "rl_prompts", "rl_group", "scale_n", "compare_budget"),
-            non_negative=("eval_k", "temperature", "lr", "rl_lr"))
+                          "rl_prompts", "rl_group", "scale_n", "compare_budget", "lr", "rl_lr"),
+            non_negative=("eval_k", "temperature"))
     require(dc, choices={"rl_estimator": ("grpo", "process_grpo")})
+    if dc.rl_group < 2:
+        raise ConfigError(f"--rl-group {dc.rl_group}: GRPO compares each sample with the others of its group, so it "
+                          "needs at least 2 samples per prompt")
     if dc.compare_budget not in dc.scale_budgets or dc.compare_strategy not in dc.scale_strategies \
             or "majority" not in dc.scale_strategies:
         raise ConfigError(f"the fixed comparison {dc.compare_strategy}@{dc.compare_budget} vs majority@"
@@ -65,7 +74,10 @@ def run(cfg: Config) -> dict:
         if not get_task(dc.task, **dc.task_args).has_step_checker:
             raise ConfigError(f"--rl-estimator process_grpo rewards steps with the task's exact step checker, and "
                               f"task {dc.task!r} has none; use --rl-estimator grpo")
-    run_dir = Path(cfg.runs_dir) / (cfg.run + ("-quick" if cfg.quick and cfg.run == "demo" else ""))
+    from ponder.config import given
+
+    run_named = "run" in given(cfg) if given(cfg) is not None else cfg.run != "demo"
+    run_dir = Path(cfg.runs_dir) / (cfg.run + ("-quick" if cfg.quick and not run_named else ""))
     if cfg.force:
         # Training stages resume from their checkpoints and annotation from its records, so
         # starting over means removing them, not just the stage markers.

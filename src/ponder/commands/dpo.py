@@ -76,8 +76,8 @@ def run(cfg: Config, progress: bool = True) -> dict:
     from ponder.train.policy_engine import policy_engine
     from ponder.train.step_dpo import step_dpo_pairs
 
-    require(cfg, positive=("n_problems", "samples", "max_tokens", "steps", "batch_size", "grad_accum", "max_len"),
-            non_negative=("temperature", "beta", "lr", "warmup_steps", "n_eval"))
+    require(cfg, positive=("n_problems", "samples", "max_tokens", "steps", "batch_size", "grad_accum", "max_len", "lr"),
+            non_negative=("temperature", "beta", "warmup_steps", "n_eval"))
     resolve_task(cfg, cfg.model, cfg.engine)
     task = get_task(cfg.task, **cfg.task_args)
     rows = read_preferences(input_file(cfg.data, "--data")) if cfg.data else None

@@ -28,14 +28,18 @@ class Config(EvalConfig, DeviceField):
 
 
 def run(cfg: Config, progress: bool = True) -> dict:
-    from ponder.commands.common import check_model, open_engine, resolve_task
+    from ponder.commands.common import (check_context, check_model, check_output, check_samples, open_engine,
+                                        resolve_task)
     from ponder.eval.evaluate import evaluate
+    from ponder.generation import is_url
     from ponder.scaleout import check_workers
     from ponder.tasks import get_task
 
-    if not cfg.model:
+    if not cfg.model and not is_url(cfg.engine):  # a server serving one model needs no name
         raise ConfigError("--model is required: a model dir, .gguf, smollm2, or a run name")
     require(cfg, positive=("n", "max_tokens", "chunk"), non_negative=("k", "temperature"), probability=("top_p",))
+    check_samples(min(cfg.n, cfg.chunk) * max(cfg.k, 1), max(cfg.k, 1), cfg.max_tokens, "--k")  # one chunk at a time
+    check_output(cfg.output)  # before the evaluation, whose result would be lost
     check_workers(cfg.workers, cfg.ray_address)
     resolve_task(cfg, cfg.model, cfg.engine)
     task = get_task(cfg.task, **cfg.task_args)
@@ -46,6 +50,7 @@ def run(cfg: Config, progress: bool = True) -> dict:
         out = evaluate(None, task, problems, cfg, workers=cfg.workers, ray_address=cfg.ray_address, setup=setup)
     else:
         with open_engine(cfg.engine, cfg.model, progress=progress, device=cfg.device) as gen:
+            check_context(gen, [task.prompt(p) for p in problems], cfg.max_tokens)
             out = evaluate(gen, task, problems, cfg)
     out["title"] = f"eval: {cfg.task} ({len(problems)} problems)"
     out["output"] = cfg.output

@@ -38,13 +38,19 @@ class Config(DeviceField):
 
 
 def run(cfg: Config) -> dict:
-    from ponder.commands.common import open_engine
-    from ponder.generation import SamplingParams
+    from ponder.commands.common import check_context, check_samples, open_engine
+    from ponder.generation import SamplingParams, is_url
 
-    if not cfg.model:
+    if not cfg.model and not is_url(cfg.engine):  # a server serving one model needs no name
         raise ConfigError("--model is required: a model dir, .gguf, smollm2, or a run name")
     require(cfg, positive=("num_problems", "n", "max_tokens"), non_negative=("temperature", "top_k"),
             probability=("top_p",))
+    if cfg.prompts and cfg.task:
+        raise ConfigError("give either --prompt (your own texts) or --task (prompts from the task's test split, "
+                          "checked against its answers), not both")
+    if "" in cfg.stops:
+        raise ConfigError("--stop '': an empty stop string would end every sample at once; give some text, "
+                          "or leave --stop out")
     problems, texts, task = None, list(cfg.prompts), None
     if cfg.task:
         from ponder.tasks import get_task
@@ -58,6 +64,8 @@ def run(cfg: Config) -> dict:
     sp = SamplingParams(n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
                         max_tokens=cfg.max_tokens, stop=stops, seed=cfg.seed)
     with open_engine(cfg.engine, cfg.model, device=cfg.device) as gen:
+        check_context(gen, texts, cfg.max_tokens)  # names the model's context, so first
+        check_samples(len(texts) * cfg.n, cfg.n, cfg.max_tokens)
         outs = gen.generate(texts, sp)
         usage = {"prefill_tokens": gen.usage.prefill_tokens, "generated_tokens": gen.usage.generated_tokens}
     results = []

@@ -68,8 +68,8 @@ def run(cfg: Config, progress: bool = True) -> dict:
     from ponder.train.policy_engine import policy_engine
     from ponder.train.sft import train_sft
 
-    require(cfg, positive=("rounds", "n_problems", "samples", "max_tokens", "sft_steps", "batch_size", "n_eval"),
-            non_negative=("temperature", "lr"))
+    require(cfg, positive=("rounds", "n_problems", "samples", "max_tokens", "sft_steps", "batch_size", "n_eval", "lr"),
+            non_negative=("temperature",))
     if cfg.lora_r and not cfg.lora_merge:
         raise ConfigError("--no-lora-merge: expert iteration merges the adapters after every round (the next "
                           "round samples from the improved model); drop the flag")

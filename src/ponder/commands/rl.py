@@ -7,10 +7,11 @@ are checked before the run directory is written; a rerun with other options is r
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from ponder.config import require, to_dict
+from ponder.config import ConfigError, require, to_dict
 from ponder.train.lora import LoraOptions
 from ponder.train.rl import RLConfig
 
@@ -51,6 +52,10 @@ class Config(RLConfig, LoraOptions):
     optimiser step), or the URL of a server that takes weights (`ponder serve`)"""
 
 
+GROUP_ESTIMATORS = ("grpo", "dr_grpo", "rloo", "process_grpo")
+"""estimators whose baseline is the other samples of a prompt's group"""
+
+
 def build_rewards(cfg: Config, task):
     """The reward functions of a run, and the step scorer of process_grpo (a PRM, or
     "verifier" for the task's exact step checker, built once the training problems are known)."""
@@ -71,7 +76,13 @@ def build_rewards(cfg: Config, task):
     elif cfg.prm:
         out.append(RewardFunction("prm", scorer_step_reward(load_prm(cfg.prm), task.split_steps, cfg.prm_aggregation)))
     for rf in out:
-        rf.weight = float(cfg.reward_weights.get(rf.name, 1.0))
+        weight = cfg.reward_weights.get(rf.name, 1.0)
+        try:
+            rf.weight = float(weight)
+        except (TypeError, ValueError):
+            raise ValueError(f"--reward-weight {rf.name}={weight}: expected a number") from None
+        if not math.isfinite(rf.weight):
+            raise ValueError(f"--reward-weight {rf.name}={weight}: expected a finite number")
     unknown = set(cfg.reward_weights) - {rf.name for rf in out}
     if unknown:
         raise ValueError(f"reward_weights names {sorted(unknown)}, which are not among the rewards {[rf.name for rf in out]}")
@@ -90,11 +101,18 @@ def run(cfg: Config, progress: bool = True) -> dict:
     from ponder.train.rl import RLTrainer
 
     require(cfg, positive=("steps", "prompts_per_step", "group_size", "max_tokens", "ppo_epochs", "num_minibatches",
-                           "n_train", "gen_batch_size"),
-            non_negative=("n_eval", "temperature", "beta", "lr", "lora_r", "eval_every", "save_every",
+                           "n_train", "gen_batch_size", "lr"),
+            non_negative=("n_eval", "temperature", "beta", "lora_r", "eval_every", "save_every",
                           "overlong_buffer"),
             choices={"prm_aggregation": AGGREGATIONS})
     RLConfig.check(cfg)
+    if cfg.group_size < 2 and cfg.estimator in GROUP_ESTIMATORS:
+        raise ConfigError(f"--group-size {cfg.group_size}: {cfg.estimator} compares each sample with the others of "
+                          "its group (the baseline), so it needs at least 2 samples per prompt")
+    if not 0 <= cfg.epsilon_low < 1:  # the ratio's lower clip 1 - epsilon_low must stay above 0
+        raise ConfigError(f"--epsilon-low {cfg.epsilon_low}: expected a number in [0, 1)")
+    if not (0 <= cfg.epsilon_high and math.isfinite(cfg.epsilon_high)):
+        raise ConfigError(f"--epsilon-high {cfg.epsilon_high}: expected a finite number >= 0")
     resolve_task(cfg, cfg.model, cfg.engine)
     task = get_task(cfg.task, **cfg.task_args)
     rewards, process_scorer = build_rewards(cfg, task)

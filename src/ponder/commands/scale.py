@@ -34,9 +34,21 @@ def run(cfg: Config, progress: bool = True) -> dict:
     from ponder.scaleout import NOT_CONFIG, check_workers
     from ponder.search.scale import plot_scaling, run_scale, sweep_cells, table_markdown, validate_sweep
 
+    from ponder.commands.common import check_samples, server_default_model
+    from ponder.config import ConfigError
+
     check(cfg)
     require(cfg, positive=("n_problems", "bins"), choices={"difficulty": ("pass_rate", "score")})
+    if not cfg.strategies:
+        raise ConfigError("--strategies is empty: name at least one strategy to sweep, e.g. --strategies "
+                          "greedy,majority,best_of_n")
+    if not cfg.budgets:
+        raise ConfigError("--budgets is empty: give at least one budget N, e.g. --budgets 1,4,16")
     validate_sweep(cfg)
+    if all(isinstance(b, int) for b in cfg.budgets):
+        top = max(cfg.budgets)
+        check_samples(top * (cfg.n_problems if cfg.batch else 1), top, cfg.max_tokens, "--budgets")
+    server_default_model(cfg)
     check_workers(cfg.workers, cfg.ray_address)
     local = cfg.workers <= 1
     resolve_task(cfg, cfg.model, cfg.engine)

@@ -59,8 +59,14 @@ def run(cfg: Config, progress: bool = True) -> dict:
     from ponder.search.base import check_width, get_strategy, search_all
     from ponder.search.scale import TREE
 
+    from ponder.commands.common import check_output, check_samples, server_default_model
+
     check(cfg)
     require(cfg, positive=("n_problems",))
+    # batched, every problem's n candidates are in flight together
+    check_samples(cfg.n * (cfg.n_problems if cfg.batch else 1), cfg.n, cfg.max_tokens)
+    check_output(cfg.output)  # before the search, whose result would be lost
+    server_default_model(cfg)
     get_strategy(cfg.strategy)  # a bad name fails before any work
     if cfg.strategy in TREE:
         check_width(cfg, cfg.strategy)

@@ -74,6 +74,8 @@ def run(cfg: Config) -> None:
     require(cfg, positive=("batch_size", "max_body_mb", "max_n", "max_request_tokens", "max_search_n", "max_pending",
                            "backlog"),
             non_negative=("max_batch_wait_ms", "port", "max_prompt_tokens"))
+    if cfg.port > 65535:
+        raise ConfigError(f"--port {cfg.port}: a TCP port is 0 to 65535 (0: any free port)")
     weights_dir = None
     if cfg.allow_weight_updates is not None:
         if not os.path.isdir(cfg.allow_weight_updates):

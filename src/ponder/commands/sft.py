@@ -54,7 +54,7 @@ def run(cfg: Config, progress: bool = True) -> dict:
     from ponder.train.loop import TrainConfig
     from ponder.train.sft import read_prompt_completion, reference_rows, train_sft
 
-    require(cfg, positive=("n_train", "steps", "batch_size", "grad_accum", "max_len"), non_negative=("lr", "warmup_steps"))
+    require(cfg, positive=("n_train", "steps", "batch_size", "grad_accum", "max_len", "lr"), non_negative=("warmup_steps",))
     if cfg.data:
         rows = read_prompt_completion(input_file(cfg.data, "--data"))
     else:

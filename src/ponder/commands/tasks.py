@@ -28,6 +28,12 @@ def run(cfg: Config) -> list[dict]:
                          "prompt": f"the Hugging Face dataset {source.default}, read on first use "
                                    "(--task-arg path=... for a local copy)"})
             continue
+        if source is not None and source.default in (None, inspect.Parameter.empty):
+            # a dataset task with no data of its own: not an error, an instruction
+            rows.append({"name": name, "step_checker": None, "answer": "",
+                         "prompt": f"your local copy of the dataset: --task {name} --task-arg path=DIR "
+                                   "(train.jsonl/test.jsonl) or path=FILE.jsonl"})
+            continue
         try:
             task = get_task(name)
             p = task.problems("test", n=1, seed=cfg.seed)[0]

@@ -55,7 +55,7 @@ def run(cfg: Config, progress: bool = True) -> dict:
     from ponder.train.loop import TrainConfig
     from ponder.train.rm import read_outcomes, read_stepwise, train_reward_model
 
-    require(cfg, positive=("steps", "batch_size", "grad_accum", "max_len"), non_negative=("lr", "warmup_steps"),
+    require(cfg, positive=("steps", "batch_size", "grad_accum", "max_len", "lr"), non_negative=("warmup_steps",),
             choices={"kind": ("prm", "orm"), "aggregation": tuple(AGGREGATIONS)})
     if cfg.lora_r and not cfg.lora_merge:
         raise ConfigError("--no-lora-merge: a reward model is saved with its adapters merged (its head is not a "

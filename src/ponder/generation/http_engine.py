@@ -112,7 +112,12 @@ class HTTPGenerator(Generator):
                 err = EngineError(f"server {url} refused the request ({r.status_code}): {_message(r)}")
                 err.status = r.status_code
                 raise err
-            return r.json()
+            try:
+                return r.json()
+            except ValueError:  # a proxy's HTML page, or not an OpenAI-compatible server at all
+                kind = r.headers.get("content-type", "no content type")
+                raise EngineError(f"server {url} answered {r.status_code} with non-JSON ({kind}: "
+                                  f"{r.text[:80]!r}); is the URL an OpenAI-compatible API (http://host:port/v1)?") from None
         raise AssertionError("unreachable")
 
     def _pick_model(self, model: str | None) -> tuple[str, str]:

@@ -12,10 +12,12 @@ scorer tokens, measured from this request's own engine calls and scorer calls), 
 
 Fields of the extension: `strategy` (required), any `SearchParams` field (n, beam_width,
 temperature, max_tokens, aggregation, weighted, seed, ...; the request's own temperature,
-top_p, max_tokens and seed fill those not given), `scorer` ("none" (default), "verifier", or
+top_p, max_tokens (or OpenAI's newer max_completion_tokens, which LangChain and the `openai`
+client send) and seed fill those not given), `scorer` ("none" (default), "verifier", or
 "prm": the PRM the server was started with, `ponder serve --scorer DIR`), `answer` (the gold
 answer; the `verifier` scorer needs it) and `question` (the problem as the task's checker
-reads it, e.g. arith's bare expression; default: the request's text, stripped). The task
+reads it, e.g. arith's bare expression; default: the request's text, stripped: the
+`verifier` scorer needs it whenever the request's text is more than the bare problem). The task
 (step splitting, answer extraction) is the server's, fixed when it starts (`--task`); a
 request may name it in `task` but not change it, so no request makes the server read a file.
 
@@ -23,7 +25,9 @@ Budget: `n` and `beam_width` at most `--max-search-n`, `n x max_tokens` at most
 `--max-request-tokens`, and a search that has generated that many tokens gets no more.
 
 The model reads exactly the request's text: a chat request must be one user message, which
-goes through the chat template as every user text does; a completions request must be one
+goes through the chat template as every user text does, optionally after system messages
+(the template applies them to every prompt of the search, and the search grows the user's
+problem, not the system text); a completions request must be one
 string, which is tokenized as is (the completions endpoint's rule). The search runs in the
 request's own thread; its engine (`RequestGenerator`) and PRM (`RequestScorer`) send each
 call through the batcher, so a search takes turns with plain requests call by call, and
@@ -66,6 +70,8 @@ class SearchRequest:
     """None, "verifier" or "prm" (the server's PRM)"""
     answer: str | None
     question: str | None
+    system: list[dict] = ()
+    """a chat request's system messages, applied by the chat template to every prompt of the search"""
 
 
 def parse(ext: dict, body: dict, room: int, setup: Setup, guard: Guard) -> SearchRequest:
@@ -100,6 +106,8 @@ def parse(ext: dict, body: dict, room: int, setup: Setup, guard: Guard) -> Searc
             values[name] = _typed(f"ponder.{name}", ext[name], type(getattr(SearchParams(), name)))
         elif name in FROM_BODY and body.get(name) is not None:
             values[name] = _typed(name, body[name], type(getattr(SearchParams(), name)))
+        elif name == "max_tokens" and body.get("max_completion_tokens") is not None:  # OpenAI's newer name
+            values[name] = _typed("max_completion_tokens", body["max_completion_tokens"], int)
     values.setdefault("seed", secrets.randbits(62))  # an unseeded request draws fresh samples
     cfg = SearchParams(**values)
     if "max_tokens" not in values:
@@ -137,8 +145,13 @@ def parse(ext: dict, body: dict, room: int, setup: Setup, guard: Guard) -> Searc
     question = ext.get("question")
     if question is not None and not isinstance(question, str):
         raise bad("ponder.question", f"'ponder.question' must be a string, got {question!r}")
+    system = []
+    if "messages" in body:
+        from ponder.serve.protocol import messages_of
+
+        system = [m for m in messages_of(body) if m["role"] == "system"]
     return SearchRequest(strategy, cfg, None if scorer == "none" else scorer,
-                         None if answer is None else str(answer), question)
+                         None if answer is None else str(answer), question, system)
 
 
 def _typed(param: str, value, kind: type):
@@ -186,6 +199,8 @@ class RequestGenerator(Generator):
     generated `budget` tokens, or its client has hung up, it gets no more."""
 
     name = "torch"
+    system: list[dict] = []
+    """system messages the chat template puts before every user text (set by `run`)"""
 
     def __init__(self, batcher: Batcher, tokenizer, chat: bool, alive: Callable[[], bool], budget: int):
         self.batcher, self.tokenizer, self.chat, self.alive, self.budget = batcher, tokenizer, chat, alive, budget
@@ -211,6 +226,10 @@ class RequestGenerator(Generator):
     def prompt_ids(self, prompts):
         from ponder.models import encode_prompts
 
+        if self.chat and self.system and prompts:  # as the server renders a chat request: template, then ids
+            texts = [self.tokenizer.apply_chat_template([*self.system, {"role": "user", "content": t}], tokenize=False,
+                                                        add_generation_prompt=True) for t in prompts]
+            return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
         return encode_prompts(self.tokenizer, list(prompts), self.chat)
 
     def tokenize(self, texts):
@@ -250,6 +269,7 @@ def run(sr: SearchRequest, engine: RequestGenerator, text: str, setup: Setup):
     from ponder.search.scorers import load_scorer
 
     task = RequestTask(setup.task)
+    engine.system = list(sr.system)
     problem = Problem(id="request", question=sr.question if sr.question is not None else text.strip(),
                       answer=sr.answer or "", meta={"prompt": text})
     scorer = None
@@ -260,6 +280,12 @@ def run(sr: SearchRequest, engine: RequestGenerator, text: str, setup: Setup):
     try:
         return search(sr.strategy, SearchContext(engine, task, scorer), problem, sr.cfg)
     except (ValueError, KeyError, NotImplementedError) as e:
+        if sr.scorer == "verifier" and sr.question is None:
+            # the task's checker read the whole request text ("Compute 3+4. ...") as the problem
+            raise bad("ponder.question", f"scorer 'verifier' checks solutions against the problem as the task "
+                                         f"{setup.task_name!r} reads it, and the request's text is not that ({e}): "
+                                         "pass the bare problem as ponder.question (e.g. arith's expression "
+                                         "'3+4*2')") from None
         raise bad("ponder", f"'ponder' search {sr.strategy!r} failed: {e}") from None
 
 

@@ -268,8 +268,10 @@ def parse_chat(body: dict, tokenizer, max_len: int) -> Request:
     if top:
         raise bad("top_logprobs", f"'top_logprobs': ponder serve returns the sampled tokens' logprobs only, not the "
                                   f"top {top} alternatives; leave it out or send 0")
-    # The search extension searches from a lone user message (its text, for the engine to template).
-    user = messages[-1]["content"] if len(messages) == 1 and messages[0]["role"] == "user" else None
+    # The search extension searches from the one user message (its text, for the engine to
+    # template), after any system messages (applied by the same template: extension.py).
+    one_user = messages[-1]["role"] == "user" and all(m["role"] == "system" for m in messages[:-1])
+    user = messages[-1]["content"] if one_user else None
     return Request([ids], [user], params, seed, 0 if get_bool(body, "logprobs") else None, False,
                    get_bool(body, "return_token_ids"), _extension(body))
 

@@ -246,8 +246,8 @@ class PonderServer:
         chat = kind == "chat.completion"
         if len(req.texts) != 1 or req.texts[0] is None:
             field = "messages" if chat else "prompt"
-            raise bad(field, "the 'ponder' extension searches from one text: a chat request with a single user "
-                             "message, or a completions request with one string prompt")
+            raise bad(field, "the 'ponder' extension searches from one text: a chat request with one user "
+                             "message (after any system messages), or a completions request with one string prompt")
         sr = extension.parse(req.extension, body, self.max_len - len(req.prompts[0]), self.setup, self.guard)
         # A completions text is model-ready ("tokenized as is"): no chat template.
         engine = extension.RequestGenerator(self.batcher, self.tokenizer, chat, alive, self.guard.max_request_tokens)

@@ -190,13 +190,18 @@ def draw_problems(name: str, split: str, n: int, seed: int,
     A candidate is kept when its key is new and belongs to `split` (`stable_split(key)`), so
     item i depends only on (split, seed, i) and a longer list extends a shorter one. Gives up
     with a ValueError (naming the task's `knobs`) when too few distinct items turn up."""
+    if n > MAX_PROBLEMS:
+        raise ValueError(f"{name}: {n} problems asked for; at most {MAX_PROBLEMS} are drawn at once "
+                         "(ask for fewer with --n / --n-train / --n-problems)")
     rng = random.Random(f"{name}:{split}:{seed}")
     seen: set[str] = set()
     out: list[Any] = []
-    attempts = 0
+    attempts = last_new = 0
     while len(out) < n:
         attempts += 1
-        if attempts > 1000 * n + 10_000:
+        # Give up once new items have stopped turning up (the knobs allow fewer than n), not
+        # after 1000 draws per item asked for, which took minutes for a large n.
+        if attempts - last_new > max(STALL, 20 * len(out)) or attempts > 1000 * n + 10_000:
             raise ValueError(
                 f"{name}: found only {len(out)} distinct {split} problems of the {n} asked for "
                 f"with {knobs}; widen the knobs or ask for fewer"
@@ -209,4 +214,11 @@ def draw_problems(name: str, split: str, n: int, seed: int,
             continue
         seen.add(key)
         out.append(item)
+        last_new = attempts
     return out
+
+
+MAX_PROBLEMS = 1_000_000
+"""problems one draw makes, at most (more would take minutes and gigabytes before any work)"""
+STALL = 50_000
+"""draws without a new problem after which a draw gives up (the knobs allow no more)"""

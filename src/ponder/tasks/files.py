@@ -62,7 +62,13 @@ def read_rows(path: str | Path) -> list[tuple[str, dict]]:
             ) from e
         rows = pq.read_table(path).to_pylist()
         return [(f"{path}:row {i}", row) for i, row in enumerate(rows, 1)]
-    text = path.read_text(encoding="utf-8")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise DatasetError(f"{path}:{line}: not UTF-8 text (byte {raw[e.start]:#04x} at offset {e.start}); "
+                           "save the file as UTF-8") from None
     if text.lstrip().startswith("["):
         try:
             items = json.loads(text)
