@@ -286,7 +286,8 @@ class TrainLoop:
                 # processes scale their gradients alike and add up to one process's to rounding.
                 ref = float(n)
                 weight += w
-                self.accelerator.backward(loss * (w / ref))
+                # a tensor factor: a Python float here becomes a double on the lazy test device
+                self.accelerator.backward(loss * loss.new_tensor(w / ref))
             for k, v in stats.items():
                 stats_sum[k] = stats_sum.get(k, 0.0) + float(v) * (w if k != "tokens" else 1.0)
         parts = distributed.gather_objects((bad, stats_sum, weight, ref is not None))
@@ -301,7 +302,7 @@ class TrainLoop:
         if ref is not None:  # this process's part of sum_i loss_i * n_i / (the step's tokens)
             for p in self.model.parameters():
                 if p.grad is not None:
-                    p.grad.mul_(ref / max(total, 1.0))
+                    p.grad.mul_(p.grad.new_tensor(ref / max(total, 1.0)))
         if distributed.world_size() > 1:
             distributed.sum_gradients(self.model.parameters())
         summed: dict[str, float] = {}
