@@ -222,3 +222,20 @@ def test_ponder_reward_models_still_load_as_before(task, tmp_path, tiny_dir):
 
     new_reward_model(tiny_dir, "prm").save(tmp_path)
     assert isinstance(load_scorer(str(tmp_path), task, []), RewardModel)
+
+
+def test_rl_takes_a_published_prm(shepherd, tmp_path):
+    """`ponder rl --prm` loads a published format too: process GRPO scores steps with it."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    folder, _, _ = shepherd
+    args = ["rl", "--model", "tiny:1m", "--task", "arith", "--task-arg", "instruction=false", "--estimator",
+            "process_grpo", "--prm", str(folder), "--steps", "1", "--prompts-per-step", "2", "--group-size", "2",
+            "--max-tokens", "8", "--n-train", "8", "--n-eval", "0", "--runs-dir", str(tmp_path)]
+    res = subprocess.run([sys.executable, "-m", "ponder", *args], capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert json.loads((tmp_path / "rl" / "summary.json").read_text())["rl_steps"] == 1

@@ -39,7 +39,8 @@ class Config(RLConfig, LoraOptions):
     overlong_buffer: int = 16
     """tokens before max_tokens where the overlong penalty starts (DAPO eq. 13)"""
     prm: str | None = None
-    """process reward model dir: the step scorer of process_grpo, else an extra reward (steps aggregated)"""
+    """process reward model (folder or Hub ID; ponder's, Math-Shepherd's or Qwen2.5-Math-PRM's format): the step
+    scorer of process_grpo, else an extra reward (steps aggregated)"""
     prm_aggregation: str = "min"
     """how PRM step scores become one reward when the PRM is used as a reward: last, min, prod, mean"""
     orm: str | None = None
@@ -60,7 +61,15 @@ def build_rewards(cfg: Config, task):
     """The reward functions of a run, and the step scorer of process_grpo (a PRM, or
     "verifier" for the task's exact step checker, built once the training problems are known)."""
     from ponder.rewards.functions import RewardFunction, reward_functions, scorer_outcome_reward, scorer_step_reward
-    from ponder.rewards.model import load_prm, load_reward_model
+    from ponder.rewards.model import load_reward_model
+    from ponder.search.scorers import load_scorer
+
+    def load_prm(spec: str):
+        """--prm: ponder's own PRM or a published one (Math-Shepherd, Qwen2.5-Math-PRM), a folder or Hub ID."""
+        if spec in ("none", "verifier"):
+            raise ValueError(f"--prm {spec}: give a PRM folder or Hub ID (process_grpo without --prm uses the "
+                             "task's exact step checker)")
+        return load_scorer(spec, task, [])
 
     out = reward_functions(cfg.rewards, task, cfg.max_tokens, cfg.overlong_buffer)
     if cfg.orm:
