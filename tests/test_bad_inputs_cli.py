@@ -290,3 +290,22 @@ def test_quick_keeps_options_the_user_gave(tmp_path):
     cfg = tmp_path / "demo.yaml"
     cfg.write_text("quick: true\nrl_steps: 200\n")
     assert pipeline_config(load_config(Config, cfg, {})).rl_steps == 200
+
+
+def test_runs_that_fail_at_their_first_step_leave_nothing_behind(tmp_path):
+    """A reward that raises or returns NaN, DPO pairs with identical sides: each fails in one
+    line after `start_run`, and the corrected command can run in the same place. (A dead
+    `--engine` URL fails the same way, after the HTTP engine's retries, ~15 s.)"""
+    (tmp_path / "rw.py").write_text("def boom(prompts, completions, **kw):\n    raise RuntimeError('broken reward')\n\n"
+                                    "def nan(prompts, completions, **kw):\n    return [float('nan')] * len(completions)\n")
+    (tmp_path / "prefs.jsonl").write_text(
+        "".join(json.dumps({"prompt": "1+1", "chosen": "2", "rejected": "2"}) + "\n" for _ in range(3)))
+    runs = tmp_path / "runs"
+    rl = ["rl", "--model", "tiny:1m", "--task", "arith", "--steps", "1", "--prompts-per-step", "2", "--group-size", "2",
+          "--max-tokens", "4", "--n-train", "4", "--n-eval", "0", "--runs-dir", runs]
+    refused(rl + ["--rewards", f"{tmp_path}/rw.py:boom"], "reward function 'boom' raised RuntimeError")
+    refused(rl + ["--rewards", f"{tmp_path}/rw.py:nan"], "returned nan")
+    refused(["dpo", "--model", "tiny:1m", "--data", tmp_path / "prefs.jsonl", "--steps", "1", "--n-eval", "0",
+             "--runs-dir", runs], "identical sides")
+    assert not runs.exists() or not any(runs.rglob("*"))
+    ran(rl)  # the corrected command, in the same run directory
