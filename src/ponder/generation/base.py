@@ -155,6 +155,16 @@ def prompt_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed % 2**63, index]).generate_state(1, np.uint64)[0]) >> 2
 
 
+def sample_seed(seed: int, prompt: int, sample: int) -> int:
+    """A well-mixed 63-bit seed for sample `sample` of prompt `prompt` of a call seeded
+    `seed`: each row of the torch engine draws its noise from a generator seeded with it
+    (numpy's SeedSequence hashing, so neighbouring triples give unrelated streams)."""
+    import numpy as np
+
+    state = np.random.SeedSequence([seed % 2**63, prompt, sample]).generate_state(1, np.uint64)[0]
+    return int(state) >> 1
+
+
 class Generator:
     """The engine contract. Subclasses implement `generate`, `prompt_ids` and `tokenize`;
     `logprobs` and `update_weights` where the engine can (else they raise `EngineError`).

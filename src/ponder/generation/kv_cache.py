@@ -162,3 +162,29 @@ def growing_cache(config, spare: int = GROW_BY) -> DynamicCache | None:
         return None
     cache.layers = [GrowingLayer(spare) for _ in cache.layers]
     return cache
+
+
+def join_batches(running, new):
+    """The running batch's (cache, logits, mask, next_pos) with the newly prefilled rows
+    appended: caches and masks right-aligned to the longer length (GrowingLayer.extend)."""
+    cache, logits, mask, next_pos = running
+    new_cache, new_logits, new_mask, new_pos = new
+    for layer, other in zip(cache.layers, new_cache.layers):
+        layer.extend(other)
+    width = max(mask.shape[1], new_mask.shape[1])
+    mask = torch.cat([torch.nn.functional.pad(mask, (width - mask.shape[1], 0)),
+                      torch.nn.functional.pad(new_mask, (width - new_mask.shape[1], 0))])
+    return cache, torch.cat([logits, new_logits]), mask, torch.cat([next_pos, new_pos])
+
+
+def fill_holes(rows: int, done: list[int]) -> list[int]:
+    """The batch positions to keep, in their new order, when positions `done` of `rows`
+    finish: the last running rows move into the holes, so the cache copies only them (see
+    `GrowingLayer.reorder_cache`) rather than every row after the first hole."""
+    keep = rows - len(done)
+    finished = set(done)
+    order = list(range(keep))
+    movers = [j for j in range(keep, rows) if j not in finished]
+    for hole, mover in zip(sorted(j for j in done if j < keep), movers):
+        order[hole] = mover
+    return order

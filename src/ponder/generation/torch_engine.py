@@ -34,20 +34,8 @@ How a call runs:
    dtype - about 1.5x the fp32 engine's tokens/s on a CPU with AMX/AVX512-BF16, not
    bit-equal to fp32 (benchmarks/generation.py --headline counts the differences).
 
-Speed (benchmarks/generation.py, 2-core CPU, SmolLM2-135M, 64 chat prompts, greedy, up to
-128 tokens): 1.5x the tokens/s of `model.generate`, 1.8x with up to 256 tokens. The gains
-come from the grouped, prefix-shared prefill (prefill.py), a KV cache appended in place
-(kv_cache.py), column-major weights so that a batch thinned by finished rows really costs
-less (weight_layout.py), and those rows leaving the batch.
-
-Continuous against chunked (same benchmark, 1 thread, runs interleaved, median of 3): equal
-when all prompts fit one batch (tiny model, 64 prompts: 768 vs 772 tokens/s); 1.14x on 256
-prompts through a batch of 64 with answers of 1 to 256 tokens (tiny model: 1069 vs 936
-tokens/s; model.generate 367); no gain with SmolLM2 on 64 prompts through a batch of 16,
-greedy, most answers reaching max_tokens 64 (median of 2: 49.6 vs 50.7 tokens/s, within
-noise). On CPU a decoding step's cost grows almost in proportion to its rows (a tiny
-model's weights are read quickly), so a thinned chunk is cheap; refilling gains more where
-a step's cost is mostly reading the weights, whatever the rows.
+Its speed against `model.generate` and vLLM, and what continuous batching gains, are measured
+by benchmarks/generation.py (docs/engines.md has the figures).
 
 Prompts passed to `generate` and `logprobs` are user texts (templated here) or model-ready
 token ids (fed verbatim), as the engine contract (base.py) says; `prompt_ids(question) +
@@ -72,13 +60,10 @@ import inspect
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
 from ponder.generation.base import (
     EngineError,
-    mark_weights_changed,
-    weights_version,
     Generator,
     Prompt,
     PromptSeed,
@@ -86,9 +71,12 @@ from ponder.generation.base import (
     SamplingParams,
     Usage,
     check_params,
+    mark_weights_changed,
+    sample_seed,
     seed_key,
+    weights_version,
 )
-from ponder.generation.kv_cache import GROW_BY, growing_cache
+from ponder.generation.kv_cache import GROW_BY, fill_holes, growing_cache, join_batches
 from ponder.generation.prefill import left_pad, positions_of, prefill
 from ponder.generation.prefix_cache import PrefixCache
 from ponder.generation.sampling import select_tokens, token_logprobs
@@ -226,9 +214,9 @@ class TorchGenerator(Generator):
         seed = params.seed if params.seed is not None else int(torch.randint(0, 2**62, ()).item())
         if seeds is not None:
             keys = [seed_key(s) for s in seeds]
-            row_seed = lambda i, j: _row_seed(*keys[i], j)  # noqa: E731
+            row_seed = lambda i, j: sample_seed(*keys[i], j)  # noqa: E731
         else:
-            row_seed = lambda i, j: _row_seed(seed, i, j)  # noqa: E731
+            row_seed = lambda i, j: sample_seed(seed, i, j)  # noqa: E731
         order = sorted(range(len(prompt_ids)), key=lambda i: -len(prompt_ids[i]))
         results: list[list[Sample]] = [[] for _ in prompt_ids]
         with self._ready():
@@ -278,7 +266,7 @@ class TorchGenerator(Generator):
                 if not active:
                     cache, logits, mask, next_pos = new
                 else:
-                    cache, logits, mask, next_pos = _join((cache, logits, mask, next_pos), new)
+                    cache, logits, mask, next_pos = join_batches((cache, logits, mask, next_pos), new)
                 active += [i * n + j for i in take for j in range(n)]
             gens = [rows[r].generator for r in active] if sampling else None
             tokens = select_tokens(logits, params.temperature, params.top_k, params.top_p, gens)
@@ -314,7 +302,7 @@ class TorchGenerator(Generator):
     def _leave(self, cache, active: list[int], leaving: list[int], mask, *per_row):
         """The batch without the rows at positions `leaving`: (active, mask, per-row tensors),
         the cache cut down in place."""
-        keep = torch.tensor(_fill_holes(len(active), leaving), device=self.device)
+        keep = torch.tensor(fill_holes(len(active), leaving), device=self.device)
         cache.reorder_cache(keep)
         mask, per_row = mask[keep], [t[keep] for t in per_row]
         active = [active[j] for j in keep.tolist()]
@@ -500,32 +488,6 @@ class TorchGenerator(Generator):
         return logits[:, -1] if keep == 1 else logits
 
 
-def _join(running, new):
-    """The running batch's (cache, logits, mask, next_pos) with the newly prefilled rows
-    appended: caches and masks right-aligned to the longer length (GrowingLayer.extend)."""
-    cache, logits, mask, next_pos = running
-    new_cache, new_logits, new_mask, new_pos = new
-    for layer, other in zip(cache.layers, new_cache.layers):
-        layer.extend(other)
-    width = max(mask.shape[1], new_mask.shape[1])
-    mask = torch.cat([torch.nn.functional.pad(mask, (width - mask.shape[1], 0)),
-                      torch.nn.functional.pad(new_mask, (width - new_mask.shape[1], 0))])
-    return cache, torch.cat([logits, new_logits]), mask, torch.cat([next_pos, new_pos])
-
-
-def _fill_holes(rows: int, done: list[int]) -> list[int]:
-    """The batch positions to keep, in their new order, when positions `done` of `rows`
-    finish: the last running rows move into the holes, so the cache copies only them (see
-    `GrowingLayer.reorder_cache`) rather than every row after the first hole."""
-    keep = rows - len(done)
-    finished = set(done)
-    order = list(range(keep))
-    movers = [j for j in range(keep, rows) if j not in finished]
-    for hole, mover in zip(sorted(j for j in done if j < keep), movers):
-        order[hole] = mover
-    return order
-
-
 def _eos_ids(model, tokenizer) -> set[int]:
     """Token ids that end a sample: the model's generation config EOS (an int or a list)
     plus the tokenizer's EOS."""
@@ -537,10 +499,3 @@ def _eos_ids(model, tokenizer) -> set[int]:
         elif value is not None:
             ids.update(int(v) for v in value)
     return ids
-
-
-def _row_seed(seed: int, prompt: int, sample: int) -> int:
-    """A well-mixed 63-bit seed for sample `sample` of prompt `prompt` (numpy's SeedSequence
-    hashing, so neighbouring triples give unrelated streams)."""
-    state = np.random.SeedSequence([seed % 2**63, prompt, sample]).generate_state(1, np.uint64)[0]
-    return int(state) >> 1

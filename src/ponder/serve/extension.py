@@ -199,11 +199,10 @@ class RequestGenerator(Generator):
     generated `budget` tokens, or its client has hung up, it gets no more."""
 
     name = "torch"
-    system: list[dict] = []
-    """system messages the chat template puts before every user text (set by `run`)"""
 
     def __init__(self, batcher: Batcher, tokenizer, chat: bool, alive: Callable[[], bool], budget: int):
         self.batcher, self.tokenizer, self.chat, self.alive, self.budget = batcher, tokenizer, chat, alive, budget
+        self.system: list[dict] = []  # system messages the chat template puts before every user text (`run`)
         self.usage = Usage()
 
     def generate(self, prompts, params: SamplingParams, seeds=None):

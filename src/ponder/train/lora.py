@@ -26,6 +26,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ponder.models.hub import is_hub_id
+
 # The linear layers of a Llama/Qwen/Mistral block: attention and MLP (the QLoRA paper's
 # finding, Dettmers et al. 2023: adapting all of them matters more than the rank).
 DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -92,7 +94,7 @@ def save_lora(peft, tokenizer, out: str | Path, merge: bool = True):
         return model
     config = peft.peft_config["default"]
     base = config.base_model_name_or_path or ""
-    if not base or not (os.path.isdir(base) or _hub_id(base)):  # built from scratch: keep its weights too
+    if not base or not (os.path.isdir(base) or is_hub_id(base)):  # built from scratch: keep its weights too
         base = str((out.parent / "base").resolve())
     else:
         base = str(Path(base).resolve()) if os.path.isdir(base) else base
@@ -104,9 +106,3 @@ def save_lora(peft, tokenizer, out: str | Path, merge: bool = True):
         model.save_pretrained(base)
         tokenizer.save_pretrained(base)
     return model
-
-
-def _hub_id(name: str) -> bool:
-    from ponder.models.hub import is_hub_id
-
-    return is_hub_id(name)

@@ -61,7 +61,6 @@ import numpy as np
 import torch
 
 from ponder.generation import SamplingParams
-from ponder.generation.prefill import left_pad
 from ponder.models import encode_prompts
 from ponder.models.device import place, step_done, to_device
 from ponder.rewards.functions import RewardError, RewardFunction, combine
@@ -71,7 +70,7 @@ from ponder.train.advantages import AdvantageInputs, compute_advantages
 from ponder.train.loop import EpochOrder, MetricsLog, TrainConfig, TrainLoop
 from ponder.train.policy_engine import policy_engine
 from ponder.train.rl_config import RLConfig
-from ponder.train.rl_batch import ActorCritic, drop_zero_rows, response_logprobs, step_token_ends
+from ponder.train.rl_batch import ActorCritic, drop_zero_rows, response_logprobs, rollout_batch, step_token_ends
 from ponder.train.policy_loss import (
     aggregate,
     kl_penalty,
@@ -319,26 +318,7 @@ class RLTrainer:
         return self._minibatches(batch, r, stats, generated=sum(lengths))
 
     def _tensorize(self, rows: list[dict]) -> dict:
-        ids, attn = left_pad([x["prompt_ids"] for x in rows], self.pad_id, torch.device("cpu"))
-        P = ids.shape[1]
-        T = max(len(x["sample"].token_ids) for x in rows)
-        response = torch.full((len(rows), T), self.pad_id, dtype=torch.long)
-        mask = torch.zeros(len(rows), T)
-        # The sampler's log-probabilities, when the engine returned them all (a hosted API may not).
-        sampler = torch.zeros(len(rows), T) if all(x["sample"].logprobs is not None for x in rows) else None
-        for i, x in enumerate(rows):
-            t = x["sample"].token_ids
-            response[i, :len(t)] = torch.tensor(t, dtype=torch.long)
-            mask[i, :len(t)] = 1.0
-            if sampler is not None:
-                sampler[i, :len(t)] = torch.tensor(x["sample"].logprobs[:len(t)], dtype=torch.float32)
-        attention = torch.cat([attn, mask.long()], dim=1)
-        positions = (attention.cumsum(-1) - 1).clamp(min=0)
-        batch = {"input_ids": torch.cat([ids, response], dim=1), "attention_mask": attention,
-                 "position_ids": positions, "response": response, "mask": mask, "prompt_len": P}
-        if sampler is not None:
-            batch["rollout_logp"] = sampler
-        return batch
+        return rollout_batch(rows, self.pad_id)
 
     def _by_rows(self, fn, batch: dict) -> tuple:
         """fn(batch) -> a tuple of (B, T) tensors (or None), each process computing it on its

@@ -17,6 +17,8 @@ import inspect
 
 import torch
 
+from ponder.generation.prefill import left_pad
+
 
 class ActorCritic(torch.nn.Module):
     """The policy plus a scalar value head on its last hidden state (PPO's critic).
@@ -34,6 +36,33 @@ class ActorCritic(torch.nn.Module):
         self.value_head = torch.nn.Linear(policy.config.hidden_size, 1)
         torch.nn.init.zeros_(self.value_head.weight)
         torch.nn.init.zeros_(self.value_head.bias)
+
+
+def rollout_batch(rows: list[dict], pad_id: int) -> dict:
+    """A rollout's rows (each with `prompt_ids` and its `sample`) as the trainer's tensors, on
+    the CPU: `input_ids` (B, P + T) with left-padded prompts of P tokens and right-padded
+    responses of T tokens, `attention_mask`, `position_ids`, `response` and `mask` (B, T), and
+    `rollout_logp` (B, T), the sampler's log-probabilities, when the engine returned them all
+    (a hosted API may not)."""
+    ids, attn = left_pad([x["prompt_ids"] for x in rows], pad_id, torch.device("cpu"))
+    P = ids.shape[1]
+    T = max(len(x["sample"].token_ids) for x in rows)
+    response = torch.full((len(rows), T), pad_id, dtype=torch.long)
+    mask = torch.zeros(len(rows), T)
+    sampler = torch.zeros(len(rows), T) if all(x["sample"].logprobs is not None for x in rows) else None
+    for i, x in enumerate(rows):
+        t = x["sample"].token_ids
+        response[i, :len(t)] = torch.tensor(t, dtype=torch.long)
+        mask[i, :len(t)] = 1.0
+        if sampler is not None:
+            sampler[i, :len(t)] = torch.tensor(x["sample"].logprobs[:len(t)], dtype=torch.float32)
+    attention = torch.cat([attn, mask.long()], dim=1)
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    batch = {"input_ids": torch.cat([ids, response], dim=1), "attention_mask": attention,
+             "position_ids": positions, "response": response, "mask": mask, "prompt_len": P}
+    if sampler is not None:
+        batch["rollout_logp"] = sampler
+    return batch
 
 
 def response_logprobs(model, batch: dict, temperature: float, with_values: bool = False):
