@@ -18,8 +18,8 @@ Rows:
    tokens/s of ponder's torch engine and of `model.generate` (the same prompts, left-padded),
    their ratio, and how many greedy answers agree token for token.
 
-The GPU rows of the README's "Your model, your GPU" table stay marked unverified until this
-has run on a GPU; paste its table there with the card's name and the date.
+A run's table, with the card's name and the date, goes to benchmarks/results/ (one H100:
+gpu_check_h100.md) and is linked from docs/your-model-your-gpu.md.
 """
 from __future__ import annotations
 
@@ -139,28 +139,42 @@ def main():
     parser.add_argument("--quick", action="store_true", help="a short run: two device tests, 1 RL step, 8 prompts")
     parser.add_argument("--rl-steps", type=int, default=5)
     parser.add_argument("--runs-dir", default=str(ROOT / "runs"))
+    parser.add_argument("--no-device-tests", action="store_true",
+                        help="skip row 1 (tests/test_devices.py), e.g. when it ran on its own already")
     args = parser.parse_args()
     import torch
 
     card = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA device"
-    rows = device_tests(args.device, args.quick)
+    rows = [] if args.no_device_tests else device_tests(args.device, args.quick)
+    for row in rows:
+        print(" | ".join(row), flush=True)
     steps = 1 if args.quick else args.rl_steps
     prompts = 2 if args.quick else 8
-    per_step, rewards, finite, peak = smollm2_grpo(args.device, steps, prompts, 4 if args.quick else 8,
-                                                   32 if args.quick else 128, Path(args.runs_dir))
-    rows.append((f"SmolLM2 GRPO, {steps} steps x {prompts} prompts", "passed" if finite else "FAILED",
-                 f"{per_step:.1f} s/step, rewards {rewards}, peak {peak:.2f} GiB"))
-    ours, theirs, equal, n = smollm2_generation(args.device, 8 if args.quick else 64, 32 if args.quick else 128)
-    rows.append((f"SmolLM2 generation, {n} prompts greedy", "passed" if equal >= 0.9 * n else "CHECK",
-                 f"ponder {ours:.0f} tok/s, model.generate {theirs:.0f} tok/s ({ours / theirs:.2f}x); "
-                 f"{equal}/{n} answers equal"))
+    check = f"SmolLM2 GRPO, {steps} steps x {prompts} prompts"
+    try:  # a failing row is a row of the table, not the end of the check
+        per_step, rewards, finite, peak = smollm2_grpo(args.device, steps, prompts, 4 if args.quick else 8,
+                                                       32 if args.quick else 128, Path(args.runs_dir))
+        rows.append((check, "passed" if finite else "FAILED",
+                     f"{per_step:.1f} s/step, rewards {rewards}, peak {peak:.2f} GiB"))
+    except Exception as e:  # noqa: BLE001
+        rows.append((check, "error", f"{type(e).__name__}: {e}"[:120]))
+    print(" | ".join(rows[-1]), flush=True)
+    n = 8 if args.quick else 64
+    check = f"SmolLM2 generation, {n} prompts greedy"
+    try:
+        ours, theirs, equal, n = smollm2_generation(args.device, n, 32 if args.quick else 128)
+        rows.append((check, "passed" if equal >= 0.9 * n else "CHECK",
+                     f"ponder {ours:.0f} tok/s, model.generate {theirs:.0f} tok/s ({ours / theirs:.2f}x); "
+                     f"{equal}/{n} answers equal"))
+    except Exception as e:  # noqa: BLE001
+        rows.append((check, "error", f"{type(e).__name__}: {e}"[:120]))
     print(f"\nponder GPU check on {args.device} ({card}), torch {torch.__version__}, "
           f"{time.strftime('%Y-%m-%d')}\n")
     width = max(len(r[0]) for r in rows)
     print(f"| {'check'.ljust(width)} | result | detail |\n|{'-' * (width + 2)}|--------|--------|")
     for check, result, detail in rows:
         print(f"| {check.ljust(width)} | {result} | {detail} |")
-    failed = [r for r in rows if r[1] in ("failed", "error", "FAILED")]
+    failed = [r for r in rows if r[1] in ("failed", "error", "FAILED", "CHECK")]
     sys.exit(1 if failed else 0)
 
 
