@@ -4,9 +4,11 @@ reaches from the same global batches.
 One `torchrun --nproc_per_node 2` launch runs this file as a script (`worker`): the `sft`
 command, an RL run, an RL run killed during a rollout and resumed, and DPO, each on a tiny
 model for a few steps. The tests compare its outputs with the same runs made here, in one
-process. Tolerance: 1e-5 on every weight. The two runs add the same gradients in another order
-(and RL's sampling-time forwards see other rows beside them), so they agree to float32 rounding
-(about 1e-7 here), far below what one optimiser step moves a weight (lr 1e-3 to 1e-2).
+process. Tolerance: 1e-4 on every weight. The two runs add the same gradients in another order
+(and RL's sampling-time forwards see other rows beside them), so they agree to float32 rounding:
+about 1e-7 for nearly every weight, but a few elements (under 1 in 10,000) whose gradient terms
+nearly cancel differ by up to 1e-5, since Adam divides a gradient by its own size and so scales
+its rounding up. Both are far below what one optimiser step moves a weight (lr 1e-3 to 1e-2).
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-TOL = 1e-5
+TOL = 1e-4
 ROWS = [{"prompt": f"Compute {a}+{b}.\n", "chosen": f"{a + b}", "rejected": f"{a + b + 1}"}
         for a in range(5) for b in range(5)]
 

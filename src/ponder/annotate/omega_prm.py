@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 from ponder.annotate.rollouts import Rollout, complete_states
 from ponder.generation.base import Generator
+from ponder.seeds import derive
 from ponder.tasks.base import Problem, Task
 
 
@@ -241,7 +242,7 @@ def omega_prm(
             break
         states = [(t.problem, p) for t, p in probes]
         results = complete_states(generator, task, states, cfg.k, temperature, max_tokens,
-                                  seed=seed * 1_000_003 + round_)
+                                  seed=derive(seed, "omega-round", round_))
         for (t, p), rolls in zip(probes, results):
             t.feed(p, rolls)
         round_ += 1

@@ -27,6 +27,7 @@ from ponder.annotate.math_shepherd import first_error_from_labels, math_shepherd
 from ponder.annotate.omega_prm import OmegaConfig, omega_prm
 from ponder.generation.base import SamplingParams
 from ponder.models.device import DeviceField
+from ponder.seeds import derive
 
 METHODS = ("math_shepherd", "omega_prm", "judge", "truth")
 
@@ -89,10 +90,6 @@ class AnnotateConfig(DeviceField):
     """Ray cluster to join (default: $RAY_ADDRESS, else a local Ray started here)"""
 
 
-def _seed(base: int, chunk: int, stage: int) -> int:
-    return (base * 1_000_003 + chunk) * 101 + stage
-
-
 class Annotator:
     def __init__(self, cfg: AnnotateConfig, generator, task, judge: LLMJudge | None = None, completer=None):
         unknown = [m for m in cfg.methods if m not in METHODS]
@@ -110,7 +107,7 @@ class Annotator:
         cfg, task, gen = self.cfg, self.task, self.generator
         prompts = [task.prompt(p) for p in problems]
         params = SamplingParams(n=cfg.samples, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
-                                seed=_seed(cfg.seed, c, 0), logprobs=False)
+                                seed=derive(cfg.seed, "annotate-samples", c), logprobs=False)
         sampled = gen.generate(prompts, params)
         records = []
         for p, prompt, samples in zip(problems, prompts, sampled):
@@ -128,7 +125,7 @@ class Annotator:
         if "math_shepherd" in cfg.methods:
             sols = [(by_problem[r["problem_id"]], r["steps"], r["correct"]) for r in policy]
             for r, lab in zip(policy, math_shepherd(self.completer, task, sols, cfg.k, cfg.temperature, cfg.max_tokens,
-                                                    _seed(cfg.seed, c, 1))):
+                                                    derive(cfg.seed, "math-shepherd", c))):
                 r["labels"]["math_shepherd"] = {"soft": lab.soft, "rollouts": lab.rollouts, "tokens": lab.tokens}
         if "omega_prm" in cfg.methods:
             groups, owners = [], []
@@ -137,7 +134,7 @@ class Annotator:
                 groups.append((p, [(r["steps"], r["correct"], r["tokens"]) for r in mine]))
                 owners.append(mine)
             trees = omega_prm(self.completer, task, groups, self.omega_cfg, cfg.temperature, cfg.max_tokens,
-                              _seed(cfg.seed, c, 2))
+                              derive(cfg.seed, "omega-prm", c))
             for p, mine, sols in zip(problems, owners, trees):
                 for sol in sols:
                     lab = {"soft": sol.soft, "rollouts": sol.rollouts, "tokens": sol.tokens}
@@ -164,7 +161,7 @@ class Annotator:
             return []
         hinted = [cfg.hint_template.format(prompt=task.prompt(p), answer=p.answer) for p in todo]
         params = SamplingParams(n=cfg.samples, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
-                                seed=_seed(cfg.seed, c, 3), logprobs=False)
+                                seed=derive(cfg.seed, "rationalize", c), logprobs=False)
         out = []
         for p, samples in zip(todo, self.generator.generate(hinted, params)):
             for s in samples:

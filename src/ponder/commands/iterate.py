@@ -15,6 +15,7 @@ from pathlib import Path
 from ponder.commands.common import train_device
 from ponder.config import ConfigError, require, to_dict
 from ponder.models.device import DeviceOptions
+from ponder.seeds import derive
 from ponder.train.lora import LoraOptions
 
 
@@ -103,7 +104,7 @@ def run(cfg: Config, progress: bool = True) -> dict:
             sampled = len(problems) * cfg.samples
         else:
             sp = SamplingParams(n=cfg.samples, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
-                                seed=cfg.seed * 1000 + r)
+                                seed=derive(cfg.seed, "iterate-samples", r))
             rows, sampled = verified_rows(task, problems, gen.generate([task.prompt(p) for p in problems], sp))
             write_jsonl(data, rows)
         if not rows:

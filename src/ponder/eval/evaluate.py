@@ -14,6 +14,7 @@ from typing import Callable
 
 from ponder.eval.metrics import majority_vote, mean, pass_at_k
 from ponder.generation.base import Generator, SamplingParams
+from ponder.search.base import seed_for
 from ponder.tasks.base import Problem, Task
 
 
@@ -45,14 +46,6 @@ def gold_vote_key(task: Task, problem: Problem, text: str, correct: bool) -> str
     return f"gold:{problem.answer}" if correct else task.extract_answer(text)
 
 
-def problem_seed(seed: int, problem: Problem) -> int:
-    """The sampling seed of one problem: a function of the run's seed and the problem alone, so
-    a problem gets the same samples whatever chunk, shard or worker it lands in."""
-    from ponder.search.base import seed_for
-
-    return seed_for(seed, problem)
-
-
 def evaluate_chunk(generator: Generator, task: Task, problems: list[Problem], cfg: EvalConfig) -> dict:
     """Per-problem records of `problems` (one greedy call, one sampled call) and the tokens
     they cost: {"records", "generated_tokens", "prefill_tokens"}."""
@@ -69,7 +62,7 @@ def evaluate_chunk(generator: Generator, task: Task, problems: list[Problem], cf
                 task.check_steps(p, task.split_steps(s.text)).first_error is None
     if cfg.k > 0:
         sp = SamplingParams(n=cfg.k, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens)
-        sampled = generator.generate(prompts, sp, seeds=[problem_seed(cfg.seed, p) for p in problems])
+        sampled = generator.generate(prompts, sp, seeds=[seed_for(cfg.seed, p) for p in problems])
         for p, rec, samples in zip(problems, records, sampled):
             correct = [task.is_correct(p, s.text) for s in samples]
             keys = [gold_vote_key(task, p, s.text, ok) for s, ok in zip(samples, correct)]

@@ -61,14 +61,14 @@ def merge_samples(parts: list[SampleSet]) -> SampleSet:
 
 def sample_solutions(generator: Generator, task: Task, problems: list[Problem], n: int, temperature: float,
                      max_tokens: int, seed: int) -> SampleSet:
-    """n solutions per problem, each problem seeded by itself (`problem_seed`), so a chunk of
+    """n solutions per problem, each problem seeded by itself (`ponder.search.base.seed_for`), so a chunk of
     the problems, sampled anywhere, gives the same solutions as the whole set."""
-    from ponder.eval.evaluate import problem_seed
+    from ponder.search.base import seed_for
 
     prompts = [task.prompt(p) for p in problems]
     outs = generator.generate(prompts, SamplingParams(n=n, temperature=temperature, max_tokens=max_tokens,
                                                       logprobs=False),
-                              seeds=[problem_seed(seed, p) for p in problems])
+                              seeds=[seed_for(seed, p) for p in problems])
     texts = [[s.text for s in o] for o in outs]
     steps = [[task.split_steps(t) for t in ts] for ts in texts]
     correct = [[task.is_correct(p, t) for t in ts] for p, ts in zip(problems, texts)]

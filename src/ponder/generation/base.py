@@ -27,6 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence, Union
 
+from ponder.seeds import derive
+
 Prompt = Union[str, list[int]]
 """a user text (the engine applies the chat template) or model-ready token ids (verbatim)"""
 
@@ -147,22 +149,14 @@ def seed_key(seed: PromptSeed) -> tuple[int, int]:
 
 
 def prompt_seed(seed: int, index: int) -> int:
-    """A well-mixed seed for prompt `index` of a call (or request) seeded `seed` (numpy's
-    SeedSequence hashing, so neighbouring pairs give unrelated streams). Below 2**62: vLLM
-    seeds sample j of a request with seed + j, and servers want a signed 64-bit int."""
-    import numpy as np
-
-    return int(np.random.SeedSequence([seed % 2**63, index]).generate_state(1, np.uint64)[0]) >> 2
+    """The seed of prompt `index` of a call (or request) seeded `seed` (ponder.seeds)."""
+    return derive(seed, "prompt", index)
 
 
 def sample_seed(seed: int, prompt: int, sample: int) -> int:
-    """A well-mixed 63-bit seed for sample `sample` of prompt `prompt` of a call seeded
-    `seed`: each row of the torch engine draws its noise from a generator seeded with it
-    (numpy's SeedSequence hashing, so neighbouring triples give unrelated streams)."""
-    import numpy as np
-
-    state = np.random.SeedSequence([seed % 2**63, prompt, sample]).generate_state(1, np.uint64)[0]
-    return int(state) >> 1
+    """The seed of sample `sample` of prompt `prompt` of a call seeded `seed`: each row of the
+    torch engine draws its noise from a generator seeded with it (ponder.seeds)."""
+    return derive(seed, "sample", prompt, sample)
 
 
 class Generator:

@@ -36,6 +36,7 @@ from pathlib import Path
 
 from ponder.config import to_dict
 from ponder.runs import write_jsonl
+from ponder.seeds import derive
 from ponder.tasks.base import Problem, Task
 
 
@@ -233,7 +234,7 @@ def evaluate_policy(cfg: DemoConfig, split: Split, policy: Trained, out: Path) -
     from ponder.generation import make_engine
 
     ec = EvalConfig(n=cfg.eval_n, k=cfg.eval_k, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
-                    seed=cfg.seed + 7)
+                    seed=derive(cfg.seed, "demo-eval"))
     if cfg.workers > 1:
         setup = partial(_worker_engine_and_task, cfg, policy.model_dir)
         result = evaluate(None, split.task, split.held_out, ec, cfg.workers, cfg.ray_address, setup)
@@ -268,7 +269,8 @@ def prm(cfg: DemoConfig, split: Split, policy: Trained, labels: Annotated, run_d
     model = load_prm(trained["model_dir"])
     held_out = split.held_out[:cfg.prm_eval_n]
     with make_engine(cfg.engine, policy.model_dir) as gen:
-        samples = sample_solutions(gen, split.task, held_out, cfg.prm_eval_samples, 1.0, cfg.max_tokens, cfg.seed + 11)
+        samples = sample_solutions(gen, split.task, held_out, cfg.prm_eval_samples, 1.0, cfg.max_tokens,
+                                   derive(cfg.seed, "demo-prm-eval"))
     quality = evaluate_reward_model(model, samples, model.aggregation)
     maj, oracle = vote_and_oracle(samples, list(quality["best_of_n"]))
     return PRMResult(trained["model_dir"], trained["examples"], trained["loss"], str(run_dir / "prm" / "metrics.jsonl"),

@@ -14,7 +14,6 @@ during the call is in `result.compute`.
 """
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import asdict, dataclass, fields
 from functools import partial
@@ -22,6 +21,7 @@ from typing import Callable
 
 from ponder.generation.base import Generator
 from ponder.rewards.base import Scorer
+from ponder.seeds import derive
 from ponder.tasks.base import Problem, Task
 
 
@@ -181,8 +181,7 @@ def seed_for(seed: int, problem: Problem, call: int = 0) -> int:
     so problems do not share noise streams, and the same for every strategy, so strategies
     that draw whole solutions (majority, best_of_n) see the same samples - a paired
     comparison."""
-    digest = hashlib.sha256(f"{seed}:{problem.id}:{call}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 2
+    return derive(seed, "problem", problem.id, call)
 
 
 def search_params(cfg: SearchParams) -> SearchParams:

@@ -26,7 +26,6 @@ and counts toward no strategy.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -48,6 +47,7 @@ from ponder.search.base import (
 )
 from ponder.search.batch import search_many
 from ponder.search.compute_optimal import compute_optimal, difficulty_bins
+from ponder.seeds import derive
 from ponder.tasks.base import Problem
 
 TREE = ("beam", "dvts", "lookahead", "mcts")
@@ -119,7 +119,7 @@ def sweep_cells(cfg: ScaleConfig) -> list[tuple[str, int, SearchParams]]:
 
 def probe_seed(seed: int) -> int:
     """The difficulty probe's sampling seed: unrelated to `seed` itself, which the strategies use."""
-    return int.from_bytes(hashlib.sha256(f"{seed}:difficulty".encode()).digest()[:8], "big") >> 2
+    return derive(seed, "difficulty")
 
 
 def probe_strategy(how: str) -> str:

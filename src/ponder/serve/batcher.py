@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import inspect
 import queue
-import secrets
 import threading
 import time
 from concurrent.futures import Future
@@ -42,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ponder.generation.base import EngineError, Generator, PromptSeed, Sample, SamplingParams, prompt_seed
+from ponder.seeds import fresh
 
 _STOP = object()
 # How often a waiting handler checks that its client is still there.
@@ -54,7 +54,7 @@ class ClientGone(Exception):
 
 def request_seeds(seed: int | None, prompts: int) -> list[int]:
     """Per-prompt seeds of a request seeded `seed` (None: a fresh random one)."""
-    base = seed if seed is not None else secrets.randbits(63)
+    base = seed if seed is not None else fresh()
     return [prompt_seed(base, k) for k in range(prompts)]
 
 

@@ -53,6 +53,7 @@ import torch
 from ponder.generation.base import mark_weights_changed
 from ponder.models.device import DeviceOptions, place, step_done, to_device
 from ponder.runs import atomic_write
+from ponder.seeds import derive
 from ponder.train import distributed
 
 LOSS_TOKENS = "loss_tokens"
@@ -148,7 +149,7 @@ class EpochOrder:
         epoch = j // self.n
         if epoch not in self._orders:
             order = list(range(self.n))
-            random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
+            random.Random(derive(self.seed, "epoch", epoch)).shuffle(order)
             self._orders = {**{e: o for e, o in self._orders.items() if e == epoch - 1}, epoch: order}  # bounded
         return self._orders[epoch][j % self.n]
 

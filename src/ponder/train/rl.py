@@ -65,6 +65,7 @@ from ponder.models import encode_prompts
 from ponder.models.device import place, step_done, to_device
 from ponder.rewards.functions import RewardError, RewardFunction, combine
 from ponder.runs import write_json
+from ponder.seeds import derive
 from ponder.train import distributed
 from ponder.train.advantages import AdvantageInputs, compute_advantages
 from ponder.train.loop import EpochOrder, MetricsLog, TrainConfig, TrainLoop
@@ -79,10 +80,6 @@ from ponder.train.policy_loss import (
     rollout_correction,
     value_loss,
 )
-
-
-def _seed(*parts: int) -> int:
-    return int(np.random.SeedSequence([p % 2**63 for p in parts]).generate_state(1, np.uint64)[0] >> 1)
 
 
 class RLTrainer:
@@ -135,7 +132,7 @@ class RLTrainer:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
         self._stale = True  # the engine's weights may differ from the policy's
         self._cache: tuple[int, list[dict]] | None = None
-        self._order = EpochOrder(len(self.train_problems), _seed(cfg.seed, 7))
+        self._order = EpochOrder(len(self.train_problems), derive(cfg.seed, "prompt-order"))
         self.timing = {"generate_s": 0.0, "score_s": 0.0, "completions": 0}
         self.prompt_seeds = distributed.launched() if prompt_seeds is None else prompt_seeds
 
@@ -146,7 +143,7 @@ class RLTrainer:
         (`drawn`: their ids), so a kept group's prompt is not sampled again."""
         P = self.cfg.prompts_per_step
         if attempt > 0:
-            rng = random.Random(_seed(self.cfg.seed, r, attempt))
+            rng = random.Random(derive(self.cfg.seed, "refill", r, attempt))
             fresh = [p for p in self.train_problems if p.id not in drawn]
             return rng.sample(fresh, min(P, len(fresh)))
         return [self.train_problems[i] for i in self._order.take(r * P, P)]
@@ -175,8 +172,8 @@ class RLTrainer:
         # The sampler's log-probabilities correct rollouts from another distribution than the
         # trainer's (rollout_correction); the trainer recomputes its own where the loss needs them.
         params = SamplingParams(n=cfg.group_size, temperature=cfg.temperature, top_p=cfg.top_p,
-                                max_tokens=cfg.max_tokens, seed=_seed(cfg.seed, r, attempt), logprobs=True)
-        seeds = [_seed(cfg.seed, r, attempt, i) for i in mine] if self.prompt_seeds else None
+                                max_tokens=cfg.max_tokens, seed=derive(cfg.seed, "rollout", r, attempt), logprobs=True)
+        seeds = [derive(cfg.seed, "rollout", r, attempt, i) for i in mine] if self.prompt_seeds else None
         self._sync_weights()
         t0 = time.perf_counter()
         samples = self.generator.generate(prompt_ids, params, seeds=seeds) if seeds else \
@@ -348,7 +345,7 @@ class RLTrainer:
         B = batch["mask"].shape[0]
         out = []
         for epoch in range(cfg.ppo_epochs):
-            g = torch.Generator().manual_seed(_seed(cfg.seed, r, 1000 + epoch))
+            g = torch.Generator().manual_seed(derive(cfg.seed, "minibatches", r, epoch))
             perm = torch.randperm(B, generator=g) if cfg.num_minibatches > 1 else torch.arange(B)
             # when dynamic sampling kept fewer rows than num_minibatches, the last chunks are
             # empty: their optimiser steps have no gradient and change nothing (see loss_fn), so
