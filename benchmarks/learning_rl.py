@@ -73,8 +73,7 @@ def sft_model(args, seed: int, easy, dev) -> tuple[str, float]:
     from ponder.eval.evaluate import greedy_accuracy
     from ponder.generation import make_engine
     from ponder.models import model_from_spec
-    from ponder.train.loop import TrainConfig
-    from ponder.train.sft import reference_rows, train_sft
+    from ponder.train.sft import SFTConfig, SFTTrainer, reference_rows
 
     key = dict(model=args.model, ops=args.sft_task, n_train=args.sft_n, steps=args.sft_steps, lr=args.sft_lr,
                batch=args.sft_batch, seed=seed)
@@ -90,10 +89,10 @@ def sft_model(args, seed: int, easy, dev) -> tuple[str, float]:
     model, tokenizer = model_from_spec(args.model, seed=seed)
     rows = reference_rows(easy, args.sft_n, seed)
     dev_engine = make_engine("torch", model, tokenizer=tokenizer)
-    tc = TrainConfig(lr=args.sft_lr, max_steps=args.sft_steps, warmup_steps=30, seed=seed,
-                     eval_every=max(args.sft_steps // 4, 1), save_every=max(args.sft_steps // 4, 1))
-    train_sft(model, tokenizer, rows, run_dir, tc, batch_size=args.sft_batch,
-              eval_fn=lambda m: {"greedy_accuracy": greedy_accuracy(dev_engine, easy, dev, args.max_tokens)})
+    sc = SFTConfig(lr=args.sft_lr, steps=args.sft_steps, warmup_steps=30, seed=seed, batch_size=args.sft_batch,
+                   eval_every=max(args.sft_steps // 4, 1), save_every=max(args.sft_steps // 4, 1))
+    SFTTrainer(model, tokenizer, rows, sc, run_dir,
+               eval_fn=lambda m: {"greedy_accuracy": greedy_accuracy(dev_engine, easy, dev, args.max_tokens)}).train()
     wall = time.perf_counter() - t0
     done.write_text(json.dumps({"key": key, "wall_s": wall}))
     return str(run_dir / "model"), wall

@@ -22,16 +22,15 @@ def arith_policy(tmp_path_factory) -> str:
 
     from ponder.models import build_char_tokenizer, build_tiny_model
     from ponder.tasks import get_task
-    from ponder.train.loop import TrainConfig
-    from ponder.train.sft import reference_rows, train_sft
+    from ponder.train.sft import SFTConfig, SFTTrainer, reference_rows
 
     run = tmp_path_factory.mktemp("arith_policy")
     torch.manual_seed(0)
     tok = build_char_tokenizer()
     model = build_tiny_model(tok, "1m", seed=0)
     rows = reference_rows(get_task("arith", instruction=False), 20000, seed=0)
-    cfg = TrainConfig(lr=3e-3, max_steps=POLICY_STEPS, warmup_steps=30, seed=0, eval_every=0, save_every=POLICY_STEPS)
-    train_sft(model, tok, rows, run, cfg, batch_size=32, progress=False)
+    cfg = SFTConfig(lr=3e-3, steps=POLICY_STEPS, warmup_steps=30, seed=0, save_every=POLICY_STEPS, batch_size=32)
+    SFTTrainer(model, tok, rows, cfg, run, progress=False).train()
     return str(run / "model")
 
 

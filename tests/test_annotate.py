@@ -22,7 +22,7 @@ from ponder.annotate import (
     q_value,
     u_value,
 )
-from ponder.annotate.run import Annotator, derived_files, label_quality, AnnotateConfig
+from ponder.annotate.annotator import Annotator, derived_files, label_quality, AnnotateConfig
 from ponder.generation.base import Generator, Sample, SamplingParams, Usage
 from ponder.tasks import get_task
 from ponder.tasks.arith import solve
@@ -295,7 +295,7 @@ def test_annotate_gsm8k_format_file(tmp_path):
         row = json.loads(line)
         assert len(row["labels"]) == len(row["completions"]) and row["method"] == "math_shepherd"
     # 'truth' needs an exact step checker, which a GSM8K file has not
-    from ponder.annotate.run import Annotator
+    from ponder.annotate.annotator import Annotator
 
     with pytest.raises(ValueError, match="exact step checker"):
         Annotator(AnnotateConfig(methods=["truth"]), None, get_task(str(data)))

@@ -20,7 +20,7 @@ def _step_grads(tmp_path, micro_batches, loss_fn=completion_loss) -> tuple[dict,
     """The accumulated gradients of one step over `micro_batches`, and the step's stats."""
     tok = build_char_tokenizer()
     model = build_tiny_model(tok, "1m", seed=0)
-    cfg = TrainConfig(grad_accum=len(micro_batches), max_steps=1, warmup_steps=1)
+    cfg = TrainConfig(grad_accum=len(micro_batches), steps=1, warmup_steps=1)
     loop = TrainLoop(model, cfg, tmp_path, lambda step: micro_batches, loss_fn, progress=False)
     stats = loop._accumulate(micro_batches)
     return {k: p.grad.clone() for k, p in loop.model.named_parameters() if p.grad is not None}, stats

@@ -47,9 +47,9 @@ def tiny(seed=0):
     return build_tiny_model(tok, "1m", seed=seed), tok
 
 
-def config(device: str, steps: int = 2) -> TrainConfig:
-    return TrainConfig(lr=3e-3, max_steps=steps, warmup_steps=1, seed=0, eval_every=0, save_every=0, log_every=1,
-                       device=device)
+def config(device: str, cls=TrainConfig, steps: int = 2, **kw):
+    return cls(lr=3e-3, steps=steps, warmup_steps=1, seed=0, eval_every=0, save_every=0, log_every=1, device=device,
+               **kw)
 
 
 def test_sft_on_the_lazy_device_has_the_cpu_loss_curve(tmp_path):
@@ -76,8 +76,8 @@ def test_sft_on_the_lazy_device_has_the_cpu_loss_curve(tmp_path):
 
 def test_reward_model_and_dpo_train_on_the_lazy_device(tmp_path):
     from ponder.rewards.model import RewardModel
-    from ponder.train.dpo import train_dpo
-    from ponder.train.rm import train_reward_model
+    from ponder.train.dpo import DPOConfig, DPOTrainer
+    from ponder.train.rm import RewardModelConfig, RewardModelTrainer
 
     stepwise = [{"prompt": f"{a}+{b}", "completions": [f"{a}+{b}={a + b}", f"Answer: {a + b}"],
                  "labels": [1.0, float(a % 2)]} for a, b in zip(range(1, 17), range(5, 21))]
@@ -87,10 +87,12 @@ def test_reward_model_and_dpo_train_on_the_lazy_device(tmp_path):
     for device in DEVICES:
         model, tok = tiny()
         tok.padding_side = "right"
-        train_reward_model(RewardModel(model.model, tok, "prm"), stepwise, tmp_path / f"rm-{device}", config(device),
-                           "prm", batch_size=8, progress=False)
+        RewardModelTrainer(RewardModel(model.model, tok, "prm"), stepwise,
+                           config(device, RewardModelConfig, batch_size=8), tmp_path / f"rm-{device}",
+                           progress=False).train()
         model, tok = tiny()
-        train_dpo(model, tok, prefs, tmp_path / f"dpo-{device}", config(device), batch_size=8, progress=False)
+        DPOTrainer(model, tok, config(device, DPOConfig, batch_size=8), tmp_path / f"dpo-{device}", rows=prefs,
+                   progress=False).train()
         curves[device] = losses(tmp_path / f"rm-{device}") + losses(tmp_path / f"dpo-{device}")
     assert len(curves["cpu"]) == 4
     assert curves[SECOND] == pytest.approx(curves["cpu"], rel=LOSS_TOL, abs=1e-5)
@@ -194,15 +196,14 @@ def test_rl_on_the_lazy_device_matches_the_cpu(tmp_path, estimator, extra, lora)
 def test_mixed_precision_and_gradient_checkpointing(tmp_path):
     """bf16 autocast changes the numbers a little (so it is on) but not the course; gradient
     checkpointing recomputes the same activations, so it changes nothing but memory."""
-    from ponder.train.sft import reference_rows, train_sft
+    from ponder.train.sft import SFTConfig, SFTTrainer, reference_rows
 
     rows = reference_rows(get_task("arith", instruction=False), 64, seed=0)
     curves = {}
     for name, extra in (("fp32", {}), ("bf16", {"mixed_precision": "bf16"}), ("ckpt", {"gradient_checkpointing": True})):
         model, tok = tiny()
-        cfg = TrainConfig(lr=3e-3, max_steps=4, warmup_steps=1, seed=0, eval_every=0, save_every=0, log_every=1,
-                          device="cpu", **extra)
-        train_sft(model, tok, rows, tmp_path / name, cfg, batch_size=8, progress=False)
+        cfg = config("cpu", SFTConfig, steps=4, batch_size=8, **extra)
+        SFTTrainer(model, tok, rows, cfg, tmp_path / name, progress=False).train()
         curves[name] = losses(tmp_path / name)
     assert curves["ckpt"] == pytest.approx(curves["fp32"], rel=1e-5)
     assert curves["bf16"] != curves["fp32"] and curves["bf16"] == pytest.approx(curves["fp32"], rel=2e-2)

@@ -73,12 +73,11 @@ def dies_on_third_rollout():
 
 def dpo_run(run_dir: Path) -> dict:
     from ponder.models import build_char_tokenizer, build_tiny_model
-    from ponder.train.dpo import train_dpo
-    from ponder.train.loop import TrainConfig
+    from ponder.train.dpo import DPOConfig, DPOTrainer
 
     tok = build_char_tokenizer()
-    cfg = TrainConfig(lr=1e-2, warmup_steps=1, max_steps=3, grad_accum=2, log_every=1, save_every=3, eval_every=0)
-    return train_dpo(build_tiny_model(tok, "1m", seed=0), tok, ROWS, run_dir, cfg, batch_size=3, progress=False)
+    cfg = DPOConfig(lr=1e-2, warmup_steps=1, steps=3, grad_accum=2, log_every=1, save_every=3, batch_size=3)
+    return DPOTrainer(build_tiny_model(tok, "1m", seed=0), tok, cfg, run_dir, rows=ROWS, progress=False).train()
 
 
 def worker(out: Path) -> None:

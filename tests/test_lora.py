@@ -19,6 +19,7 @@ from ponder.models import build_char_tokenizer, build_tiny_model, load_model  # 
 from ponder.train.loop import TrainConfig  # noqa: E402
 
 LORA = {"r": 4, "alpha": 8, "target_modules": None}
+LORA_OPTIONS = {"lora_r": 4, "lora_alpha": 8}  # the same, as a trainer config's fields
 ADAPTED = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -32,8 +33,8 @@ def base(tmp_path_factory):
     return d
 
 
-def cfg() -> TrainConfig:
-    return TrainConfig(lr=1e-2, max_steps=3, warmup_steps=1, seed=0, eval_every=0, save_every=0, log_every=1)
+def cfg(cls=TrainConfig, **kw):
+    return cls(lr=1e-2, steps=3, warmup_steps=1, seed=0, eval_every=0, save_every=0, log_every=1, **kw)
 
 
 def only_adapted_changed(before: dict, after: dict, prefix: str = "") -> None:
@@ -50,14 +51,14 @@ def state(model) -> dict:
 
 def test_sft_merged_and_beside_the_base_give_the_same_model(base, tmp_path):
     from ponder.tasks import get_task
-    from ponder.train.sft import reference_rows, train_sft
+    from ponder.train.sft import SFTConfig, SFTTrainer, reference_rows
 
     rows = reference_rows(get_task("arith", instruction=False), 48, seed=0)
     before = state(load_model(str(base))[0])
     for merge in (True, False):
         model, tok = load_model(str(base))
-        train_sft(model, tok, rows, tmp_path / str(merge), cfg(), batch_size=8, progress=False, lora=LORA,
-                  lora_merge=merge)
+        SFTTrainer(model, tok, rows, cfg(SFTConfig, batch_size=8, **LORA_OPTIONS, lora_merge=merge),
+                   tmp_path / str(merge), progress=False).train()
     merged_dir, adapter_dir = tmp_path / "True" / "model", tmp_path / "False" / "model"
     assert (merged_dir / "config.json").exists() and not (merged_dir / "adapter_config.json").exists()
     assert (adapter_dir / "adapter_config.json").exists() and not (adapter_dir / "config.json").exists()
@@ -85,26 +86,27 @@ def test_cli_sft_with_lora_from_scratch_saves_its_base(tmp_path):
 
 
 def test_dpo_with_lora_trains_the_adapters_only(base, tmp_path):
-    from ponder.train.dpo import train_dpo
+    from ponder.train.dpo import DPOConfig, DPOTrainer
 
     prefs = [{"prompt": f"{a}+{b}", "chosen": f"Answer: {a + b}", "rejected": f"Answer: {a + b + 1}"}
              for a, b in zip(range(1, 13), range(5, 17))]
     model, tok = load_model(str(base))
     before = state(model)
-    out = train_dpo(model, tok, prefs, tmp_path, cfg(), batch_size=4, progress=False, lora=LORA)
+    out = DPOTrainer(model, tok, cfg(DPOConfig, batch_size=4, **LORA_OPTIONS), tmp_path, rows=prefs,
+                     progress=False).train()
     assert out["pairs"] == 12
     only_adapted_changed(before, state(load_model(str(tmp_path / "model"))[0]))
 
 
 def test_reward_model_with_lora_trains_adapters_and_head(base, tmp_path):
     from ponder.rewards.model import load_prm, new_reward_model
-    from ponder.train.rm import train_reward_model
+    from ponder.train.rm import RewardModelConfig, RewardModelTrainer
 
     rows = [{"prompt": f"{a}+{b}", "completions": [f"{a}+{b}={a + b}", f"Answer: {a + b}"],
              "labels": [1.0, float(a % 2)]} for a, b in zip(range(1, 17), range(5, 21))]
     rm = new_reward_model(str(base), "prm")
     before, head = state(rm.backbone), state(rm.head)
-    train_reward_model(rm, rows, tmp_path, cfg(), "prm", batch_size=8, progress=False, lora=LORA)
+    RewardModelTrainer(rm, rows, cfg(RewardModelConfig, batch_size=8, **LORA_OPTIONS), tmp_path, progress=False).train()
     saved = load_prm(tmp_path / "model")
     only_adapted_changed(before, state(saved.backbone))
     assert not torch.equal(head["weight"], saved.head.weight.detach())

@@ -8,8 +8,8 @@ from ponder.eval.rm import bootstrap_f1_se, first_below, processbench_f1
 from ponder.rewards import VerifierScorer, aggregate
 from ponder.rewards.model import RewardModel, load_prm, load_reward_model
 from ponder.tasks import get_task
-from ponder.train.loop import TrainConfig
-from ponder.train.rm import read_outcomes, read_stepwise, train_reward_model
+from ponder.train.rm import RewardModelConfig, RewardModelTrainer
+from ponder.train.rm import read_outcomes, read_stepwise
 
 
 def test_aggregation_by_hand():
@@ -109,10 +109,10 @@ def test_prm_trains_saves_and_reloads(tmp_path):
     torch.manual_seed(0)
     rm = _tiny_rm("prm")
     rows = _marked_rows(400, seed=1)
-    cfg = TrainConfig(lr=3e-3, max_steps=60, warmup_steps=5, eval_every=0, save_every=60, log_every=10)
+    cfg = RewardModelConfig(lr=3e-3, steps=60, warmup_steps=5, save_every=60, log_every=10, batch_size=16)
     before = rm.score_steps([r["prompt"] for r in rows[:2]], [r["completions"] for r in rows[:2]])
     assert all(abs(x - 0.5) < 1e-6 for s in before for x in s)  # zero-initialised head
-    train_reward_model(rm, rows, tmp_path / "prm", cfg, "prm", batch_size=16, progress=False)
+    RewardModelTrainer(rm, rows, cfg, tmp_path / "prm", progress=False).train()
     log = [json.loads(l) for l in (tmp_path / "prm" / "metrics.jsonl").read_text().splitlines()]
     assert log[-1]["loss"] < 0.5 * log[0]["loss"]
     prm = load_prm(tmp_path / "prm" / "model")

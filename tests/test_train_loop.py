@@ -9,7 +9,7 @@ from ponder.train.sft import IGNORE, collate, completion_loss, make_batch_at, to
 
 
 def test_lr_schedule_warmup_then_cosine():
-    cfg = TrainConfig(lr=1.0, warmup_steps=4, max_steps=14, min_lr_ratio=0.1)
+    cfg = TrainConfig(lr=1.0, warmup_steps=4, steps=14, min_lr_ratio=0.1)
     assert [lr_at(s, cfg) for s in range(4)] == pytest.approx([0.25, 0.5, 0.75, 1.0])
     assert lr_at(4, cfg) == pytest.approx(1.0)
     assert lr_at(9, cfg) == pytest.approx(0.1 + 0.9 * 0.5)  # half way through the cosine
@@ -51,7 +51,7 @@ def _loop(tmp_path, crash_at=None):
             raise KeyboardInterrupt("simulated kill")
         return batch_at(step)
 
-    cfg = TrainConfig(lr=1e-2, warmup_steps=2, max_steps=6, grad_accum=2, save_every=3, log_every=1, eval_every=0)
+    cfg = TrainConfig(lr=1e-2, warmup_steps=2, steps=6, grad_accum=2, save_every=3, log_every=1, eval_every=0)
     return TrainLoop(model, cfg, tmp_path, maybe_crash, completion_loss, progress=False)
 
 

@@ -71,7 +71,7 @@ def test_the_training_loop_marks_its_steps(tmp_path):
         loss = m(input_ids=b["input_ids"], labels=b["input_ids"]).loss
         return loss, {"loss": loss.item()}
 
-    cfg = TrainConfig(lr=1e-2, max_steps=2, warmup_steps=1, eval_every=0, save_every=0, device="cpu")
+    cfg = TrainConfig(lr=1e-2, steps=2, warmup_steps=1, eval_every=0, save_every=0, device="cpu")
     loop = TrainLoop(model, cfg, tmp_path, lambda step: [batch], loss_fn, progress=False)
     loop.optimizer.optimizer.defaults["fused"] = True  # the stale case: steps that bump no versions
     for group in loop.optimizer.optimizer.param_groups:

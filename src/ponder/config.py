@@ -109,14 +109,19 @@ def given(cfg) -> frozenset | None:
     return getattr(cfg, "_given", None)
 
 
+def field_values(cfg, cls) -> dict:
+    """The values `cfg` holds for the fields of dataclass `cls`: `cfg` is a config that extends
+    `cls` (a subclass, such as a command's config of the library's) or holds its fields."""
+    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cls)}
+
+
+def narrow(cfg, cls, **changes):
+    """`cfg` as a `cls` (the library config a command's config extends), with `changes`."""
+    return cls(**{**field_values(cfg, cls), **changes})
+
+
 def to_dict(cfg) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
-
-
-def write_yaml(path: Path, data: dict) -> None:
-    from ponder.runs import atomic_write
-
-    atomic_write(path, yaml.safe_dump(data, sort_keys=False))
 
 
 def element_type(typ):

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
-from ponder.config import ConfigError, require, to_dict
+from ponder.config import ConfigError, field_values, require, to_dict
 from ponder.pipeline.demo import QUICK, DemoConfig
 
 
@@ -32,7 +32,7 @@ def pipeline_config(cfg: Config) -> DemoConfig:
     (typed or in the --config file, even when equal to the default)."""
     from ponder.config import given
 
-    values = {f.name: getattr(cfg, f.name) for f in fields(DemoConfig)}
+    values = field_values(cfg, DemoConfig)
     if cfg.quick:
         typed = given(cfg)
         if typed is None:  # a config built in code: what differs from the default was set

@@ -8,10 +8,10 @@ are checked before the run directory is written; a rerun with other options is r
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from ponder.config import ConfigError, require, to_dict
+from ponder.config import ConfigError, narrow, require, to_dict
 from ponder.train.lora import LoraOptions
 from ponder.train.rl import RLConfig
 
@@ -53,8 +53,6 @@ class Config(RLConfig, LoraOptions):
     optimiser step), or the URL of a server that takes weights (`ponder serve`)"""
 
 
-GROUP_ESTIMATORS = ("grpo", "dr_grpo", "rloo", "process_grpo")
-"""estimators whose baseline is the other samples of a prompt's group"""
 
 
 def build_rewards(cfg: Config, task):
@@ -109,19 +107,9 @@ def run(cfg: Config, progress: bool = True) -> dict:
     from ponder.train import distributed
     from ponder.train.rl import RLTrainer
 
-    require(cfg, positive=("steps", "prompts_per_step", "group_size", "max_tokens", "ppo_epochs", "num_minibatches",
-                           "n_train", "gen_batch_size", "lr"),
-            non_negative=("n_eval", "temperature", "beta", "lora_r", "eval_every", "save_every",
-                          "overlong_buffer"),
+    # the RL options were checked when the config was built (RLConfig.check); these are the command's
+    require(cfg, positive=("n_train", "gen_batch_size"), non_negative=("n_eval", "lora_r", "overlong_buffer"),
             choices={"prm_aggregation": AGGREGATIONS})
-    RLConfig.check(cfg)
-    if cfg.group_size < 2 and cfg.estimator in GROUP_ESTIMATORS:
-        raise ConfigError(f"--group-size {cfg.group_size}: {cfg.estimator} compares each sample with the others of "
-                          "its group (the baseline), so it needs at least 2 samples per prompt")
-    if not 0 <= cfg.epsilon_low < 1:  # the ratio's lower clip 1 - epsilon_low must stay above 0
-        raise ConfigError(f"--epsilon-low {cfg.epsilon_low}: expected a number in [0, 1)")
-    if not (0 <= cfg.epsilon_high and math.isfinite(cfg.epsilon_high)):
-        raise ConfigError(f"--epsilon-high {cfg.epsilon_high}: expected a finite number >= 0")
     resolve_task(cfg, cfg.model, cfg.engine)
     task = get_task(cfg.task, **cfg.task_args)
     rewards, process_scorer = build_rewards(cfg, task)
@@ -133,7 +121,7 @@ def run(cfg: Config, progress: bool = True) -> dict:
         process_scorer = VerifierScorer(task, train)
     torch.manual_seed(cfg.seed)
     model, tokenizer = model_from_spec(resolve_model(cfg.model, "torch"), seed=cfg.seed)
-    rl_cfg = RLConfig(**{f.name: getattr(cfg, f.name) for f in fields(RLConfig)})
+    rl_cfg = narrow(cfg, RLConfig)
     lora = cfg.lora()
     run_dir = Path(cfg.runs_dir) / cfg.run
     distributed.init()  # under torchrun: rank 0 writes the run directory, the others wait for it

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import partial
 
-from ponder.config import require
+from ponder.config import narrow, require
 from ponder.models.device import DeviceField
 from ponder.search.base import SearchParams
 
@@ -50,7 +50,6 @@ def check(cfg: SearchParams) -> None:
 def run(cfg: Config, progress: bool = True) -> dict:
     """Accuracy and total compute of `cfg.strategy` over the problems, with per-problem records."""
     from contextlib import nullcontext
-    from dataclasses import fields
 
     from ponder.commands.common import progress as progress_bar
     from ponder.commands.common import resolve_task, search_context, search_worker
@@ -71,7 +70,7 @@ def run(cfg: Config, progress: bool = True) -> dict:
     if cfg.strategy in TREE:
         check_width(cfg, cfg.strategy)
     check_workers(cfg.workers, cfg.ray_address)
-    params = SearchParams(**{f.name: getattr(cfg, f.name) for f in fields(SearchParams)})
+    params = narrow(cfg, SearchParams)
     local = cfg.workers <= 1
     resolve_task(cfg, cfg.model, cfg.engine)
     ctx, problems = search_context(cfg.model, cfg.engine, cfg.task, cfg.task_args, cfg.scorer, cfg.n_problems,

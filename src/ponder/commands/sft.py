@@ -8,14 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ponder.commands.common import train_device
 from ponder.config import require, to_dict
-from ponder.models.device import DeviceOptions
-from ponder.train.lora import LoraOptions
+from ponder.train.sft import SFTConfig
 
 
 @dataclass
-class Config(DeviceOptions, LoraOptions):
+class Config(SFTConfig):
     run: str = "sft"
     """run name: outputs go to <runs-dir>/<run>/ (a rerun with the same options resumes)"""
     runs_dir: str = "runs"
@@ -30,31 +28,17 @@ class Config(DeviceOptions, LoraOptions):
     """tiny:<1m|4m|20m> to build from scratch, or a local model dir, a .gguf, or smollm2"""
     n_train: int = 20000
     """training problems drawn from the task"""
-    steps: int = 600
-    """optimiser steps"""
-    batch_size: int = 32
-    """examples per micro-batch"""
-    grad_accum: int = 1
-    """micro-batches per optimiser step"""
-    lr: float = 3e-3
-    """peak learning rate"""
-    warmup_steps: int = 30
-    """linear warm-up steps"""
-    max_len: int = 512
-    """tokens per example, at most"""
-    seed: int = 0
-    """seed for data order and initialisation"""
 
 
 def run(cfg: Config, progress: bool = True) -> dict:
-    from ponder.commands.common import input_file
+    from ponder.commands.common import input_file, train_device
     from ponder.models import model_from_spec
     from ponder.runs import start_run, write_json
     from ponder.train import distributed
-    from ponder.train.loop import TrainConfig
-    from ponder.train.sft import read_prompt_completion, reference_rows, train_sft
+    from ponder.train.sft import SFTTrainer, read_prompt_completion, reference_rows
 
-    require(cfg, positive=("n_train", "steps", "batch_size", "grad_accum", "max_len", "lr"), non_negative=("warmup_steps",))
+    require(cfg, positive=("n_train",))
+    train_device(cfg)
     if cfg.data:
         rows = read_prompt_completion(input_file(cfg.data, "--data"))
     else:
@@ -65,11 +49,7 @@ def run(cfg: Config, progress: bool = True) -> dict:
     run_dir = Path(cfg.runs_dir) / cfg.run
     distributed.init()  # under torchrun: rank 0 writes the run directory, the others wait for it
     distributed.on_main(lambda: start_run(run_dir, to_dict(cfg), "sft"))
-    tc = TrainConfig(lr=cfg.lr, max_steps=cfg.steps, warmup_steps=cfg.warmup_steps, grad_accum=cfg.grad_accum,
-                     seed=cfg.seed, eval_every=0, save_every=max(cfg.steps // 5, 1),
-                     **train_device(cfg))
-    final = train_sft(model, tokenizer, rows, run_dir, tc, batch_size=cfg.batch_size, max_len=cfg.max_len,
-                      lora=cfg.lora(), lora_merge=cfg.lora_merge, progress=progress)
+    final = SFTTrainer(model, tokenizer, rows, cfg, run_dir, progress=progress).train()
     summary = {"run_dir": str(run_dir), "model_dir": str(run_dir / "model"), "examples": len(rows), **final}
     if distributed.is_main():
         write_json(run_dir / "summary.json", summary)

@@ -26,7 +26,6 @@ from pathlib import Path
 
 from ponder.tasks.base import Problem, Task
 
-COLUMNS = ("data_source", "prompt", "ability", "reward_model", "extra_info")
 EXTRA_INFO = ("split", "index", "id", "question", "task", "task_args", "meta")
 REWARD_FILE = "reward.py"
 

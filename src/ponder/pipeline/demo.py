@@ -213,8 +213,7 @@ def sft(cfg: DemoConfig, split: Split, init: Built, run_dir: Path) -> Trained:
     from ponder.eval.evaluate import greedy_accuracy
     from ponder.generation import make_engine
     from ponder.models import load_model
-    from ponder.train.loop import TrainConfig
-    from ponder.train.sft import reference_rows, train_sft
+    from ponder.train.sft import SFTConfig, SFTTrainer, reference_rows
 
     model, tokenizer = load_model(init.model_dir)
     rows = reference_rows(split.task, cfg.n_train, cfg.seed)
@@ -223,9 +222,9 @@ def sft(cfg: DemoConfig, split: Split, init: Built, run_dir: Path) -> Trained:
     def dev_accuracy(m):
         return {"greedy_accuracy": greedy_accuracy(dev_engine, split.task, split.dev, cfg.max_tokens)}
 
-    tc = TrainConfig(lr=cfg.lr, max_steps=cfg.sft_steps, warmup_steps=cfg.warmup_steps, seed=cfg.seed,
-                     eval_every=max(cfg.sft_steps // 4, 1), save_every=max(cfg.sft_steps // 4, 1))
-    final = train_sft(model, tokenizer, rows, run_dir / "sft", tc, batch_size=cfg.batch_size, eval_fn=dev_accuracy)
+    sc = SFTConfig(lr=cfg.lr, steps=cfg.sft_steps, warmup_steps=cfg.warmup_steps, batch_size=cfg.batch_size,
+                   seed=cfg.seed, eval_every=max(cfg.sft_steps // 4, 1), save_every=max(cfg.sft_steps // 4, 1))
+    final = SFTTrainer(model, tokenizer, rows, sc, run_dir / "sft", eval_fn=dev_accuracy).train()
     return Trained(str(run_dir / "sft" / "model"), final, str(run_dir / "sft" / "metrics.jsonl"), len(rows))
 
 
@@ -246,26 +245,29 @@ def evaluate_policy(cfg: DemoConfig, split: Split, policy: Trained, out: Path) -
 
 
 def annotate(cfg: DemoConfig, split: Split, policy: Trained, run_dir: Path) -> Annotated:
-    from ponder.commands import annotate as annotate_command
+    from ponder.annotate.annotator import AnnotateConfig, annotate as annotate_problems, open_annotator
 
     methods = ["math_shepherd", "omega_prm"] + (["truth"] if split.task.has_step_checker else [])
-    ac = annotate_command.Config(run="annotate", runs_dir=str(run_dir), task=cfg.task, task_args=cfg.task_args,
-                                 n_problems=cfg.annotate_n, policy=policy.model_dir, engine=cfg.engine,
-                                 samples=cfg.annotate_samples, k=cfg.annotate_k, temperature=1.0,
-                                 max_tokens=cfg.max_tokens, methods=methods, chunk=32, seed=cfg.seed,
-                                 workers=cfg.workers, ray_address=cfg.ray_address)
-    return Annotated(annotate_command.run(ac), str(run_dir / "annotate"))
+    ac = AnnotateConfig(task=cfg.task, task_args=cfg.task_args, n_problems=cfg.annotate_n, policy=policy.model_dir,
+                        engine=cfg.engine, samples=cfg.annotate_samples, k=cfg.annotate_k, temperature=1.0,
+                        max_tokens=cfg.max_tokens, methods=methods, chunk=32, seed=cfg.seed)
+    problems = split.task.problems(ac.split, n=ac.n_problems, seed=ac.seed)
+    annotator = open_annotator(ac) if cfg.workers <= 1 else None
+    out = run_dir / "annotate"
+    out.mkdir(parents=True, exist_ok=True)
+    return Annotated(annotate_problems(ac, problems, out, annotator, cfg.workers, cfg.ray_address), str(out))
 
 
 def prm(cfg: DemoConfig, split: Split, policy: Trained, labels: Annotated, run_dir: Path) -> PRMResult:
-    from ponder.commands import train_rm
     from ponder.eval.rm import evaluate_reward_model, sample_solutions, vote_and_oracle
     from ponder.generation import make_engine
-    from ponder.rewards.model import load_prm
+    from ponder.rewards.model import load_prm, new_reward_model
+    from ponder.train.rm import RewardModelConfig, RewardModelTrainer, read_stepwise
 
-    data = Path(labels.dir) / "stepwise_omega_prm.jsonl"
-    trained = train_rm.run(train_rm.Config(run="prm", runs_dir=str(run_dir), kind="prm", data=str(data),
-                                           model=policy.model_dir, steps=cfg.prm_steps, seed=cfg.seed))
+    rows = read_stepwise(Path(labels.dir) / "stepwise_omega_prm.jsonl")
+    rm = new_reward_model(policy.model_dir, "prm")
+    final = RewardModelTrainer(rm, rows, RewardModelConfig(steps=cfg.prm_steps, seed=cfg.seed), run_dir / "prm").train()
+    trained = {"model_dir": str(run_dir / "prm" / "model"), "examples": len(rows), "loss": final["loss"]}
     model = load_prm(trained["model_dir"])
     held_out = split.held_out[:cfg.prm_eval_n]
     with make_engine(cfg.engine, policy.model_dir) as gen:

@@ -15,10 +15,11 @@ during the call is in `result.compute`.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Callable
 
+from ponder.config import narrow
 from ponder.generation.base import Generator
 from ponder.rewards.base import Scorer
 from ponder.seeds import derive
@@ -186,7 +187,7 @@ def seed_for(seed: int, problem: Problem, call: int = 0) -> int:
 
 def search_params(cfg: SearchParams) -> SearchParams:
     """The plain SearchParams inside a command's config that extends it."""
-    return SearchParams(**{f.name: getattr(cfg, f.name) for f in fields(SearchParams)})
+    return narrow(cfg, SearchParams)
 
 
 def check_width(cfg: SearchParams, strategy: str) -> int:

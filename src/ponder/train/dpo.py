@@ -23,9 +23,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ponder.config import require as check
 from ponder.models.device import place, step_done, to_device
 from ponder.models.load import encode_prompts
 from ponder.train import distributed
+from ponder.train.lora import LoraOptions
 from ponder.train.loop import EpochOrder, TrainConfig, TrainLoop
 from ponder.train.sft import save_model_fn
 
@@ -175,12 +177,115 @@ def sequence_logps(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return (logp * batch["completion_mask"][:, 1:]).sum(-1)
 
 
-def train_dpo(model, tokenizer, rows: list[dict], run_dir: str | Path, cfg: TrainConfig, beta: float = 0.1,
-              batch_size: int = 16, max_len: int = 512, append_eos: bool = True, eval_fn=None,
-              progress: bool = True, lora: dict | None = None, lora_merge: bool = True) -> dict:
-    """DPO on preference `rows`; saves run_dir/model. Resumes from run_dir/checkpoint. `lora`:
-    train LoRA adapters only (the reference log-probs are the model's before them)."""
-    pairs = tokenize_preferences(tokenizer, rows, max_len, append_eos)
+@dataclass
+class DPOConfig(TrainConfig, LoraOptions):
+    """DPO and Step-DPO: the loop's knobs, LoRA, the loss's beta, and how Step-DPO pairs are
+    built from the policy's own samples when no preference file is given."""
+
+    lr: float = 1e-4
+    """peak learning rate"""
+    steps: int = 100
+    """optimiser steps"""
+    warmup_steps: int = 10
+    """linear warm-up steps"""
+    log_every: int | None = None
+    """steps between metrics.jsonl records (default: 50 records a run)"""
+    beta: float = 0.1
+    """DPO beta: strength of the implicit KL to the reference"""
+    batch_size: int = 16
+    """pairs per micro-batch"""
+    max_len: int = 512
+    """tokens per prompt + completion, at most"""
+    step: bool = False
+    """Step-DPO: pairs are single steps (no EOS appended); implied when pairs are built from the task"""
+    n_problems: int = 500
+    """training problems sampled to build Step-DPO pairs"""
+    samples: int = 4
+    """solutions sampled per problem to build Step-DPO pairs"""
+    temperature: float = 1.0
+    """sampling temperature for building pairs"""
+    max_tokens: int = 128
+    """generated tokens per solution, at most (pair building and evaluation)"""
+    n_eval: int = 200
+    """held-out problems for greedy accuracy before and after (0 = none)"""
+
+    def __post_init__(self):
+        if self.log_every is None:
+            self.log_every = max(1, self.steps // 50)
+        super().__post_init__()
+        check(self, positive=("batch_size", "max_len", "n_problems", "samples", "max_tokens"),
+              non_negative=("beta", "temperature", "n_eval"))
+
+
+class DPOTrainer:
+    """DPO on preference `rows`, or Step-DPO on pairs built from the policy's own samples
+    (`rows=None`: train/step_dpo.py, with `generator` sampling `task`; the pairs are kept in
+    run_dir/pairs.jsonl, so a resumed run trains on the pairs it built first). With `task` and
+    `cfg.n_eval`, greedy accuracy on held-out problems is measured before training (kept in
+    run_dir/initial_eval.json) and at the end. Saves run_dir/model; resumes from
+    run_dir/checkpoint. With `cfg.lora_r` only LoRA adapters train (the reference log-probs
+    are the model's before them).
+
+        DPOTrainer(model, tokenizer, DPOConfig(beta=0.1), "runs/dpo", rows=pairs).train()
+    """
+
+    def __init__(self, model, tokenizer, cfg: DPOConfig, run_dir: str | Path, rows: list[dict] | None = None,
+                 task=None, generator=None, progress: bool = True):
+        from ponder.runs import write_json, write_jsonl
+
+        run_dir = Path(run_dir)
+        self.step_dpo = cfg.step or rows is None
+        if rows is None:
+            if task is None or generator is None:
+                raise ValueError("Step-DPO pairs are built from a task and a generator: pass both, or rows")
+            cache = run_dir / "pairs.jsonl"
+
+            def build_pairs():  # on rank 0 alone under torchrun; the others get its pairs
+                if cache.exists():
+                    return read_preferences(cache)
+                from ponder.train.step_dpo import step_dpo_pairs
+
+                problems = task.problems("train", n=cfg.n_problems, seed=cfg.seed)
+                built = step_dpo_pairs(task, problems, generator, cfg.samples, cfg.temperature, cfg.max_tokens,
+                                       cfg.seed)
+                if not built:
+                    raise ValueError("the model made no step errors on the sampled problems: no Step-DPO pairs to "
+                                     "learn from")
+                write_jsonl(cache, built)
+                return built
+
+            rows = distributed.on_main(build_pairs)
+        self.rows = rows
+        eval_fn = None
+        self.initial_path = run_dir / "initial_eval.json"
+        if task is not None and generator is not None and cfg.n_eval:
+            from ponder.eval.evaluate import greedy_accuracy
+
+            held_out = task.problems("test", n=cfg.n_eval, seed=cfg.seed)
+            eval_fn = lambda m: {"accuracy": greedy_accuracy(generator, task, held_out, cfg.max_tokens, m)}  # noqa: E731
+
+            def initial_eval():  # on rank 0 alone; kept, so a resumed run still reports where it started
+                if not self.initial_path.exists():
+                    write_json(self.initial_path, {"accuracy": eval_fn(model)["accuracy"]})
+
+            distributed.on_main(initial_eval)
+        self.pairs, self.loop = _dpo_loop(model, tokenizer, rows, run_dir, cfg, not self.step_dpo, eval_fn, progress)
+
+    def train(self) -> dict:
+        """Run (or resume) to `cfg.steps`: the final logged metrics, the number of pairs, and
+        the accuracy before training when it was measured."""
+        import json
+
+        out = {"pairs": self.pairs, **self.loop.run()}
+        if self.initial_path.exists():
+            out["initial_eval/accuracy"] = json.loads(self.initial_path.read_text())["accuracy"]
+        return out
+
+
+def _dpo_loop(model, tokenizer, rows: list[dict], run_dir: Path, cfg: DPOConfig, append_eos: bool, eval_fn,
+              progress: bool):
+    """(number of pairs, the TrainLoop): the reference log-probs computed, the batches laid out."""
+    pairs = tokenize_preferences(tokenizer, rows, cfg.max_len, append_eos)
     if not pairs:
         raise ValueError("no preference pairs left after tokenisation (empty data, identical sides, or max_len too small)")
     pad = tokenizer.pad_token_id
@@ -189,12 +294,12 @@ def train_dpo(model, tokenizer, rows: list[dict], run_dir: str | Path, cfg: Trai
     place(model, device)  # the reference log-probs are computed where the model trains
     was_training = model.training
     model.eval()
-    starts = range(0, len(pairs), batch_size)
+    starts = range(0, len(pairs), cfg.batch_size)
     mine = {}  # this process's share of the batches, the same batches in any number of processes
     with torch.no_grad():
         for s in [starts[i] for i in distributed.share(len(starts))]:
-            lp = sequence_logps(model, to_device(collate_pairs(pairs[s:s + batch_size], pad), device)).cpu()
-            n = len(pairs[s:s + batch_size])
+            lp = sequence_logps(model, to_device(collate_pairs(pairs[s:s + cfg.batch_size], pad), device)).cpu()
+            n = len(pairs[s:s + cfg.batch_size])
             mine[s] = torch.stack([lp[:n], lp[n:]], dim=1)
             step_done(device)
     for part in distributed.gather_objects(mine):
@@ -202,23 +307,22 @@ def train_dpo(model, tokenizer, rows: list[dict], run_dir: str | Path, cfg: Trai
             ref[s:s + len(lp)] = lp
     model.train(was_training)
     order = EpochOrder(len(pairs), cfg.seed)
-    per_step = batch_size * cfg.grad_accum
+    per_step = cfg.batch_size * cfg.grad_accum
 
     def batch_at(step: int):
         picks = order.take(step * per_step, per_step)
         out = []
-        for k in range(0, per_step, batch_size):
-            batch = collate_pairs([pairs[i] for i in picks[k:k + batch_size]], pad)
-            batch["ref"] = ref[picks[k:k + batch_size]]
+        for k in range(0, per_step, cfg.batch_size):
+            batch = collate_pairs([pairs[i] for i in picks[k:k + cfg.batch_size]], pad)
+            batch["ref"] = ref[picks[k:k + cfg.batch_size]]
             out.append(batch)
         return out
 
     def loss_fn(m, batch):
         lp = sequence_logps(m, batch)
         n = batch["ref"].shape[0]
-        loss, stats = dpo_loss(lp[:n], lp[n:], batch["ref"][:, 0], batch["ref"][:, 1], beta)
+        loss, stats = dpo_loss(lp[:n], lp[n:], batch["ref"][:, 0], batch["ref"][:, 1], cfg.beta)
         return loss, {"loss": loss.item(), **stats, "tokens": int(batch["completion_mask"].sum())}
 
-    save = save_model_fn(model, tokenizer, lora, lora_merge, cfg.seed)
-    loop = TrainLoop(model, cfg, run_dir, batch_at, loss_fn, eval_fn=eval_fn, save_fn=save, progress=progress)
-    return {"pairs": len(pairs), **loop.run()}
+    save = save_model_fn(model, tokenizer, cfg.lora(), cfg.lora_merge, cfg.seed)
+    return len(pairs), TrainLoop(model, cfg, run_dir, batch_at, loss_fn, eval_fn=eval_fn, save_fn=save, progress=progress)

@@ -10,8 +10,66 @@ ReST-EM fine-tunes the *base* model each round to limit overfitting; with `from_
 step on tiny budgets. A round's model is saved under round_<r>/model; a rerun skips finished
 rounds, so a killed run resumes at the round it was in (and that round's SFT resumes from its
 checkpoint).
+
+    trainer = ExpertIterationTrainer(model, tokenizer, task, generator, ExpertIterationConfig(rounds=3), "runs/it")
+    trainer.train()   # [{"round": 0, "accuracy": ...}, {"round": 1, "kept": ..., "accuracy": ...}, ...]
 """
 from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ponder.config import ConfigError, field_values, require as check
+from ponder.seeds import derive
+from ponder.train.lora import LoraOptions
+from ponder.train.loop import OptimConfig
+
+
+@dataclass
+class ExpertIterationConfig(OptimConfig, LoraOptions):
+    """Rounds of sample -> keep the verified -> SFT. The optimiser's knobs apply to every
+    round's SFT (its warm-up capped at the round's steps); LoRA adapters are merged after
+    every round, so the next round adapts the improved model."""
+
+    rounds: int = 3
+    """sample -> filter -> SFT rounds"""
+    n_problems: int = 500
+    """training problems per round"""
+    samples: int = 4
+    """solutions sampled per problem"""
+    temperature: float = 1.0
+    """sampling temperature"""
+    max_tokens: int = 128
+    """generated tokens per solution, at most"""
+    sft_steps: int = 100
+    """SFT optimiser steps per round"""
+    batch_size: int = 32
+    """SFT batch size"""
+    warmup_steps: int = 10
+    """linear warm-up steps of each round's SFT"""
+    from_base: bool = False
+    """fine-tune the starting model each round (ReST-EM) instead of the previous round's"""
+    n_eval: int = 200
+    """held-out problems for greedy accuracy per round"""
+
+    def __post_init__(self):
+        super().__post_init__()
+        check(self, positive=("rounds", "n_problems", "samples", "max_tokens", "sft_steps", "batch_size", "n_eval"),
+              non_negative=("temperature",))
+        if self.lora_r and not self.lora_merge:
+            raise ConfigError("--no-lora-merge: expert iteration merges the adapters after every round (the next "
+                              "round samples from the improved model); drop the flag")
+
+    def sft_config(self, r: int):
+        """Round r's SFT config."""
+        from ponder.train.sft import SFTConfig
+
+        round_changes = {"warmup_steps": min(self.warmup_steps, self.sft_steps),
+                         "seed": derive(self.seed, "iterate-round", r) % 2**32}  # numpy seeds are 32-bit
+        return SFTConfig(**{**field_values(self, OptimConfig), **round_changes}, lora_r=self.lora_r,
+                         lora_alpha=self.lora_alpha, lora_targets=list(self.lora_targets), lora_merge=True,
+                         steps=self.sft_steps, batch_size=self.batch_size)
 
 
 def verified_rows(task, problems, outs) -> tuple[list[dict], int]:
@@ -25,3 +83,64 @@ def verified_rows(task, problems, outs) -> tuple[list[dict], int]:
                 seen.add((p.id, s.text))
                 rows.append({"prompt": task.prompt(p), "completion": s.text})
     return rows, total
+
+
+class ExpertIterationTrainer:
+    """Expert iteration over `task` with `generator` sampling the policy (an engine that
+    takes the trained weights: train/policy_engine.py). `start`: the starting model's name,
+    reloaded each round with `from_base`. Per round: run_dir/round_<r>/{data.jsonl, model};
+    run_dir/rounds.jsonl lists each finished round, so a rerun skips them."""
+
+    def __init__(self, model, tokenizer, task, generator, cfg: ExpertIterationConfig, run_dir: str | Path,
+                 start: str | None = None, progress: bool = True):
+        self.model, self.tokenizer, self.task, self.gen, self.cfg = model, tokenizer, task, generator, cfg
+        self.run_dir, self.start, self.progress = Path(run_dir), start, progress
+        self.train_problems = task.problems("train", n=cfg.n_problems * cfg.rounds, seed=cfg.seed)
+        self.held_out = task.problems("test", n=cfg.n_eval, seed=cfg.seed)
+
+    def train(self) -> list[dict]:
+        """Run (or resume) every round; one record per round (round 0: the starting model)."""
+        from ponder.eval.evaluate import greedy_accuracy
+        from ponder.generation.base import SamplingParams
+        from ponder.models import load_model, model_from_spec
+        from ponder.runs import write_jsonl
+        from ponder.train.sft import SFTTrainer
+
+        cfg, task, gen, model, tokenizer = self.cfg, self.task, self.gen, self.model, self.tokenizer
+        log = self.run_dir / "rounds.jsonl"
+        done = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.exists() else []
+        if not done:
+            done = [{"round": 0, "accuracy": greedy_accuracy(gen, task, self.held_out, cfg.max_tokens, model)}]
+            write_jsonl(log, done)
+        for r in range(1, cfg.rounds + 1):
+            round_dir = self.run_dir / f"round_{r}"
+            if any(rec["round"] == r for rec in done):
+                model, tokenizer = load_model(str(round_dir / "model"))
+                continue
+            if cfg.from_base and r > 1:
+                if self.start is None:
+                    raise ValueError("from_base needs the starting model's name (start=...)")
+                model, tokenizer = model_from_spec(self.start, seed=cfg.seed)
+            gen.update_weights(model.named_parameters())  # this round's starting policy
+            problems = self.train_problems[(r - 1) * cfg.n_problems: r * cfg.n_problems]
+            data = round_dir / "data.jsonl"
+            round_dir.mkdir(parents=True, exist_ok=True)
+            if data.exists():
+                rows = [json.loads(line) for line in data.read_text().splitlines()]
+                sampled = len(problems) * cfg.samples
+            else:
+                sp = SamplingParams(n=cfg.samples, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
+                                    seed=derive(cfg.seed, "iterate-samples", r))
+                rows, sampled = verified_rows(task, problems, gen.generate([task.prompt(p) for p in problems], sp))
+                write_jsonl(data, rows)
+            if not rows:
+                raise ValueError(f"round {r}: no sample was verified correct; nothing to fine-tune on "
+                                 "(raise samples or temperature, or start from a stronger model)")
+            SFTTrainer(model, tokenizer, rows, cfg.sft_config(r), round_dir, progress=self.progress).train()
+            model.eval()
+            acc = greedy_accuracy(gen, task, self.held_out, cfg.max_tokens, model)
+            done.append({"round": r, "kept": len(rows), "sampled": sampled,
+                         "kept_fraction": len(rows) / max(sampled, 1), "accuracy": acc})
+            write_jsonl(log, done)
+        self.model, self.tokenizer = model, tokenizer
+        return done

@@ -50,6 +50,7 @@ from typing import Any, Callable
 
 import torch
 
+from ponder.config import ConfigError, require as check
 from ponder.generation.base import mark_weights_changed
 from ponder.models.device import DeviceOptions, place, step_done, to_device
 from ponder.runs import atomic_write
@@ -62,39 +63,67 @@ the number of tokens its returned loss is the mean over. The loop removes it fro
 
 
 @dataclass
-class TrainConfig(DeviceOptions):
+class OptimConfig(DeviceOptions):
+    """The optimiser's knobs (AdamW, warm-up + cosine), which every trainer's config shares.
+    Checked when built: a value no run can use is a ConfigError naming its option."""
+
     lr: float = 1e-3
     """peak learning rate"""
     min_lr_ratio: float = 0.1
-    """cosine decays to lr * min_lr_ratio"""
+    """cosine decays to lr * min_lr_ratio (1: constant after warm-up)"""
     weight_decay: float = 0.01
     """AdamW weight decay (not applied to norms and biases)"""
     betas: tuple[float, float] = (0.9, 0.95)
     """AdamW betas"""
     warmup_steps: int = 50
     """linear warm-up steps"""
-    max_steps: int = 1000
-    """optimiser steps"""
-    grad_accum: int = 1
-    """micro-batches per optimiser step"""
     max_grad_norm: float = 1.0
     """gradient clipping (0 = off)"""
-    eval_every: int = 200
-    """steps between evaluations (0 = only at the end)"""
-    save_every: int = 200
-    """steps between checkpoints (0 = only at the end)"""
+    seed: int = 0
+    """seed of the run's random draws (data order, sampling, initialisation)"""
+
+    def __post_init__(self):
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"lr (--lr) must be a finite number > 0, got {self.lr}")  # the schedule divides by it
+        check(self, non_negative=("weight_decay", "warmup_steps", "max_grad_norm"), probability=("min_lr_ratio",))
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"betas (--betas) must be two numbers in [0, 1), got {self.betas}")
+
+
+@dataclass
+class TrainConfig(OptimConfig):
+    """The loop's knobs: an OptimConfig plus how long, how the steps are batched, and when to
+    log, evaluate and save. Each trainer's config (SFTConfig, RewardModelConfig, DPOConfig,
+    ExpertIterationConfig) subclasses it; RLConfig counts rollout steps and builds one."""
+
+    steps: int = 1000
+    """optimiser steps"""
+    grad_accum: int = 1
+    """micro-batches per optimiser step (under torchrun each process takes whole micro-batches:
+    use a multiple of the number of processes)"""
+    eval_every: int = 0
+    """steps between evaluations, when the trainer has one (0 = only at the end)"""
+    save_every: int | None = None
+    """steps between checkpoints (default: five a run; 0 = only at the end)"""
     log_every: int = 10
     """steps between metrics.jsonl records"""
-    seed: int = 0
-    """seed for initialisation-independent randomness (dropout, data order)"""
+
+    def __post_init__(self):
+        super().__post_init__()
+        check(self, positive=("steps", "grad_accum", "log_every"), non_negative=("eval_every", "save_every"))
+
+    @property
+    def checkpoint_every(self) -> int:
+        """Steps between checkpoints, the default resolved."""
+        return max(self.steps // 5, 1) if self.save_every is None else self.save_every
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Learning rate at optimiser step `step` (0-based): linear warm-up to `lr` over
-    `warmup_steps`, then cosine decay to `lr * min_lr_ratio` at `max_steps`."""
+    `warmup_steps`, then cosine decay to `lr * min_lr_ratio` at `steps`."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
-    span = max(1, cfg.max_steps - cfg.warmup_steps)
+    span = max(1, cfg.steps - cfg.warmup_steps)
     progress = min(1.0, (step - cfg.warmup_steps) / span)
     cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
     return cfg.lr * (cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * cosine)
@@ -158,7 +187,7 @@ class EpochOrder:
 
 
 class TrainLoop:
-    """Runs `cfg.max_steps` optimiser steps of `loss_fn` over `batch_at(step)`.
+    """Runs `cfg.steps` optimiser steps of `loss_fn` over `batch_at(step)`.
 
     run_dir/checkpoint/ holds the latest full state (model, optimiser, scheduler, RNG, step);
     it is written to a temporary folder and renamed, so a kill never leaves a torn checkpoint.
@@ -332,15 +361,15 @@ class TrainLoop:
         if resumed and self.progress:
             from rich.console import Console
 
-            Console(stderr=True).print(f"resuming from {self.ckpt_dir} at step {self.step}/{cfg.max_steps}")
+            Console(stderr=True).print(f"resuming from {self.ckpt_dir} at step {self.step}/{cfg.steps}")
         self.model.train()
         last: dict = {}
         t0, tokens_since = time.time(), 0
         columns = [TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                    TextColumn("{task.fields[info]}"), TimeRemainingColumn()]
         with Progress(*columns, disable=not self.progress, transient=False) as bar:
-            task = bar.add_task("train", total=cfg.max_steps, completed=self.step, info="resumed" if resumed else "")
-            while self.step < cfg.max_steps:
+            task = bar.add_task("train", total=cfg.steps, completed=self.step, info="resumed" if resumed else "")
+            while self.step < cfg.steps:
                 micro_batches = self.batch_at(self.step)
                 self._warn_idle(len(micro_batches))
                 step_stats = self._accumulate(micro_batches)
@@ -356,7 +385,7 @@ class TrainLoop:
                 tokens_since += int(step_stats.get("tokens", 0))
                 last = dict(step_stats)
                 bar.update(task, completed=self.step, info=f"loss {last.get('loss', float('nan')):.4f}")
-                if self.main and (self.step % cfg.log_every == 0 or self.step == cfg.max_steps):
+                if self.main and (self.step % cfg.log_every == 0 or self.step == cfg.steps):
                     dt = time.time() - t0
                     rec = {"step": self.step, "lr": self.scheduler.get_last_lr()[0], **last,
                            "tokens_per_s": tokens_since / max(dt, 1e-9)}
@@ -365,13 +394,13 @@ class TrainLoop:
                     self.metrics.write(rec)
                     t0, tokens_since = time.time(), 0
                 do_eval = self.eval_fn is not None and (
-                    (cfg.eval_every and self.step % cfg.eval_every == 0) or self.step == cfg.max_steps)
+                    (cfg.eval_every and self.step % cfg.eval_every == 0) or self.step == cfg.steps)
                 if do_eval:
                     result = self._evaluate()
                     if self.main:
                         self.metrics.write({"step": self.step, **{f"eval/{k}": v for k, v in result.items()}})
                     last.update({f"eval/{k}": v for k, v in result.items()})
-                if (cfg.save_every and self.step % cfg.save_every == 0) or self.step == cfg.max_steps:
+                if (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or self.step == cfg.steps:
                     self.save_checkpoint()
         self.model.eval()
         if self.device.type == "lazy":

@@ -60,6 +60,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ponder.config import field_values
 from ponder.generation import SamplingParams
 from ponder.models import encode_prompts
 from ponder.models.device import place, step_done, to_device
@@ -68,7 +69,7 @@ from ponder.runs import write_json
 from ponder.seeds import derive
 from ponder.train import distributed
 from ponder.train.advantages import AdvantageInputs, compute_advantages
-from ponder.train.loop import EpochOrder, MetricsLog, TrainConfig, TrainLoop
+from ponder.train.loop import EpochOrder, MetricsLog, OptimConfig, TrainConfig, TrainLoop
 from ponder.train.policy_engine import policy_engine
 from ponder.train.rl_config import RLConfig
 from ponder.train.rl_batch import ActorCritic, drop_zero_rows, response_logprobs, rollout_batch, step_token_ends
@@ -459,10 +460,11 @@ class RLTrainer:
     def train(self) -> dict:
         cfg = self.cfg
         U = cfg.updates_per_step
-        tcfg = TrainConfig(lr=cfg.lr, min_lr_ratio=1.0, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
-                           max_steps=cfg.steps * U, max_grad_norm=cfg.max_grad_norm,
+        cfg.device_options()  # a bad device fails here, in one line
+        # The loop counts optimiser steps: U per RL step.
+        tcfg = TrainConfig(**field_values(cfg, OptimConfig), steps=cfg.steps * U,
                            eval_every=cfg.eval_every * U if self.eval_problems else 0,
-                           save_every=cfg.save_every * U, log_every=1, seed=cfg.seed, **cfg.device_options())
+                           save_every=cfg.save_every * U, log_every=1)
         loop = TrainLoop(self.trainable, tcfg, self.run_dir, self.batch_at, self.loss_fn,
                          eval_fn=self.evaluate if self.eval_problems else None, save_fn=self.save,
                          progress=self.progress, sharded=True)

@@ -1,15 +1,21 @@
 """The options of an RL run (`ponder rl`, `RLTrainer`), each with its docstring, and their checks."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-from ponder.models.device import DeviceOptions
+from ponder.config import ConfigError, require as check
 from ponder.train.advantages import ESTIMATORS
+from ponder.train.loop import OptimConfig
 from ponder.train.policy_loss import AGGREGATIONS, KL_ESTIMATORS, POLICY_LOSSES
 
 
+GROUP_ESTIMATORS = ("grpo", "dr_grpo", "rloo", "process_grpo")
+"""estimators whose baseline is the other samples of a prompt's group"""
+
+
 @dataclass
-class RLConfig(DeviceOptions):
+class RLConfig(OptimConfig):
     estimator: str = "grpo"
     """advantage estimator: grpo, dr_grpo, rloo, reinforce_pp, gae (PPO with a value head), process_grpo
     (the process scorer's step rewards only: as in DeepSeekMath §4.1.3, the reward functions'
@@ -72,7 +78,9 @@ class RLConfig(DeviceOptions):
     entropy_coef: float = 0.0
     """entropy bonus weight"""
     lr: float = 1e-4
-    """learning rate (constant after warm-up)"""
+    """peak learning rate"""
+    min_lr_ratio: float = 1.0
+    """cosine decay to lr * min_lr_ratio over the run (1: constant after warm-up)"""
     warmup_steps: int = 0
     """linear warm-up, in optimiser steps"""
     weight_decay: float = 0.0
@@ -86,6 +94,10 @@ class RLConfig(DeviceOptions):
     seed: int = 0
     """seed for prompt order and sampling"""
 
+    def __post_init__(self):
+        super().__post_init__()
+        self.check()
+
     def check(self) -> None:
         if self.estimator not in ESTIMATORS:
             raise ValueError(f"unknown estimator {self.estimator!r}: expected one of {', '.join(sorted(ESTIMATORS))}")
@@ -95,9 +107,16 @@ class RLConfig(DeviceOptions):
             raise ValueError(f"unknown loss_agg {self.loss_agg!r}: expected one of {', '.join(AGGREGATIONS)}")
         if self.kl_estimator not in KL_ESTIMATORS:
             raise ValueError(f"kl_estimator must be one of {', '.join(KL_ESTIMATORS)}, got {self.kl_estimator!r}")
-        for name in ("steps", "prompts_per_step", "group_size", "max_tokens", "ppo_epochs", "num_minibatches"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        check(self, positive=("steps", "prompts_per_step", "group_size", "max_tokens", "ppo_epochs",
+                              "num_minibatches"), non_negative=("eval_every", "save_every"))
+        check(self, non_negative=("temperature", "beta"))
+        if self.group_size < 2 and self.estimator in GROUP_ESTIMATORS:
+            raise ConfigError(f"--group-size {self.group_size}: {self.estimator} compares each sample with the others "
+                              "of its group (the baseline), so it needs at least 2 samples per prompt")
+        if not 0 <= self.epsilon_low < 1:  # the ratio's lower clip 1 - epsilon_low must stay above 0
+            raise ConfigError(f"--epsilon-low {self.epsilon_low}: expected a number in [0, 1)")
+        if not (0 <= self.epsilon_high and math.isfinite(self.epsilon_high)):
+            raise ConfigError(f"--epsilon-high {self.epsilon_high}: expected a finite number >= 0")
         if self.prompts_per_step * self.group_size < self.num_minibatches:
             raise ValueError("num_minibatches is larger than the rollout batch (prompts_per_step * group_size)")
         if self.temperature <= 0:

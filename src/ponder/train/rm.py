@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from ponder.config import ConfigError, require as check
+from ponder.train.lora import LoraOptions
 from ponder.train.loop import TrainConfig, TrainLoop
 from ponder.train.sft import make_batch_at
 
@@ -114,29 +116,65 @@ def bce_loss(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor,
     return loss, {"loss": loss.item(), "label_acc": acc.item(), "tokens": int(scored.sum())}
 
 
-def train_reward_model(rm, rows: list[dict], run_dir: str | Path, cfg: TrainConfig, kind: str,
-                       batch_size: int = 32, hard: bool = False, max_len: int = 512, progress: bool = True,
-                       eval_fn=None, lora: dict | None = None) -> dict:
-    """Train `rm` on stepwise (PRM) or outcome (ORM) rows; saves run_dir/model. `lora`: LoRA
-    adapters on the body (the head trains whole), merged into it when saved."""
-    examples = rm_examples(rm, rows, kind, hard, max_len)
-    if not examples:
-        raise ValueError("no reward-model examples left after tokenisation (empty data or max_len too small)")
-    batch_at = make_batch_at(examples, batch_size, cfg.grad_accum, rm.tokenizer.pad_token_id or 0, cfg.seed,
-                             collate_rm)
+@dataclass
+class RewardModelConfig(TrainConfig, LoraOptions):
+    """Reward-model training: the loop's knobs, LoRA on the body (the head trains whole), and
+    how examples are built and batched."""
 
-    def loss_fn(model, batch):
-        return bce_loss(model(batch["input_ids"], batch["attention_mask"]), batch["targets"])
+    lr: float = 1e-3
+    """peak learning rate"""
+    steps: int = 400
+    """optimiser steps"""
+    warmup_steps: int = 20
+    """linear warm-up steps"""
+    batch_size: int = 32
+    """examples per micro-batch"""
+    max_len: int = 512
+    """tokens per example, at most"""
+    hard: bool = False
+    """train on hard labels (label > 0) instead of soft MC fractions"""
 
-    save = lambda m, out: m.save(out)  # noqa: E731
-    if lora:
-        from ponder.train.lora import add_lora
+    def __post_init__(self):
+        super().__post_init__()
+        check(self, positive=("batch_size", "max_len"))
+        if self.lora_r and not self.lora_merge:
+            raise ConfigError("--no-lora-merge: a reward model is saved with its adapters merged (its head is not a "
+                              "PEFT module); drop the flag")
 
-        peft = add_lora(rm.backbone, task_type="FEATURE_EXTRACTION", seed=cfg.seed, **lora)
 
-        def save(m, out):
-            m.backbone = peft.merge_and_unload()
-            m.save(out)
+class RewardModelTrainer:
+    """Trains `rm` (a PRM or an ORM, `rm.kind`) on stepwise or outcome rows; saves
+    run_dir/model, resumes from run_dir/checkpoint:
 
-    loop = TrainLoop(rm, cfg, run_dir, batch_at, loss_fn, eval_fn=eval_fn, save_fn=save, progress=progress)
-    return loop.run()
+        RewardModelTrainer(new_reward_model(policy, "prm"), rows, RewardModelConfig(), "runs/prm").train()
+
+    With `cfg.lora_r` the body trains LoRA adapters, merged into it when saved."""
+
+    def __init__(self, rm, rows: list[dict], cfg: RewardModelConfig, run_dir: str | Path, eval_fn=None,
+                 progress: bool = True):
+        examples = rm_examples(rm, rows, rm.kind, cfg.hard, cfg.max_len)
+        if not examples:
+            raise ValueError("no reward-model examples left after tokenisation (empty data or max_len too small)")
+        batch_at = make_batch_at(examples, cfg.batch_size, cfg.grad_accum, rm.tokenizer.pad_token_id or 0, cfg.seed,
+                                 collate_rm)
+
+        def loss_fn(model, batch):
+            return bce_loss(model(batch["input_ids"], batch["attention_mask"]), batch["targets"])
+
+        save = lambda m, out: m.save(out)  # noqa: E731
+        lora = cfg.lora()
+        if lora:
+            from ponder.train.lora import add_lora
+
+            peft = add_lora(rm.backbone, task_type="FEATURE_EXTRACTION", seed=cfg.seed, **lora)
+
+            def save(m, out):
+                m.backbone = peft.merge_and_unload()
+                m.save(out)
+
+        self.examples = examples
+        self.loop = TrainLoop(rm, cfg, run_dir, batch_at, loss_fn, eval_fn=eval_fn, save_fn=save, progress=progress)
+
+    def train(self) -> dict:
+        """Run (or resume) to `cfg.steps`; the final logged metrics."""
+        return self.loop.run()

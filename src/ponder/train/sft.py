@@ -17,7 +17,9 @@ from pathlib import Path
 
 import torch
 
+from ponder.config import require as check
 from ponder.models.load import format_prompt
+from ponder.train.lora import LoraOptions
 from ponder.train.loop import EpochOrder, TrainConfig, TrainLoop
 
 IGNORE = -100
@@ -183,28 +185,46 @@ def save_model_fn(model, tokenizer, lora: dict | None, lora_merge: bool = True, 
     return lambda m, out: save_lora(peft, tokenizer, out, lora_merge)
 
 
-def train_sft(
-    model,
-    tokenizer,
-    rows: list[dict],
-    run_dir: str | Path,
-    cfg: TrainConfig,
-    batch_size: int = 32,
-    max_len: int = 512,
-    eval_fn=None,
-    progress: bool = True,
-    lora: dict | None = None,
-    lora_merge: bool = True,
-) -> dict:
-    """Fine-tune `model` on prompt-completion `rows`; the final model and tokenizer are saved
-    under run_dir/model in Hugging Face format. Resumes from run_dir/checkpoint if present.
-    `lora`: train LoRA adapters only (`add_lora`'s arguments), saved merged into the model or
-    beside it (`lora_merge`, see train/lora.py)."""
-    examples = tokenize_pairs(tokenizer, rows, max_len)
-    if not examples:
-        raise ValueError("no SFT examples left after tokenisation (empty data or max_len too small)")
-    batch_at = make_batch_at(examples, batch_size, cfg.grad_accum, tokenizer.pad_token_id, cfg.seed)
-    save = save_model_fn(model, tokenizer, lora, lora_merge, cfg.seed)
+@dataclass
+class SFTConfig(TrainConfig, LoraOptions):
+    """Supervised fine-tuning: the loop's knobs, LoRA, and how examples are batched."""
 
-    loop = TrainLoop(model, cfg, run_dir, batch_at, completion_loss, eval_fn=eval_fn, save_fn=save, progress=progress)
-    return loop.run()
+    lr: float = 3e-3
+    """peak learning rate"""
+    steps: int = 600
+    """optimiser steps"""
+    warmup_steps: int = 30
+    """linear warm-up steps"""
+    batch_size: int = 32
+    """examples per micro-batch"""
+    max_len: int = 512
+    """tokens per example, at most"""
+
+    def __post_init__(self):
+        super().__post_init__()
+        check(self, positive=("batch_size", "max_len"))
+
+
+class SFTTrainer:
+    """Fine-tunes `model` on prompt-completion `rows` (TRL's SFTTrainer shape):
+
+        SFTTrainer(model, tokenizer, rows, SFTConfig(steps=600), "runs/sft").train()
+
+    The final model and tokenizer are saved under run_dir/model in Hugging Face format; a run
+    resumes from run_dir/checkpoint if present. With `cfg.lora_r` only LoRA adapters train,
+    saved merged into the model or beside it (`lora_merge`, train/lora.py). `eval_fn(model)`,
+    if given, runs every `eval_every` steps and at the end."""
+
+    def __init__(self, model, tokenizer, rows: list[dict], cfg: SFTConfig, run_dir: str | Path, eval_fn=None,
+                 progress: bool = True):
+        self.examples = tokenize_pairs(tokenizer, rows, cfg.max_len)
+        if not self.examples:
+            raise ValueError("no SFT examples left after tokenisation (empty data or max_len too small)")
+        batch_at = make_batch_at(self.examples, cfg.batch_size, cfg.grad_accum, tokenizer.pad_token_id, cfg.seed)
+        save = save_model_fn(model, tokenizer, cfg.lora(), cfg.lora_merge, cfg.seed)
+        self.loop = TrainLoop(model, cfg, run_dir, batch_at, completion_loss, eval_fn=eval_fn, save_fn=save,
+                              progress=progress)
+
+    def train(self) -> dict:
+        """Run (or resume) to `cfg.steps`; the final logged metrics."""
+        return self.loop.run()

@@ -1,5 +1,9 @@
-"""`ponder annotate`: sample solutions from a policy, label outcomes with the task verifier
-and steps with the chosen process labellers, and write training data in TRL's formats.
+"""The annotator: sample solutions from a policy, label outcomes with the task verifier and
+steps with the chosen process labellers, and write training data in TRL's formats
+(`ponder annotate` is its command; the demo calls it directly):
+
+    annotator = Annotator(cfg, generator, task)
+    summary = annotate(cfg, problems, run_dir, annotator)     # resumable, by chunks
 
 Per problem chunk (resumable, see records.py):
   1. sample `samples` solutions per problem; label each with `task.is_correct` (outcome);
@@ -21,6 +25,7 @@ Outputs in the run directory, written when all chunks are done:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ponder.annotate.judge import LLMJudge, consensus
 from ponder.annotate.math_shepherd import first_error_from_labels, math_shepherd
@@ -34,8 +39,6 @@ METHODS = ("math_shepherd", "omega_prm", "judge", "truth")
 
 @dataclass
 class AnnotateConfig(DeviceField):
-    run: str = "annotate"
-    """run name: outputs go to runs/<run>/ (a rerun resumes where it stopped)"""
     task: str | None = None
     """task name or dataset path (GSM8K-format JSONL works); default: the policy's ponder training task, else arith"""
     task_args: dict = field(default_factory=dict)
@@ -82,12 +85,6 @@ class AnnotateConfig(DeviceField):
     """rows decoded together"""
     seed: int = 0
     """seed for problem choice and sampling"""
-    runs_dir: str = "runs"
-    """parent folder of run directories"""
-    workers: int = 1
-    """Ray workers sharing the chunks, each with its own engine (1: this process; see ponder.scaleout)"""
-    ray_address: str | None = None
-    """Ray cluster to join (default: $RAY_ADDRESS, else a local Ray started here)"""
 
 
 class Annotator:
@@ -280,3 +277,128 @@ def label_quality(records: list[dict], methods: list[str]) -> dict[str, dict]:
             row["rollouts_per_labelled"] = total_rollouts / len(every) if every else 0.0
         out[m] = row
     return out
+
+
+def check_omega(omega: dict) -> None:
+    """--omega key=value: OmegaPRM's own options, each of its type (converted in place), checked
+    before any work: a bad one would otherwise fail deep in the first chunk's tree search."""
+    import typing
+    from dataclasses import fields
+
+    from ponder.config import ConfigError, _coerce
+
+    hints = typing.get_type_hints(OmegaConfig)
+    names = [f.name for f in fields(OmegaConfig) if f.name != "k"]
+    for key, value in omega.items():
+        if key == "k":
+            raise ConfigError("--omega k=...: OmegaPRM's rollouts per estimate are --k (shared with Math-Shepherd)")
+        if key not in names:
+            raise ConfigError(f"--omega {key}={value}: OmegaPRM has no option {key!r}; expected one of "
+                              f"{', '.join(names)}")
+        omega[key] = _coerce(value, hints[key], f"--omega {key}")
+        if omega[key] < 0:
+            raise ConfigError(f"--omega {key}: expected a number >= 0, got {omega[key]}")
+
+
+def open_annotator(cfg: AnnotateConfig, generator=None, judge_generator=None, completer=None) -> Annotator:
+    """An annotator with the engines `cfg` names (those given here are used as they are): in this
+    process, or in each Ray worker."""
+    from ponder.generation.factory import is_url, make_engine
+    from ponder.tasks import get_task
+
+    def engine(name, model):  # a server's only model when none is named
+        return make_engine(name, model or (None if is_url(name or "") else ""), batch_size=cfg.batch_size,
+                           device=cfg.device)
+
+    generator = generator if generator is not None else engine(cfg.engine, cfg.policy)
+    judge = None
+    if "judge" in cfg.methods:
+        judge = LLMJudge(judge_generator if judge_generator is not None else engine(cfg.judge_engine, cfg.judge_model))
+    if completer is None and cfg.completer:
+        completer = engine(cfg.engine, cfg.completer)
+    return Annotator(cfg, generator, get_task(cfg.task, **cfg.task_args), judge, completer)
+
+
+def annotate(cfg: AnnotateConfig, problems: list, run_dir: str | Path, annotator: Annotator | None = None,
+             workers: int = 1, ray_address: str | None = None, progress: bool = True) -> dict:
+    """Annotate `problems` into `run_dir` in chunks of `cfg.chunk` (records.jsonl: a killed run
+    resumes after its last finished chunk), then write the derived files and summary.json; the
+    summary. With `workers` > 1 the chunks go to Ray workers, each opening its own annotator
+    (`open_annotator`) and `annotator` is not used."""
+    import json
+    import time
+    from functools import partial
+
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ponder.annotate.records import append_chunk, read_complete_chunks
+    from ponder.runs import write_json, write_jsonl
+    from ponder.scaleout import in_order, map_shards
+
+    run_dir = Path(run_dir)
+    path = run_dir / "records.jsonl"
+    records, start = read_complete_chunks(path)
+    chunks = [problems[i:i + cfg.chunk] for i in range(0, len(problems), cfg.chunk)]
+    if start:
+        done = sum(len(c) for c in chunks[:start])
+        Console(stderr=True).print(f"resuming {run_dir}: {done} of {len(problems)} problems already annotated")
+    columns = [TextColumn("[bold]annotate"), BarColumn(), TextColumn("{task.completed}/{task.total} problems"),
+               TimeElapsedColumn()]
+    todo = [(c, chunks[c]) for c in range(start, len(chunks))]
+    with Progress(*columns, disable=not progress) as bar:
+        job = bar.add_task("annotate", total=len(problems), completed=sum(len(c) for c in chunks[:start]))
+        results = map_shards(_annotate_chunk, todo, setup=partial(open_annotator, cfg), workers=workers,
+                             ray_address=ray_address, state=annotator if workers <= 1 else None)
+        # Chunks are appended in order (what resume reads); one that finishes early waits.
+        for done in in_order(results, start):
+            new, wall = done.value
+            append_chunk(path, done.index, new)
+            # Timings live beside the records, which stay byte-identical across reruns.
+            with open(run_dir / "chunk_times.jsonl", "a") as f:
+                f.write(json.dumps({"chunk": done.index, "wall_s": wall}) + "\n")
+            records += [{"chunk": done.index, **r} for r in (new or [{"marker": True}])]
+            bar.update(job, advance=len(chunks[done.index]))
+    # The run's wall time is the sum over its chunks, whichever invocation computed them.
+    wall_s = sum(_chunk_times(run_dir / "chunk_times.jsonl", len(chunks)).values())
+    records = [r for r in records if not r.get("marker")]
+    files = derived_files(records, cfg)
+    for name, rows in files.items():
+        write_jsonl(run_dir / f"{name}.jsonl", rows)
+    policy = [r for r in records if r["source"] == "policy"]
+    summary = {
+        "problems": len(problems),
+        "samples": len(policy),
+        "sample_accuracy": sum(r["correct"] for r in policy) / max(len(policy), 1),
+        "rationalized": sum(r["source"] == "rationalized" for r in records),
+        "files": {name: len(rows) for name, rows in files.items()},
+        "methods": label_quality(records, cfg.methods),
+        "wall_s": round(wall_s, 2),
+        "resumed_after_chunks": start,
+        "run_dir": str(run_dir),
+    }
+    write_json(run_dir / "summary.json", summary)
+    return summary
+
+
+def _annotate_chunk(annotator: Annotator, c: int, problems) -> tuple[list[dict], float]:
+    import time
+
+    t0 = time.time()
+    records = annotator.chunk(problems, c)
+    return records, round(time.time() - t0, 3)
+
+
+def _chunk_times(path: Path, n_chunks: int) -> dict[int, float]:
+    """Wall seconds per finished chunk (the last time measured wins; a torn line is skipped)."""
+    import json
+
+    times = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+                times[int(row["chunk"])] = float(row["wall_s"])
+            except (ValueError, KeyError, TypeError):
+                continue
+    return {c: t for c, t in times.items() if c < n_chunks}
