@@ -45,7 +45,7 @@ demo: setup
 	$(VENV)/bin/ponder demo
 
 test: setup
-	$(OFFLINE) $(VENV)/bin/pytest tests --ignore=tests/engines
+	$(OFFLINE) $(VENV)/bin/pytest tests --ignore=tests/engines --durations=12
 
 $(VLLM_PY):
 	$(PYTHON) -m venv $(VLLM_VENV)

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ponder.config import ConfigError, narrow, require, to_dict
+from ponder.config import require, to_dict
 from ponder.train.lora import LoraOptions
 from ponder.train.rl import RLConfig
 
@@ -121,12 +121,11 @@ def run(cfg: Config, progress: bool = True) -> dict:
         process_scorer = VerifierScorer(task, train)
     torch.manual_seed(cfg.seed)
     model, tokenizer = model_from_spec(resolve_model(cfg.model, "torch"), seed=cfg.seed)
-    rl_cfg = narrow(cfg, RLConfig)
     lora = cfg.lora()
     run_dir = Path(cfg.runs_dir) / cfg.run
     distributed.init()  # under torchrun: rank 0 writes the run directory, the others wait for it
     distributed.on_main(lambda: start_run(run_dir, to_dict(cfg), "rl", extendable=("steps",)))
-    trainer = RLTrainer(model, tokenizer, task, train, held_out, rewards, rl_cfg, run_dir,
+    trainer = RLTrainer(model, tokenizer, task, train, held_out, rewards, cfg, run_dir,
                         process_scorer=process_scorer, progress=progress, batch_size=cfg.gen_batch_size, lora=lora,
                         engine=cfg.engine, lora_merge=cfg.lora_merge)
     final = trainer.train()
