@@ -109,7 +109,8 @@ def generation_rows(label: str, engine, prompts, max_tokens: int, sampled: int) 
 def search_row(label: str, engine, policy_problems, task) -> dict:
     from ponder.rewards.base import VerifierScorer
     from ponder.search import SearchContext
-    from ponder.search.base import SearchParams, search_all
+    from ponder.search.base import SearchParams
+    from ponder.search.driver import search_all
 
     ctx = SearchContext(engine, task, VerifierScorer(task, policy_problems))
     params = SearchParams(n=16, beam_width=4, temperature=0.7, max_tokens=80, max_step_tokens=24, seed=0)

@@ -39,7 +39,8 @@ def main() -> None:
     from ponder.models import load_model, model_from_spec
     from ponder.rewards.base import VerifierScorer
     from ponder.search import SearchContext
-    from ponder.search.base import SearchParams, search_all
+    from ponder.search.base import SearchParams
+    from ponder.search.driver import search_all
     from ponder.tasks import get_task
 
     print(f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, torch threads {torch.get_num_threads()}")

@@ -14,7 +14,7 @@ import torch
 from ponder.generation import SamplingParams, make_engine
 from ponder.rewards.base import Scorer, ScorerUsage
 from ponder.search import SearchContext, SearchParams
-from ponder.search.base import search_all
+from ponder.search.driver import search_all
 from ponder.search.scale import ScaleConfig, run_scale
 from ponder.tasks import get_task
 

@@ -36,7 +36,7 @@ def test_a_problems_samples_do_not_depend_on_who_draws_it(tiny_dir):
     from ponder.eval.rm import sample_solutions
     from ponder.generation import make_engine
     from ponder.search import SearchContext, SearchParams
-    from ponder.search.base import search_all
+    from ponder.search.driver import search_all
     from ponder.tasks import get_task
 
     task = get_task("arith", instruction=False)

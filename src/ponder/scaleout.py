@@ -10,7 +10,7 @@ cluster at `ray_address` / `$RAY_ADDRESS`, and runs the shards on `workers` Ray 
 actor builds its own state once (`setup()`, e.g. an engine holding the model: torch on CPU,
 one vLLM per GPU, or a client of a shared HTTP server) and is pinned to a share of the cores:
 its torch thread count is cores // workers, so N actors never oversubscribe the machine
-(two processes of 2 threads each on 2 cores made one of them ~20x slower).
+(oversubscribed torch threads slow a process down many times over: docs/scaling-out.md).
 
 GPUs: on a machine with CUDA GPUs each actor asks Ray for one (`num_gpus`, or
 `--gpus-per-worker` / $PONDER_GPUS_PER_WORKER), so N workers hold N engines on N GPUs. Ray sets

@@ -55,7 +55,8 @@ def run(cfg: Config, progress: bool = True) -> dict:
     from ponder.commands.common import resolve_task, search_context, search_worker
     from ponder.runs import write_json
     from ponder.scaleout import check_workers
-    from ponder.search.base import check_width, get_strategy, search_all
+    from ponder.search.base import check_width, get_strategy
+    from ponder.search.driver import search_all
     from ponder.search.scale import TREE
 
     from ponder.commands.common import check_output, check_samples, server_default_model

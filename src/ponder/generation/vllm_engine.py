@@ -239,7 +239,7 @@ class VLLMGenerator(Generator):
         """Load new weights (Hugging Face names -> tensors) into vLLM's model in place and
         reset the prefix cache. Give whole layers (`named_parameters()` or a state dict):
         vLLM reloads layer by layer and re-packs each layer it received, and a layer that
-        received nothing keeps its old weights. 1.3-1.5 s for SmolLM2-135M on 2 cores.
+        received nothing keeps its old weights (timed in docs/engines.md).
 
         Tied embeddings: `named_parameters()` yields the shared tensor once, as
         `model.embed_tokens.weight`, but vLLM holds the LM head as a layer of its own, which

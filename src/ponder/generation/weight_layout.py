@@ -2,10 +2,9 @@
 
 `nn.Linear` computes x @ W.T with W stored (out, in) row-major, which MKL's sgemm runs as a
 transposed-B product. For the row counts of decoding (16-48 rows, as rows finish and leave
-the batch) that path costs about as much as 64 rows: measured on this project's 2-core AVX-512
-machine with a SmolLM2 (1536, 576) weight, 16 rows take 1.1 ms row-major and 0.23 ms with W
-stored column-major, i.e. as `W.t().contiguous().t()` (the same values; x @ W.T then becomes
-a plain product). A whole SmolLM2-135M decode step with 16 rows drops from ~0.24 s to ~0.10 s.
+the batch) that path costs about as much as 64 rows, while with W stored column-major, i.e. as
+`W.t().contiguous().t()` (the same values; x @ W.T then becomes a plain product), a small batch
+costs what its rows cost. The measured gain is in docs/engines.md.
 
 The engine does not touch the caller's model: it keeps these copies (one more copy of the
 Linear weights in memory) and passes them to the model per call with
@@ -54,8 +53,7 @@ class PackedBF16Linears:
     copy of its weight, the activations around it staying in the model's dtype.
 
     On CPUs with AVX512-BF16 / AMX a bf16 matmul in oneDNN's blocked weight layout is several
-    times faster than fp32: measured here on a SmolLM2 (1536, 576) weight at 64 rows, 1 thread,
-    ~320 GFLOP/s against ~90 for fp32 in any layout; a whole decode step about 1.7x faster.
+    times faster than fp32 in any layout (docs/engines.md has the measurement).
     What changes: the matmul inputs are rounded to bf16 (8 bits of mantissa), so greedy text
     departs from fp32's after some tokens - benchmarks/generation.py counts how often, and the
     accuracy effect on a task. The KV cache, norms, attention and logits stay in the model's

@@ -43,10 +43,10 @@ from ponder.search.base import (
     SearchResult,
     get_strategy,
     search_params,
-    shard_size,
 )
 from ponder.search.batch import search_many
 from ponder.search.compute_optimal import compute_optimal, difficulty_bins
+from ponder.search.driver import shard_size
 from ponder.seeds import derive
 from ponder.tasks.base import Problem
 

@@ -204,8 +204,8 @@ class Countdown(Task):
         (`check_equation`) - strict, as `arith` is, so that the answer line's label never rests
         on arithmetic the solution did not write down. Whitespace is ignored; every step after
         the first wrong one is False; blank steps are labelled like their neighbours.
-        Reachability is an exhaustive search, memoised: instant for up to 5 numbers, up to
-        ~2 s for a hopeless line among 6 (measured on this project's 2-core CPU)."""
+        Reachability is an exhaustive search, memoised: instant for up to 5 numbers, seconds
+        for a hopeless line among 6 (it grows factorially with the numbers)."""
         numbers, target = problem.meta["numbers"], problem.meta["target"]
         pool: list[tuple[int, Node]] = [(x, Num(x)) for x in numbers]
         labels: list[bool] = []

@@ -43,8 +43,8 @@ counts), so the losses add up to the one-process loss and the loop sums the grad
 loss-time diagnostics (entropy, KL, clip fraction) are token-weighted means over the processes.
 The held-out evaluation runs on rank 0 (see TrainLoop), so its results are a one-process run's.
 Prompts are then sampled with a seed each (`prompt_seeds`), so a rollout does not depend on how
-its prompts are split between processes; a plain run keeps one seed per generate call, as it
-always did, so its samples differ from a torchrun run's (resume a run the way it was started).
+its prompts are split between processes; a plain run keeps one seed per generate call, so its
+samples differ from a torchrun run's (resume a run the way it was started).
 
 Deliberate simplifications: the whole rollout batch is one forward per mini-batch (no
 micro-batching) and rewards are computed in the process that sampled them.
