@@ -31,7 +31,7 @@ from ponder.annotate.judge import LLMJudge, consensus
 from ponder.annotate.math_shepherd import first_error_from_labels, math_shepherd
 from ponder.annotate.omega_prm import OmegaConfig, omega_prm
 from ponder.generation.base import SamplingParams
-from ponder.models.device import DeviceField
+from ponder.options import DeviceField
 from ponder.seeds import derive
 
 METHODS = ("math_shepherd", "omega_prm", "judge", "truth")
@@ -334,7 +334,7 @@ def annotate(cfg: AnnotateConfig, problems: list, run_dir: str | Path, annotator
 
     from ponder.annotate.records import append_chunk, read_complete_chunks
     from ponder.runs import write_json, write_jsonl
-    from ponder.scaleout import in_order, map_shards
+    from ponder.parallel import in_order, map_shards
 
     run_dir = Path(run_dir)
     path = run_dir / "records.jsonl"

@@ -241,7 +241,7 @@ def register(module, name: str | None = None, to: typer.Typer | None = None) -> 
             _engine_env(values.pop("engine_api_key", None), values.pop("engine_max_concurrency", None))
             gpus = values.pop("gpus_per_worker", None)
             if gpus is not None:
-                from ponder.scaleout import GPUS_ENV
+                from ponder.parallel import GPUS_ENV
 
                 if gpus < 0:
                     raise UsageError(f"--gpus-per-worker must be >= 0, got {gpus}")

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 
 from ponder.annotate.annotator import METHODS, AnnotateConfig  # noqa: F401
 from ponder.config import require, to_dict
-from ponder.scaleout import NOT_CONFIG, check_workers
+from ponder.parallel import NOT_CONFIG, check_workers
 
 
 @dataclass
@@ -21,7 +21,7 @@ class Config(AnnotateConfig):
     runs_dir: str = "runs"
     """parent folder of run directories"""
     workers: int = 1
-    """Ray workers sharing the chunks, each with its own engine (1: this process; see ponder.scaleout)"""
+    """Ray workers sharing the chunks, each with its own engine (1: this process; see ponder.parallel)"""
     ray_address: str | None = None
     """Ray cluster to join (default: $RAY_ADDRESS, else a local Ray started here)"""
 

@@ -48,7 +48,7 @@ def run(cfg: Config) -> dict:
     from ponder.pipeline.report import write_report
     from ponder.pipeline.stages import Stage, run_stages
     from ponder.runs import start_run, write_json
-    from ponder.scaleout import NOT_CONFIG, check_workers
+    from ponder.parallel import NOT_CONFIG, check_workers
 
     if is_url(cfg.engine):
         raise ConfigError(f"--engine {cfg.engine}: the demo trains its own models and samples from each in turn, "

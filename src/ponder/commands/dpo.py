@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ponder.config import to_dict
-from ponder.train.dpo import DPOConfig
+from ponder.train.config import DPOConfig
 
 
 @dataclass

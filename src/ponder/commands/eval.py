@@ -6,7 +6,7 @@ from functools import partial
 
 from ponder.config import ConfigError, require
 from ponder.eval.evaluate import EvalConfig
-from ponder.models.device import DeviceField
+from ponder.options import DeviceField
 
 
 @dataclass
@@ -22,7 +22,7 @@ class Config(EvalConfig, DeviceField):
     output: str | None = None
     """write the JSON result (summary and per-problem records) here"""
     workers: int = 1
-    """Ray workers sharing the problems, each with its own engine (1: this process; see ponder.scaleout)"""
+    """Ray workers sharing the problems, each with its own engine (1: this process; see ponder.parallel)"""
     ray_address: str | None = None
     """Ray cluster to join (default: $RAY_ADDRESS, else a local Ray started here)"""
 
@@ -32,7 +32,7 @@ def run(cfg: Config, progress: bool = True) -> dict:
                                         resolve_task)
     from ponder.eval.evaluate import evaluate
     from ponder.generation import is_url
-    from ponder.scaleout import check_workers
+    from ponder.parallel import check_workers
     from ponder.tasks import get_task
 
     if not cfg.model and not is_url(cfg.engine):  # a server serving one model needs no name

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from ponder.config import ConfigError, require
-from ponder.models.device import DeviceField
+from ponder.options import DeviceField
 
 
 @dataclass
@@ -41,7 +41,7 @@ class Config(DeviceField):
     chunk: int = 32
     """problems per sampling call, and per shard with --workers"""
     workers: int = 1
-    """Ray workers sampling the solutions, each with its own engine (1: this process; see ponder.scaleout)"""
+    """Ray workers sampling the solutions, each with its own engine (1: this process; see ponder.parallel)"""
     ray_address: str | None = None
     """Ray cluster to join (default: $RAY_ADDRESS, else a local Ray started here)"""
 
@@ -54,7 +54,7 @@ def run(cfg: Config, progress: bool = True) -> dict:
     from ponder.rewards.base import AGGREGATIONS, VerifierScorer
     from ponder.rewards.model import load_reward_model
     from ponder.runs import write_json
-    from ponder.scaleout import check_workers, map_shards
+    from ponder.parallel import check_workers, map_shards
     from ponder.tasks import get_task
 
     if not cfg.rm:

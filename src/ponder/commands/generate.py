@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ponder.config import ConfigError, require
-from ponder.models.device import DeviceField
+from ponder.options import DeviceField
 
 
 @dataclass

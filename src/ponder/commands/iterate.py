@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ponder.config import to_dict
-from ponder.train.iterate import ExpertIterationConfig
+from ponder.train.config import ExpertIterationConfig
 
 
 @dataclass

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ponder.config import require, to_dict
 from ponder.train.lora import LoraOptions
-from ponder.train.rl import RLConfig
+from ponder.train.rl_config import RLConfig
 
 
 @dataclass

@@ -12,7 +12,7 @@ from functools import partial
 from pathlib import Path
 
 from ponder.config import require, to_dict
-from ponder.models.device import DeviceField
+from ponder.options import DeviceField
 from ponder.search.scale import ScaleConfig
 
 
@@ -31,7 +31,7 @@ def run(cfg: Config, progress: bool = True) -> dict:
     from ponder.commands.common import resolve_task, search_context, search_worker
     from ponder.commands.search import check
     from ponder.runs import atomic_write, start_run, write_json
-    from ponder.scaleout import NOT_CONFIG, check_workers
+    from ponder.parallel import NOT_CONFIG, check_workers
     from ponder.search.scale import plot_scaling, run_scale, sweep_cells, table_markdown, validate_sweep
 
     from ponder.commands.common import check_samples, server_default_model

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from ponder.config import narrow, require
-from ponder.models.device import DeviceField
+from ponder.options import DeviceField
 from ponder.search.base import SearchParams
 
 
@@ -33,7 +33,7 @@ class Config(SearchParams, DeviceField):
     """search the problems together, one engine and scorer call per round (search/batch.py);
     off: one problem at a time (the same records, slower)"""
     workers: int = 1
-    """Ray workers sharing the problems, each with its own engine (1: this process; see ponder.scaleout)"""
+    """Ray workers sharing the problems, each with its own engine (1: this process; see ponder.parallel)"""
     ray_address: str | None = None
     """Ray cluster to join (default: $RAY_ADDRESS, else a local Ray started here)"""
 
@@ -54,7 +54,7 @@ def run(cfg: Config, progress: bool = True) -> dict:
     from ponder.commands.common import progress as progress_bar
     from ponder.commands.common import resolve_task, search_context, search_worker
     from ponder.runs import write_json
-    from ponder.scaleout import check_workers
+    from ponder.parallel import check_workers
     from ponder.search.base import check_width, get_strategy
     from ponder.search.driver import search_all
     from ponder.search.scale import TREE

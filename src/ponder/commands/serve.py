@@ -5,7 +5,7 @@ import os
 from dataclasses import dataclass, field
 
 from ponder.config import ConfigError, require
-from ponder.models.device import DeviceField
+from ponder.options import DeviceField
 
 
 @dataclass

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ponder.config import require, to_dict
-from ponder.train.sft import SFTConfig
+from ponder.train.config import SFTConfig
 
 
 @dataclass

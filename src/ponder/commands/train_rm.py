@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ponder.config import require, to_dict
-from ponder.train.rm import RewardModelConfig
+from ponder.train.config import RewardModelConfig
 
 
 @dataclass

@@ -103,8 +103,8 @@ def evaluate(generator: Generator | None, task: Task, problems: list[Problem], c
              ray_address: str | None = None, setup: Callable[[], tuple[Generator, Task]] | None = None) -> dict:
     """Score `problems` in chunks of `cfg.chunk`; returns summary metrics and per-problem
     records. With `workers` > 1 the chunks run on Ray workers, each with the (engine, task)
-    that `setup()` builds (ponder.scaleout); the records are the same as with one."""
-    from ponder.scaleout import map_shards
+    that `setup()` builds (ponder.parallel); the records are the same as with one."""
+    from ponder.parallel import map_shards
 
     if workers > 1 and setup is None:
         raise ValueError("evaluating on Ray workers needs `setup`: a function that builds a worker's (engine, task)")

@@ -1,17 +1,21 @@
-"""Model and tokenizer building and loading."""
-from ponder.models.load import ALIASES, encode_prompts, format_prompt, load_model, model_from_spec, resolve_model_path
-from ponder.models.tiny import PRESETS, build_tiny_model, count_params
-from ponder.models.tokenizer import build_char_tokenizer
+"""Model and tokenizer building and loading.
 
-__all__ = [
-    "ALIASES",
-    "PRESETS",
-    "build_char_tokenizer",
-    "build_tiny_model",
-    "count_params",
-    "encode_prompts",
-    "format_prompt",
-    "load_model",
-    "model_from_spec",
-    "resolve_model_path",
-]
+The names below load their module on first use (PEP 562), so that importing a light part of
+this package (`ponder.models.hub`, the option dataclasses) does not import torch and
+transformers: the command line starts without them."""
+import importlib
+
+_WHERE = {
+    "ALIASES": "load", "encode_prompts": "load", "format_prompt": "load", "load_model": "load",
+    "model_from_spec": "load", "resolve_model_path": "load",
+    "PRESETS": "tiny", "build_tiny_model": "tiny", "count_params": "tiny",
+    "build_char_tokenizer": "tokenizer",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"ponder.models.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'ponder.models' has no attribute {name!r}")

@@ -111,7 +111,7 @@ class DemoConfig:
     """seed for data, initialisation and sampling"""
     workers: int = 1
     """Ray workers for the evaluation, annotation and scaling stages, each with its own engine
-    (1: this process; see ponder.scaleout). Training stays in this process"""
+    (1: this process; see ponder.parallel). Training stays in this process"""
     ray_address: str | None = None
     """Ray cluster to join (default: $RAY_ADDRESS, else a local Ray started here)"""
 

@@ -1,4 +1,4 @@
-"""Search over many problems: sharded across Ray workers (ponder.scaleout), each shard batched
+"""Search over many problems: sharded across Ray workers (ponder.parallel), each shard batched
 across its problems (batch.py), with accuracy and total compute.
 
     out = search_all("beam", ctx, problems, SearchParams(n=16, beam_width=4))
@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Callable
 
-from ponder.scaleout import map_shards
+from ponder.parallel import map_shards
 from ponder.search.base import Compute, SearchContext, SearchParams, get_strategy
 from ponder.search.batch import search_many
 from ponder.tasks.base import Problem
@@ -21,7 +21,7 @@ def search_all(strategy: str, ctx: SearchContext | None, problems: list[Problem]
     """`strategy` over every problem: accuracy and total compute, with per-problem records.
     With `batch` the problems of a shard are searched together, one engine call per round
     (batch.py; the same records as one by one). With `workers` > 1 the problems run on Ray
-    workers, each with the context `setup()` builds (ponder.scaleout); a problem's search
+    workers, each with the context `setup()` builds (ponder.parallel); a problem's search
     depends on the problem alone (`seed_for`), so the records are the same whoever ran them."""
     get_strategy(strategy)  # a bad name fails before any work
     if workers > 1 and setup is None:

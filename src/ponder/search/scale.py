@@ -95,7 +95,7 @@ class ScaleConfig(SearchParams):
     """search the problems of a (strategy, budget) cell together, one engine and scorer call
     per round (search/batch.py); off: one problem at a time (the same records, slower)"""
     workers: int = 1
-    """Ray workers sharing the sweep's cells, each with its own engine (1: this process; see ponder.scaleout)"""
+    """Ray workers sharing the sweep's cells, each with its own engine (1: this process; see ponder.parallel)"""
     ray_address: str | None = None
     """Ray cluster to join (default: $RAY_ADDRESS, else a local Ray started here)"""
 
@@ -184,9 +184,9 @@ def sweep(ctx: SearchContext | None, problems: list[Problem], cfg: ScaleConfig,
     file of per-cell records), the records already there are kept (not recomputed) and each
     new one is appended to it durably as soon as it exists. `on_result` is called once per
     record, kept or computed. With `cfg.workers` > 1 the cells run on Ray workers, each with
-    the context `setup()` builds (ponder.scaleout); a cell is a pure function of its problem,
+    the context `setup()` builds (ponder.parallel); a cell is a pure function of its problem,
     strategy and budget, so the records do not depend on who computed them."""
-    from ponder.scaleout import map_shards
+    from ponder.parallel import map_shards
 
     validate_sweep(cfg)
     if cfg.workers > 1 and setup is None:

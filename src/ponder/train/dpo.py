@@ -23,12 +23,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ponder.config import require as check
 from ponder.models.device import place, step_done, to_device
 from ponder.models.load import encode_prompts
 from ponder.train import distributed
-from ponder.train.lora import LoraOptions
-from ponder.train.loop import EpochOrder, TrainConfig, TrainLoop
+from ponder.train.config import DPOConfig
+from ponder.train.loop import EpochOrder, TrainLoop
 from ponder.train.sft import save_model_fn
 
 
@@ -175,46 +174,6 @@ def sequence_logps(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     targets = batch["input_ids"][:, 1:]
     logp = torch.log_softmax(logits, -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     return (logp * batch["completion_mask"][:, 1:]).sum(-1)
-
-
-@dataclass
-class DPOConfig(TrainConfig, LoraOptions):
-    """DPO and Step-DPO: the loop's knobs, LoRA, the loss's beta, and how Step-DPO pairs are
-    built from the policy's own samples when no preference file is given."""
-
-    lr: float = 1e-4
-    """peak learning rate"""
-    steps: int = 100
-    """optimiser steps"""
-    warmup_steps: int = 10
-    """linear warm-up steps"""
-    log_every: int | None = None
-    """steps between metrics.jsonl records (default: 50 records a run)"""
-    beta: float = 0.1
-    """DPO beta: strength of the implicit KL to the reference"""
-    batch_size: int = 16
-    """pairs per micro-batch"""
-    max_len: int = 512
-    """tokens per prompt + completion, at most"""
-    step: bool = False
-    """Step-DPO: pairs are single steps (no EOS appended); implied when pairs are built from the task"""
-    n_problems: int = 500
-    """training problems sampled to build Step-DPO pairs"""
-    samples: int = 4
-    """solutions sampled per problem to build Step-DPO pairs"""
-    temperature: float = 1.0
-    """sampling temperature for building pairs"""
-    max_tokens: int = 128
-    """generated tokens per solution, at most (pair building and evaluation)"""
-    n_eval: int = 200
-    """held-out problems for greedy accuracy before and after (0 = none)"""
-
-    def __post_init__(self):
-        if self.log_every is None:
-            self.log_every = max(1, self.steps // 50)
-        super().__post_init__()
-        check(self, positive=("batch_size", "max_len", "n_problems", "samples", "max_tokens"),
-              non_negative=("beta", "temperature", "n_eval"))
 
 
 class DPOTrainer:

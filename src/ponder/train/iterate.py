@@ -17,59 +17,10 @@ checkpoint).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
-from ponder.config import ConfigError, field_values, require as check
 from ponder.seeds import derive
-from ponder.train.lora import LoraOptions
-from ponder.train.loop import OptimConfig
-
-
-@dataclass
-class ExpertIterationConfig(OptimConfig, LoraOptions):
-    """Rounds of sample -> keep the verified -> SFT. The optimiser's knobs apply to every
-    round's SFT (its warm-up capped at the round's steps); LoRA adapters are merged after
-    every round, so the next round adapts the improved model."""
-
-    rounds: int = 3
-    """sample -> filter -> SFT rounds"""
-    n_problems: int = 500
-    """training problems per round"""
-    samples: int = 4
-    """solutions sampled per problem"""
-    temperature: float = 1.0
-    """sampling temperature"""
-    max_tokens: int = 128
-    """generated tokens per solution, at most"""
-    sft_steps: int = 100
-    """SFT optimiser steps per round"""
-    batch_size: int = 32
-    """SFT batch size"""
-    warmup_steps: int = 10
-    """linear warm-up steps of each round's SFT"""
-    from_base: bool = False
-    """fine-tune the starting model each round (ReST-EM) instead of the previous round's"""
-    n_eval: int = 200
-    """held-out problems for greedy accuracy per round"""
-
-    def __post_init__(self):
-        super().__post_init__()
-        check(self, positive=("rounds", "n_problems", "samples", "max_tokens", "sft_steps", "batch_size", "n_eval"),
-              non_negative=("temperature",))
-        if self.lora_r and not self.lora_merge:
-            raise ConfigError("--no-lora-merge: expert iteration merges the adapters after every round (the next "
-                              "round samples from the improved model); drop the flag")
-
-    def sft_config(self, r: int):
-        """Round r's SFT config."""
-        from ponder.train.sft import SFTConfig
-
-        round_changes = {"warmup_steps": min(self.warmup_steps, self.sft_steps),
-                         "seed": derive(self.seed, "iterate-round", r) % 2**32}  # numpy seeds are 32-bit
-        return SFTConfig(**{**field_values(self, OptimConfig), **round_changes}, lora_r=self.lora_r,
-                         lora_alpha=self.lora_alpha, lora_targets=list(self.lora_targets), lora_merge=True,
-                         steps=self.sft_steps, batch_size=self.batch_size)
+from ponder.train.config import ExpertIterationConfig
 
 
 def verified_rows(task, problems, outs) -> tuple[list[dict], int]:

@@ -50,72 +50,16 @@ from typing import Any, Callable
 
 import torch
 
-from ponder.config import ConfigError, require as check
 from ponder.generation.base import mark_weights_changed
-from ponder.models.device import DeviceOptions, place, step_done, to_device
+from ponder.models.device import place, step_done, to_device
 from ponder.runs import atomic_write
 from ponder.seeds import derive
+from ponder.train.config import TrainConfig
 from ponder.train import distributed
 
 LOSS_TOKENS = "loss_tokens"
 """The stats key by which a loss opts in to the step-wide token mean (see the module docstring):
 the number of tokens its returned loss is the mean over. The loop removes it from the stats."""
-
-
-@dataclass
-class OptimConfig(DeviceOptions):
-    """The optimiser's knobs (AdamW, warm-up + cosine), which every trainer's config shares.
-    Checked when built: a value no run can use is a ConfigError naming its option."""
-
-    lr: float = 1e-3
-    """peak learning rate"""
-    min_lr_ratio: float = 0.1
-    """cosine decays to lr * min_lr_ratio (1: constant after warm-up)"""
-    weight_decay: float = 0.01
-    """AdamW weight decay (not applied to norms and biases)"""
-    betas: tuple[float, float] = (0.9, 0.95)
-    """AdamW betas"""
-    warmup_steps: int = 50
-    """linear warm-up steps"""
-    max_grad_norm: float = 1.0
-    """gradient clipping (0 = off)"""
-    seed: int = 0
-    """seed of the run's random draws (data order, sampling, initialisation)"""
-
-    def __post_init__(self):
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
-            raise ConfigError(f"lr (--lr) must be a finite number > 0, got {self.lr}")  # the schedule divides by it
-        check(self, non_negative=("weight_decay", "warmup_steps", "max_grad_norm"), probability=("min_lr_ratio",))
-        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
-            raise ConfigError(f"betas (--betas) must be two numbers in [0, 1), got {self.betas}")
-
-
-@dataclass
-class TrainConfig(OptimConfig):
-    """The loop's knobs: an OptimConfig plus how long, how the steps are batched, and when to
-    log, evaluate and save. Each trainer's config (SFTConfig, RewardModelConfig, DPOConfig,
-    ExpertIterationConfig) subclasses it; RLConfig counts rollout steps and builds one."""
-
-    steps: int = 1000
-    """optimiser steps"""
-    grad_accum: int = 1
-    """micro-batches per optimiser step (under torchrun each process takes whole micro-batches:
-    use a multiple of the number of processes)"""
-    eval_every: int = 0
-    """steps between evaluations, when the trainer has one (0 = only at the end)"""
-    save_every: int | None = None
-    """steps between checkpoints (default: five a run; 0 = only at the end)"""
-    log_every: int = 10
-    """steps between metrics.jsonl records"""
-
-    def __post_init__(self):
-        super().__post_init__()
-        check(self, positive=("steps", "grad_accum", "log_every"), non_negative=("eval_every", "save_every"))
-
-    @property
-    def checkpoint_every(self) -> int:
-        """Steps between checkpoints, the default resolved."""
-        return max(self.steps // 5, 1) if self.save_every is None else self.save_every
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:

@@ -69,7 +69,8 @@ from ponder.runs import write_json
 from ponder.seeds import derive
 from ponder.train import distributed
 from ponder.train.advantages import AdvantageInputs, compute_advantages
-from ponder.train.loop import EpochOrder, MetricsLog, OptimConfig, TrainConfig, TrainLoop
+from ponder.train.config import OptimConfig, TrainConfig
+from ponder.train.loop import EpochOrder, MetricsLog, TrainLoop
 from ponder.train.policy_engine import policy_engine
 from ponder.train.rl_config import RLConfig
 from ponder.train.rl_batch import ActorCritic, drop_zero_rows, response_logprobs, rollout_batch, step_token_ends

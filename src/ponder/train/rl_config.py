@@ -5,9 +5,7 @@ import math
 from dataclasses import dataclass
 
 from ponder.config import ConfigError, require as check
-from ponder.train.advantages import ESTIMATORS
-from ponder.train.loop import OptimConfig
-from ponder.train.policy_loss import AGGREGATIONS, KL_ESTIMATORS, POLICY_LOSSES
+from ponder.train.config import OptimConfig
 
 
 GROUP_ESTIMATORS = ("grpo", "dr_grpo", "rloo", "process_grpo")
@@ -99,6 +97,11 @@ class RLConfig(OptimConfig):
         self.check()
 
     def check(self) -> None:
+        # the registries live beside their (torch) implementations; imported here, not at the
+        # top, so that the command line's start-up does not load torch
+        from ponder.train.advantages import ESTIMATORS
+        from ponder.train.policy_loss import AGGREGATIONS, KL_ESTIMATORS, POLICY_LOSSES
+
         if self.estimator not in ESTIMATORS:
             raise ValueError(f"unknown estimator {self.estimator!r}: expected one of {', '.join(sorted(ESTIMATORS))}")
         if self.loss not in POLICY_LOSSES:

@@ -16,9 +16,8 @@ from pathlib import Path
 
 import torch
 
-from ponder.config import ConfigError, require as check
-from ponder.train.lora import LoraOptions
-from ponder.train.loop import TrainConfig, TrainLoop
+from ponder.train.config import RewardModelConfig
+from ponder.train.loop import TrainLoop
 from ponder.train.sft import make_batch_at
 
 
@@ -114,32 +113,6 @@ def bce_loss(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor,
     with torch.no_grad():
         acc = ((logits[scored] > 0).float() == (targets[scored] > 0.5).float()).float().mean()
     return loss, {"loss": loss.item(), "label_acc": acc.item(), "tokens": int(scored.sum())}
-
-
-@dataclass
-class RewardModelConfig(TrainConfig, LoraOptions):
-    """Reward-model training: the loop's knobs, LoRA on the body (the head trains whole), and
-    how examples are built and batched."""
-
-    lr: float = 1e-3
-    """peak learning rate"""
-    steps: int = 400
-    """optimiser steps"""
-    warmup_steps: int = 20
-    """linear warm-up steps"""
-    batch_size: int = 32
-    """examples per micro-batch"""
-    max_len: int = 512
-    """tokens per example, at most"""
-    hard: bool = False
-    """train on hard labels (label > 0) instead of soft MC fractions"""
-
-    def __post_init__(self):
-        super().__post_init__()
-        check(self, positive=("batch_size", "max_len"))
-        if self.lora_r and not self.lora_merge:
-            raise ConfigError("--no-lora-merge: a reward model is saved with its adapters merged (its head is not a "
-                              "PEFT module); drop the flag")
 
 
 class RewardModelTrainer:

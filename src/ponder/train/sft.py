@@ -17,10 +17,9 @@ from pathlib import Path
 
 import torch
 
-from ponder.config import require as check
 from ponder.models.load import format_prompt
-from ponder.train.lora import LoraOptions
-from ponder.train.loop import EpochOrder, TrainConfig, TrainLoop
+from ponder.train.config import SFTConfig
+from ponder.train.loop import EpochOrder, TrainLoop
 
 IGNORE = -100
 
@@ -183,26 +182,6 @@ def save_model_fn(model, tokenizer, lora: dict | None, lora_merge: bool = True, 
 
     peft = add_lora(model, seed=seed, **lora)
     return lambda m, out: save_lora(peft, tokenizer, out, lora_merge)
-
-
-@dataclass
-class SFTConfig(TrainConfig, LoraOptions):
-    """Supervised fine-tuning: the loop's knobs, LoRA, and how examples are batched."""
-
-    lr: float = 3e-3
-    """peak learning rate"""
-    steps: int = 600
-    """optimiser steps"""
-    warmup_steps: int = 30
-    """linear warm-up steps"""
-    batch_size: int = 32
-    """examples per micro-batch"""
-    max_len: int = 512
-    """tokens per example, at most"""
-
-    def __post_init__(self):
-        super().__post_init__()
-        check(self, positive=("batch_size", "max_len"))
 
 
 class SFTTrainer:

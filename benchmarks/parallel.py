@@ -1,7 +1,7 @@
 """Scale-out on this machine: Ray workers for annotation and evaluation, torchrun for SFT.
 
-    .venv/bin/python benchmarks/scaleout.py                    # trains a small policy first if none
-    .venv/bin/python benchmarks/scaleout.py --policy runs/demo-arith/sft/model --workers 2
+    .venv/bin/python benchmarks/parallel.py                    # trains a small policy first if none
+    .venv/bin/python benchmarks/parallel.py --policy runs/demo-arith/sft/model --workers 2
 
 Side by side in one run, on the same problems and seeds:
 
@@ -42,7 +42,7 @@ def ponder(*args: str, env: dict | None = None, launcher: list[str] | None = Non
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--policy", default=None, help="policy model dir (default: train a small SFT policy)")
-    parser.add_argument("--out", default="runs/bench-scaleout", help="folder for every run's output")
+    parser.add_argument("--out", default="runs/bench-parallel", help="folder for every run's output")
     parser.add_argument("--workers", type=int, default=2, help="Ray workers / torchrun processes")
     parser.add_argument("--annotate-n", type=int, default=64, help="problems to annotate")
     parser.add_argument("--eval-n", type=int, default=256, help="problems to evaluate")
@@ -109,7 +109,7 @@ def main() -> None:
     print(f"{'work':38} {'size':36} {'1 worker s':>11} {f'{args.workers} workers s':>12} {'speed-up':>9} same records")
     for name, size, one, many, same in rows:
         print(f"{name:38} {size:36} {one:11.1f} {many:12.1f} {one / many:8.2f}x {'' if same is None else same}")
-    (out / "scaleout.json").write_text(json.dumps([dict(zip(("work", "size", "one_s", "many_s", "same"), r))
+    (out / "parallel.json").write_text(json.dumps([dict(zip(("work", "size", "one_s", "many_s", "same"), r))
                                                    for r in rows], indent=2))
 
 

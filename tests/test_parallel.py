@@ -26,7 +26,7 @@ from ponder.cli import app  # noqa: E402
 def local_ray():
     import ray
 
-    from ponder.scaleout import _init_ray
+    from ponder.parallel import _init_ray
 
     os.environ.pop("RAY_ADDRESS", None)
     _init_ray(2, None)
@@ -138,7 +138,7 @@ def test_bad_worker_counts_are_refused(policy, tmp_path):
 
 GPU_WORKERS = """
 import os, ray
-from ponder.scaleout import GPUS_ENV, map_shards
+from ponder.parallel import GPUS_ENV, map_shards
 ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)  # two GPUs, as Ray counts them
 os.environ[GPUS_ENV] = "1"
 seen = {r.value for r in map_shards(lambda state, i, shard: os.environ.get("CUDA_VISIBLE_DEVICES"),
@@ -161,7 +161,7 @@ def test_each_worker_gets_its_own_gpu(tmp_path):
 def test_gpus_per_worker_defaults_and_bad_values(monkeypatch):
     import torch
 
-    from ponder.scaleout import GPUS_ENV, gpus_per_worker
+    from ponder.parallel import GPUS_ENV, gpus_per_worker
 
     monkeypatch.delenv(GPUS_ENV, raising=False)
     assert gpus_per_worker() == (1.0 if torch.cuda.is_available() else 0.0)
