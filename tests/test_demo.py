@@ -64,7 +64,7 @@ def test_commands_after_the_demo_take_its_task(quick_run):
     """`ponder search` and the rest default to the demo's SFT model: without --task they must ask
     it the demo's questions (countdown with the demo's knobs), not arith's."""
     from ponder.commands.common import model_task
-    from ponder.pipeline.demo import DemoConfig
+    from ponder.pipeline.config import DemoConfig
 
     run, _ = quick_run
     task, knobs, where = model_task(str(run / "sft" / "model"))
@@ -116,7 +116,7 @@ def test_changed_config_needs_a_new_run_or_force(quick_run):
 
 
 def test_paired_difference_by_hand():
-    from ponder.pipeline.demo import paired_difference
+    from ponder.pipeline.claims import paired_difference
 
     # differences 1, 0, 0, -1, 1: mean 0.2, sample variance 0.7, se sqrt(0.7 / 5)
     out = paired_difference([True, True, False, False, True], [False, True, False, True, False])

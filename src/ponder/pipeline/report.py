@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from ponder.pipeline.stages import console
+from ponder.pipeline.cache import console
 from ponder.runs import atomic_write
 
 

@@ -1,56 +1,223 @@
-"""Pipelines as cached stages in a run directory.
-
-A stage is a name, a function of the earlier stages' results (name -> typed result), and the
-dataclass of its own result. When it finishes, its result is written (atomically) to
-`stages/<name>.json` with its wall time; a rerun reads finished stages back into their
-dataclasses and skips them, and a killed stage starts again (stages resume from their own
-checkpoints, e.g. the training loop's).
-"""
+"""The demo's stages: each a function of the config, the problem split and the earlier
+stages' typed results, returning its own typed result (cached by `cache.run_stages`)."""
 from __future__ import annotations
 
-import dataclasses
-import json
-import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable
 
-from rich.console import Console
-
-from ponder.runs import write_json
-
-console = Console(stderr=True)
+from ponder.pipeline.config import DemoConfig
+from ponder.runs import write_jsonl
+from ponder.seeds import derive
+from ponder.tasks.base import Problem, Task
 
 
 @dataclass
-class Stage:
-    name: str
-    fn: Callable[[dict[str, Any]], Any]
-    """takes the results of the earlier stages (name -> result) and returns this one's"""
-    result_type: type
-    """the dataclass the result is, so that a cached stage is read back as one"""
-    description: str = ""
+class Split:
+    """The problems of a demo run: disjoint slices of one test draw, never in the train split."""
+    task: Task
+    held_out: list[Problem]
+    dev: list[Problem]
 
 
-def run_stages(run_dir: Path, stages: list[Stage]) -> tuple[dict[str, Any], dict[str, float]]:
-    """The result of every stage and its wall time (as measured when it ran)."""
-    stage_dir = Path(run_dir) / "stages"
-    stage_dir.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {}
-    wall: dict[str, float] = {}
-    for i, stage in enumerate(stages, 1):
-        done = stage_dir / f"{stage.name}.json"
-        if done.exists():
-            saved = json.loads(done.read_text())
-            wall[stage.name] = saved.pop("wall_s", None)
-            names = {f.name for f in dataclasses.fields(stage.result_type)}
-            results[stage.name] = stage.result_type(**{k: v for k, v in saved.items() if k in names})
-            console.print(f"[dim]stage {i}/{len(stages)} {stage.name}: cached ({done})[/dim]")
-            continue
-        console.rule(f"stage {i}/{len(stages)}: {stage.name} — {stage.description}")
-        t0 = time.time()
-        result = stage.fn(results)
-        wall[stage.name] = round(time.time() - t0, 2)
-        write_json(done, {**dataclasses.asdict(result), "wall_s": wall[stage.name]})
-        results[stage.name] = result
-    return results, wall
+@dataclass
+class Built:
+    model_dir: str
+    params: int
+    spec: str
+
+
+@dataclass
+class Trained:
+    model_dir: str
+    final: dict
+    metrics: str
+    """the run's metrics.jsonl"""
+    train_examples: int = 0
+
+
+@dataclass
+class Evaluated:
+    summary: dict
+    records: str
+    """per-problem records (JSONL)"""
+
+
+@dataclass
+class Annotated:
+    summary: dict
+    dir: str
+
+
+@dataclass
+class PRMResult:
+    model_dir: str
+    train_examples: int
+    final_loss: float
+    metrics: str
+    best_of_n: dict
+    weighted_best_of_n: dict
+    majority: dict
+    oracle: dict
+    processbench: dict | None = None
+
+
+@dataclass
+class Scaled:
+    rows: dict
+    """policy name -> the sweep's summary rows"""
+    records: dict
+    """policy name -> per-(problem, strategy, budget) records (JSONL)"""
+
+
+# ----------------------------------------------------------------------------- stages
+def make_split(cfg: DemoConfig) -> Split:
+    from ponder.tasks import get_task
+
+    task = get_task(cfg.task, **cfg.task_args)
+    problems = task.problems("test", n=cfg.eval_n + cfg.dev_n, seed=cfg.seed)
+    return Split(task, problems[:cfg.eval_n], problems[cfg.eval_n:])
+
+
+def build(cfg: DemoConfig, run_dir: Path) -> Built:
+    from ponder.models import count_params, model_from_spec
+
+    model, tokenizer = model_from_spec(cfg.model, seed=cfg.seed)
+    out = run_dir / "init"
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return Built(str(out), count_params(model), cfg.model)
+
+
+def sft(cfg: DemoConfig, split: Split, init: Built, run_dir: Path) -> Trained:
+    from ponder.eval.evaluate import greedy_accuracy
+    from ponder.generation import make_engine
+    from ponder.models import load_model
+    from ponder.train.sft import SFTConfig, SFTTrainer, reference_rows
+
+    model, tokenizer = load_model(init.model_dir)
+    rows = reference_rows(split.task, cfg.n_train, cfg.seed)
+    dev_engine = make_engine("torch", model, tokenizer=tokenizer)  # shares the weights in training
+
+    def dev_accuracy(m):
+        return {"greedy_accuracy": greedy_accuracy(dev_engine, split.task, split.dev, cfg.max_tokens)}
+
+    sc = SFTConfig(lr=cfg.lr, steps=cfg.sft_steps, warmup_steps=cfg.warmup_steps, batch_size=cfg.batch_size,
+                   seed=cfg.seed, eval_every=max(cfg.sft_steps // 4, 1), save_every=max(cfg.sft_steps // 4, 1))
+    final = SFTTrainer(model, tokenizer, rows, sc, run_dir / "sft", eval_fn=dev_accuracy).train()
+    return Trained(str(run_dir / "sft" / "model"), final, str(run_dir / "sft" / "metrics.jsonl"), len(rows))
+
+
+def evaluate_policy(cfg: DemoConfig, split: Split, policy: Trained, out: Path) -> Evaluated:
+    from ponder.eval import EvalConfig, evaluate
+    from ponder.generation import make_engine
+
+    ec = EvalConfig(n=cfg.eval_n, k=cfg.eval_k, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
+                    seed=derive(cfg.seed, "demo-eval"))
+    if cfg.workers > 1:
+        setup = partial(_worker_engine_and_task, cfg, policy.model_dir)
+        result = evaluate(None, split.task, split.held_out, ec, cfg.workers, cfg.ray_address, setup)
+    else:
+        with make_engine(cfg.engine, policy.model_dir) as engine:
+            result = evaluate(engine, split.task, split.held_out, ec)
+    write_jsonl(out, result["records"])
+    return Evaluated(result["summary"], str(out))
+
+
+def annotate(cfg: DemoConfig, split: Split, policy: Trained, run_dir: Path) -> Annotated:
+    from ponder.annotate.annotator import AnnotateConfig, annotate as annotate_problems, open_annotator
+
+    methods = ["math_shepherd", "omega_prm"] + (["truth"] if split.task.has_step_checker else [])
+    ac = AnnotateConfig(task=cfg.task, task_args=cfg.task_args, n_problems=cfg.annotate_n, policy=policy.model_dir,
+                        engine=cfg.engine, samples=cfg.annotate_samples, k=cfg.annotate_k, temperature=1.0,
+                        max_tokens=cfg.max_tokens, methods=methods, chunk=32, seed=cfg.seed)
+    problems = split.task.problems(ac.split, n=ac.n_problems, seed=ac.seed)
+    annotator = open_annotator(ac) if cfg.workers <= 1 else None
+    out = run_dir / "annotate"
+    out.mkdir(parents=True, exist_ok=True)
+    return Annotated(annotate_problems(ac, problems, out, annotator, cfg.workers, cfg.ray_address), str(out))
+
+
+def prm(cfg: DemoConfig, split: Split, policy: Trained, labels: Annotated, run_dir: Path) -> PRMResult:
+    from ponder.eval.rm import evaluate_reward_model, sample_solutions, vote_and_oracle
+    from ponder.generation import make_engine
+    from ponder.rewards.model import load_prm, new_reward_model
+    from ponder.train.rm import RewardModelConfig, RewardModelTrainer, read_stepwise
+
+    rows = read_stepwise(Path(labels.dir) / "stepwise_omega_prm.jsonl")
+    rm = new_reward_model(policy.model_dir, "prm")
+    final = RewardModelTrainer(rm, rows, RewardModelConfig(steps=cfg.prm_steps, seed=cfg.seed), run_dir / "prm").train()
+    trained = {"model_dir": str(run_dir / "prm" / "model"), "examples": len(rows), "loss": final["loss"]}
+    model = load_prm(trained["model_dir"])
+    held_out = split.held_out[:cfg.prm_eval_n]
+    with make_engine(cfg.engine, policy.model_dir) as gen:
+        samples = sample_solutions(gen, split.task, held_out, cfg.prm_eval_samples, 1.0, cfg.max_tokens,
+                                   derive(cfg.seed, "demo-prm-eval"))
+    quality = evaluate_reward_model(model, samples, model.aggregation)
+    maj, oracle = vote_and_oracle(samples, list(quality["best_of_n"]))
+    return PRMResult(trained["model_dir"], trained["examples"], trained["loss"], str(run_dir / "prm" / "metrics.jsonl"),
+                     quality["best_of_n"], quality["weighted_best_of_n"], maj, oracle, quality.get("processbench"))
+
+
+def rl(cfg: DemoConfig, split: Split, policy: Trained, run_dir: Path) -> Trained:
+    from ponder.models import load_model
+    from ponder.rewards.functions import reward_functions
+    from ponder.train.rl import RLConfig, RLTrainer
+
+    model, tokenizer = load_model(policy.model_dir)
+    rc = RLConfig(estimator=cfg.rl_estimator, steps=cfg.rl_steps, prompts_per_step=cfg.rl_prompts,
+                  group_size=cfg.rl_group, max_tokens=cfg.max_tokens, lr=cfg.rl_lr,
+                  eval_every=max(cfg.rl_steps // 4, 1), save_every=max(cfg.rl_steps // 4, 1), seed=cfg.seed)
+    rewards = reward_functions(["outcome"], split.task, cfg.max_tokens)
+    train = split.task.problems("train", n=max(cfg.rl_steps * cfg.rl_prompts, cfg.rl_prompts), seed=cfg.seed + 1)
+    scorer = None
+    if cfg.rl_estimator == "process_grpo":
+        from ponder.rewards.base import VerifierScorer
+
+        scorer = VerifierScorer(split.task, train)
+    trainer = RLTrainer(model, tokenizer, split.task, train, split.dev, rewards, rc, run_dir / "rl", engine=cfg.engine,
+                        process_scorer=scorer)
+    final = trainer.train()
+    return Trained(str(run_dir / "rl" / "model"), final, str(run_dir / "rl" / "metrics.jsonl"), len(train))
+
+
+def scale(cfg: DemoConfig, split: Split, policies: dict[str, Trained], reward_model: PRMResult,
+          run_dir: Path) -> Scaled:
+    from ponder.generation import make_engine
+    from ponder.rewards.model import load_prm
+    from ponder.search import SearchContext
+    from ponder.search.scale import ScaleConfig, run_scale
+
+    problems = split.held_out[:cfg.scale_n]
+    scorer = load_prm(reward_model.model_dir)
+    sc = ScaleConfig(strategies=tuple(cfg.scale_strategies), budgets=tuple(cfg.scale_budgets), weighted=True,
+                     temperature=cfg.temperature, max_tokens=cfg.max_tokens, max_step_tokens=cfg.max_tokens,
+                     beam_width=4, seed=cfg.seed, workers=cfg.workers, ray_address=cfg.ray_address)
+    rows, records = {}, {}
+    for name, policy in policies.items():
+        if cfg.workers > 1:
+            setup = partial(_worker_search_context, cfg, policy.model_dir, reward_model.model_dir)
+            res = run_scale(SearchContext(None, split.task, scorer), problems, sc, setup=setup)
+        else:
+            with make_engine(cfg.engine, policy.model_dir) as engine:
+                res = run_scale(SearchContext(engine, split.task, scorer), problems, sc)
+        path = run_dir / f"scale_{name}_records.jsonl"
+        write_jsonl(path, res["records"])
+        rows[name], records[name] = res["rows"], str(path)
+    return Scaled(rows, records)
+
+
+def _worker_engine_and_task(cfg: DemoConfig, model_dir: str):
+    """A Ray worker's own engine on `model_dir`, and the demo's task."""
+    from ponder.generation import make_engine
+    from ponder.tasks import get_task
+
+    return make_engine(cfg.engine, model_dir), get_task(cfg.task, **cfg.task_args)
+
+
+def _worker_search_context(cfg: DemoConfig, model_dir: str, prm_dir: str):
+    from ponder.rewards.model import load_prm
+    from ponder.search import SearchContext
+
+    engine, task = _worker_engine_and_task(cfg, model_dir)
+    return SearchContext(engine, task, load_prm(prm_dir))
