@@ -178,9 +178,10 @@ def test_rl_on_the_lazy_device_matches_the_cpu(tmp_path, estimator, extra, lora)
     for device in DEVICES:
         model, tok = tiny()
         cfg = RLConfig(steps=2, prompts_per_step=2, group_size=4, max_tokens=6 if lora is None else 4, lr=3e-3,
-                       save_every=0, eval_every=0, estimator=estimator, device=device, **extra)
+                       save_every=0, eval_every=0, estimator=estimator, device=device, **extra,
+                       **({"lora_r": lora["r"], "lora_alpha": lora["alpha"]} if lora else {}))
         scorer = VerifierScorer(task, problems) if estimator == "process_grpo" else None
-        RLTrainer(model, tok, task, problems, [], [ones], cfg, tmp_path / device, progress=False, lora=lora,
+        RLTrainer(model, tok, task, problems, [], [ones], cfg, tmp_path / device, progress=False,
                   process_scorer=scorer).train()
         records[device] = [v for r in map(json.loads, open(tmp_path / device / "metrics.jsonl"))
                            if "loss" in r for v in (r["loss"], r["reward"])]

@@ -254,10 +254,9 @@ def test_lora_trains_adapters_only_and_saves_merged_model(tmp_path):
     model = build_tiny_model(tok, "1m", seed=0)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     cfg = RLConfig(steps=2, prompts_per_step=2, group_size=4, max_tokens=12, lr=1e-2, beta=0.1, save_every=0,
-                   eval_every=0, seed=3)
+                   eval_every=0, seed=3, lora_r=4, lora_alpha=8)
     distinct = RewardFunction("distinct", lambda prompts, completions, **_: [len(set(c)) / 12 for c in completions])
-    trainer = RLTrainer(model, tok, TASK, PROBLEMS, [], [distinct], cfg, tmp_path, progress=False,
-                        lora={"r": 4, "alpha": 8})
+    trainer = RLTrainer(model, tok, TASK, PROBLEMS, [], [distinct], cfg, tmp_path, progress=False)
     trainable = [n for n, p in trainer.peft.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
     trainer.train()

@@ -12,12 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ponder.config import require, to_dict
-from ponder.train.lora import LoraOptions
 from ponder.train.rl_config import RLConfig
 
 
 @dataclass
-class Config(RLConfig, LoraOptions):
+class Config(RLConfig):
     run: str = "rl"
     """run name: outputs go to <runs-dir>/<run>/ (a rerun with the same options resumes)"""
     runs_dir: str = "runs"
@@ -121,13 +120,12 @@ def run(cfg: Config, progress: bool = True) -> dict:
         process_scorer = VerifierScorer(task, train)
     torch.manual_seed(cfg.seed)
     model, tokenizer = model_from_spec(resolve_model(cfg.model, "torch"), seed=cfg.seed)
-    lora = cfg.lora()
     run_dir = Path(cfg.runs_dir) / cfg.run
     distributed.init()  # under torchrun: rank 0 writes the run directory, the others wait for it
     distributed.on_main(lambda: start_run(run_dir, to_dict(cfg), "rl", extendable=("steps",)))
     trainer = RLTrainer(model, tokenizer, task, train, held_out, rewards, cfg, run_dir,
-                        process_scorer=process_scorer, progress=progress, batch_size=cfg.gen_batch_size, lora=lora,
-                        engine=cfg.engine, lora_merge=cfg.lora_merge)
+                        process_scorer=process_scorer, progress=progress, batch_size=cfg.gen_batch_size,
+                        engine=cfg.engine)
     final = trainer.train()
     summary = {"run_dir": str(run_dir), "model_dir": str(run_dir / "model"), **final}
     if distributed.is_main():

@@ -89,14 +89,15 @@ class RLTrainer:
 
     def __init__(self, model, tokenizer, task, train_problems, eval_problems, rewards: list[RewardFunction],
                  cfg: RLConfig, run_dir: str | Path, process_scorer=None, progress: bool = True,
-                 batch_size: int = 64, lora: dict | None = None, engine: str = "torch",
-                 prompt_seeds: bool | None = None, lora_merge: bool = True):
+                 batch_size: int = 64, engine: str = "torch", prompt_seeds: bool | None = None):
         """`engine`: torch (in this process, sharing the policy's weights), vllm, or a server
         URL (see policy_engine.py); weights are pushed to it before the first rollout too, so
         a resumed run is in sync. `prompt_seeds`: sample each prompt of a rollout with its own
         seed, so the rollout is the same however its prompts are split between processes
-        (default: when the run has several processes)."""
+        (default: when the run has several processes). With `cfg.lora_r` only LoRA adapters
+        train; the reference is the model with its adapters off."""
         cfg.check()
+        lora = cfg.lora()
         if lora and engine not in ("torch", "torch-bf16"):
             raise ValueError(f"LoRA training samples with the in-process engine only (engine torch), got {engine!r}")
         if not rewards and cfg.estimator != "process_grpo":
@@ -109,7 +110,7 @@ class RLTrainer:
             raise ValueError(f"{len(self.train_problems)} training problems, fewer than prompts_per_step={cfg.prompts_per_step}")
         self.rewards, self.process_scorer, self.progress = rewards, process_scorer, progress
         self.run_dir = Path(run_dir)
-        self.peft, self.lora_merge = None, lora_merge
+        self.peft, self.lora_merge = None, cfg.lora_merge
         if lora:
             from ponder.train.lora import add_lora
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from ponder.config import ConfigError, require as check
 from ponder.train.config import OptimConfig
+from ponder.train.lora import LoraOptions
 
 
 GROUP_ESTIMATORS = ("grpo", "dr_grpo", "rloo", "process_grpo")
@@ -13,7 +14,7 @@ GROUP_ESTIMATORS = ("grpo", "dr_grpo", "rloo", "process_grpo")
 
 
 @dataclass
-class RLConfig(OptimConfig):
+class RLConfig(OptimConfig, LoraOptions):
     estimator: str = "grpo"
     """advantage estimator: grpo, dr_grpo, rloo, reinforce_pp, gae (PPO with a value head), process_grpo
     (the process scorer's step rewards only: as in DeepSeekMath §4.1.3, the reward functions'
@@ -113,6 +114,7 @@ class RLConfig(OptimConfig):
         check(self, positive=("steps", "prompts_per_step", "group_size", "max_tokens", "ppo_epochs",
                               "num_minibatches"), non_negative=("eval_every", "save_every"))
         check(self, non_negative=("temperature", "beta"))
+        self.lora()  # bad LoRA values are refused here, not after the run started
         if self.group_size < 2 and self.estimator in GROUP_ESTIMATORS:
             raise ConfigError(f"--group-size {self.group_size}: {self.estimator} compares each sample with the others "
                               "of its group (the baseline), so it needs at least 2 samples per prompt")
