@@ -33,3 +33,24 @@ class DeviceOptions(DeviceField):
         resolve_device(self.device)
         return {"device": self.device, "mixed_precision": self.mixed_precision,
                 "gradient_checkpointing": self.gradient_checkpointing}
+
+
+@dataclass
+class RunOptions:
+    """Where a command writes: `<runs_dir>/<run>/`. A command redeclares `run` with its own
+    default name only; the help text is this one."""
+
+    run: str = "run"
+    """run name: outputs go to <runs-dir>/<run>/ (a rerun with the same options resumes)"""
+    runs_dir: str = "runs"
+    """parent folder of run directories"""
+
+
+@dataclass
+class WorkerOptions:
+    """Ray workers sharing a command's work (ponder.parallel)."""
+
+    workers: int = 1
+    """Ray workers sharing the work, each with its own engine (1: this process; see ponder.parallel)"""
+    ray_address: str | None = None
+    """Ray cluster to join (default: $RAY_ADDRESS, else a local Ray started here)"""

@@ -12,18 +12,12 @@ from dataclasses import dataclass, replace
 from ponder.annotate.annotator import METHODS, AnnotateConfig  # noqa: F401
 from ponder.config import require, to_dict
 from ponder.parallel import NOT_CONFIG, check_workers
+from ponder.options import RunOptions, WorkerOptions
 
 
 @dataclass
-class Config(AnnotateConfig):
+class Config(AnnotateConfig, RunOptions, WorkerOptions):
     run: str = "annotate"
-    """run name: outputs go to runs/<run>/ (a rerun resumes where it stopped)"""
-    runs_dir: str = "runs"
-    """parent folder of run directories"""
-    workers: int = 1
-    """Ray workers sharing the chunks, each with its own engine (1: this process; see ponder.parallel)"""
-    ray_address: str | None = None
-    """Ray cluster to join (default: $RAY_ADDRESS, else a local Ray started here)"""
 
 
 def run(cfg: Config, progress: bool = True) -> dict:

@@ -12,14 +12,12 @@ from pathlib import Path
 
 from ponder.config import to_dict
 from ponder.train.config import DPOConfig
+from ponder.options import RunOptions
 
 
 @dataclass
-class Config(DPOConfig):
+class Config(DPOConfig, RunOptions):
     run: str = "dpo"
-    """run name: outputs go to <runs-dir>/<run>/ (a rerun with the same options resumes)"""
-    runs_dir: str = "runs"
-    """parent folder of run directories"""
     model: str = "runs/sft/model"
     """policy to start from (also the frozen reference), or a run name"""
     data: str | None = None

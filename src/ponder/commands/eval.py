@@ -6,11 +6,11 @@ from functools import partial
 
 from ponder.config import ConfigError, require
 from ponder.eval.evaluate import EvalConfig
-from ponder.options import DeviceField
+from ponder.options import DeviceField, WorkerOptions
 
 
 @dataclass
-class Config(EvalConfig, DeviceField):
+class Config(EvalConfig, DeviceField, WorkerOptions):
     model: str = ""
     """model dir, .gguf, smollm2, or a run name under runs/ (with a server engine: the served model's name)"""
     engine: str = "torch"
@@ -21,10 +21,6 @@ class Config(EvalConfig, DeviceField):
     """task knobs, e.g. num_ops=3"""
     output: str | None = None
     """write the JSON result (summary and per-problem records) here"""
-    workers: int = 1
-    """Ray workers sharing the problems, each with its own engine (1: this process; see ponder.parallel)"""
-    ray_address: str | None = None
-    """Ray cluster to join (default: $RAY_ADDRESS, else a local Ray started here)"""
 
 
 def run(cfg: Config, progress: bool = True) -> dict:

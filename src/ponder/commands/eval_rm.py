@@ -5,11 +5,11 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from ponder.config import ConfigError, require
-from ponder.options import DeviceField
+from ponder.options import DeviceField, WorkerOptions
 
 
 @dataclass
-class Config(DeviceField):
+class Config(DeviceField, WorkerOptions):
     rm: list[str] = field(default_factory=list)
     """reward models to evaluate: PRM or ORM dirs, or 'verifier' (the task's exact checks)"""
     policy: str = "runs/demo/sft/model"
@@ -40,10 +40,6 @@ class Config(DeviceField):
     """write the JSON result here"""
     chunk: int = 32
     """problems per sampling call, and per shard with --workers"""
-    workers: int = 1
-    """Ray workers sampling the solutions, each with its own engine (1: this process; see ponder.parallel)"""
-    ray_address: str | None = None
-    """Ray cluster to join (default: $RAY_ADDRESS, else a local Ray started here)"""
 
 
 def run(cfg: Config, progress: bool = True) -> dict:

@@ -14,14 +14,12 @@ from pathlib import Path
 
 from ponder.config import to_dict
 from ponder.train.config import ExpertIterationConfig
+from ponder.options import RunOptions
 
 
 @dataclass
-class Config(ExpertIterationConfig):
+class Config(ExpertIterationConfig, RunOptions):
     run: str = "iterate"
-    """run name: outputs go to <runs-dir>/<run>/ (a rerun with the same options resumes)"""
-    runs_dir: str = "runs"
-    """parent folder of run directories"""
     model: str = "runs/sft/model"
     """model to start from, or a run name"""
     task: str | None = None

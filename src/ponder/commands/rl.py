@@ -13,14 +13,12 @@ from pathlib import Path
 
 from ponder.config import require, to_dict
 from ponder.train.rl_config import RLConfig
+from ponder.options import RunOptions
 
 
 @dataclass
-class Config(RLConfig):
+class Config(RLConfig, RunOptions):
     run: str = "rl"
-    """run name: outputs go to <runs-dir>/<run>/ (a rerun with the same options resumes)"""
-    runs_dir: str = "runs"
-    """parent folder of run directories"""
     task: str | None = None
     """task to train on (train split) and evaluate on (test split); default: the model's ponder task, else arith"""
     task_args: dict = field(default_factory=dict)

@@ -12,16 +12,13 @@ from functools import partial
 from pathlib import Path
 
 from ponder.config import require, to_dict
-from ponder.options import DeviceField
+from ponder.options import DeviceField, RunOptions
 from ponder.search.scale import ScaleConfig
 
 
 @dataclass
-class Config(ScaleConfig, DeviceField):
+class Config(ScaleConfig, DeviceField, RunOptions):
     run: str = "scale"
-    """run name: outputs go to <runs-dir>/<run>/ (a rerun with the same options resumes)"""
-    runs_dir: str = "runs"
-    """parent folder of run directories"""
 
 
 def run(cfg: Config, progress: bool = True) -> dict:

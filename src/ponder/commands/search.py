@@ -5,12 +5,12 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from ponder.config import narrow, require
-from ponder.options import DeviceField
+from ponder.options import DeviceField, WorkerOptions
 from ponder.search.base import SearchParams
 
 
 @dataclass
-class Config(SearchParams, DeviceField):
+class Config(SearchParams, DeviceField, WorkerOptions):
     model: str = "runs/demo/sft/model"
     """policy: a model dir, a .gguf, smollm2, or a run name under runs/ (with a server engine: the served model's name)"""
     engine: str = "torch"
@@ -32,10 +32,6 @@ class Config(SearchParams, DeviceField):
     batch: bool = True
     """search the problems together, one engine and scorer call per round (search/batch.py);
     off: one problem at a time (the same records, slower)"""
-    workers: int = 1
-    """Ray workers sharing the problems, each with its own engine (1: this process; see ponder.parallel)"""
-    ray_address: str | None = None
-    """Ray cluster to join (default: $RAY_ADDRESS, else a local Ray started here)"""
 
 
 def check(cfg: SearchParams) -> None:

@@ -10,14 +10,12 @@ from pathlib import Path
 
 from ponder.config import require, to_dict
 from ponder.train.config import SFTConfig
+from ponder.options import RunOptions
 
 
 @dataclass
-class Config(SFTConfig):
+class Config(SFTConfig, RunOptions):
     run: str = "sft"
-    """run name: outputs go to <runs-dir>/<run>/ (a rerun with the same options resumes)"""
-    runs_dir: str = "runs"
-    """parent folder of run directories"""
     task: str = "arith"
     """task (or dataset path) whose reference solutions to learn; ignored when `data` is given"""
     task_args: dict = field(default_factory=dict)

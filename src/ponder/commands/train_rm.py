@@ -10,14 +10,12 @@ from pathlib import Path
 
 from ponder.config import require, to_dict
 from ponder.train.config import RewardModelConfig
+from ponder.options import RunOptions
 
 
 @dataclass
-class Config(RewardModelConfig):
+class Config(RewardModelConfig, RunOptions):
     run: str = "rm"
-    """run name: outputs go to <runs-dir>/<run>/ (a rerun with the same options resumes)"""
-    runs_dir: str = "runs"
-    """parent folder of run directories"""
     kind: str = "prm"
     """prm (stepwise labels, a score per step) or orm (outcome labels, one score)"""
     data: str = "runs/annotate/stepwise_omega_prm.jsonl"
