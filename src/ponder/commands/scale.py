@@ -29,7 +29,8 @@ def run(cfg: Config, progress: bool = True) -> dict:
     from ponder.commands.search import check
     from ponder.runs import atomic_write, start_run, write_json
     from ponder.parallel import NOT_CONFIG, check_workers
-    from ponder.search.scale import plot_scaling, run_scale, sweep_cells, table_markdown, validate_sweep
+    from ponder.pipeline.plots import plot_scaling
+    from ponder.search.scale import run_scale, sweep_cells, table_markdown, validate_sweep
 
     from ponder.commands.common import check_samples, server_default_model
     from ponder.config import ConfigError

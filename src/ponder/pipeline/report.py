@@ -160,7 +160,7 @@ def make_plots(run_dir: Path, summary: dict, results: dict) -> list[tuple[str, P
         console.print("[yellow]matplotlib not installed (pip install 'ponder[plot]'): no plots[/yellow]")
         return []
     out = []
-    from ponder.search.scale import plot_scaling
+    from ponder.pipeline.plots import plot_scaling
 
     path = run_dir / "scaling.png"
     plot_scaling({"SFT": summary["scale"]["sft"], "RL": summary["scale"]["rl"]}, path,

@@ -1,0 +1,38 @@
+"""Plots a person would rather look at than read: accuracy against compute for a scaling sweep
+(`ponder scale`'s scale.png, the demo report's scaling figure). matplotlib is the optional
+`ponder[plot]` extra, imported when a plot is drawn."""
+from __future__ import annotations
+
+
+COLORS = {"greedy": "black", "majority": "tab:blue", "best_of_n": "tab:orange", "beam": "tab:green",
+          "dvts": "tab:purple", "lookahead": "tab:brown", "mcts": "tab:pink", "compute-optimal": "tab:red",
+          "pass@N oracle": "grey"}
+
+
+def plot_scaling(rows: list[dict] | dict[str, list[dict]], path, title: str = "") -> None:
+    """Accuracy against mean generated tokens per problem (log x), one line per strategy.
+    `rows` may map a policy name to its rows (e.g. {"SFT": ..., "RL": ...}): each policy then
+    gets its own line style, colours still naming the strategy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = rows if isinstance(rows, dict) else {"": rows}
+    styles = ["-", "--", ":", "-."]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for k, (policy, policy_rows) in enumerate(series.items()):
+        for strategy in sorted({r["strategy"] for r in policy_rows}):
+            pts = sorted((r["generated_tokens"], r["accuracy"]) for r in policy_rows if r["strategy"] == strategy)
+            label = f"{policy} {strategy}".strip()
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], styles[k % len(styles)], marker="o", label=label,
+                    color=COLORS.get(strategy))
+    ax.set_xscale("log")
+    ax.set_xlabel("generated tokens per problem (log)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title or "test-time scaling")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2 if len(series) > 1 else 1)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
