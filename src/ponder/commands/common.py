@@ -5,7 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ponder.config import ConfigError
+from ponder.config import ConfigError, given
+from ponder.generation import is_url, make_engine
+from ponder.models import resolve_model_path
+from ponder.models.device import place, resolve_device
+from ponder.runs import write_json
+from ponder.search.base import SearchContext
+from ponder.search.scorers import load_scorer
+from ponder.tasks import get_task
 
 
 def train_device(cfg) -> dict:
@@ -19,7 +26,6 @@ def train_device(cfg) -> dict:
 def resolve_model(name: str, engine: str = "torch") -> str:
     """A run name resolves to its trained model folder (runs/<name>/model, or the sft model of
     a demo run); with a server engine the name is the served model's and stays as it is."""
-    from ponder.generation import is_url
 
     if is_url(engine or ""):
         return name
@@ -40,7 +46,6 @@ def model_task(model: str, engine: str = "torch") -> tuple[str, dict, Path] | No
     a folder no ponder run wrote."""
     import yaml
 
-    from ponder.generation import is_url
 
     if is_url(engine or ""):
         return None
@@ -83,9 +88,7 @@ def resolve_task(cfg, model: str, engine: str = "torch") -> None:
 def open_engine(engine: str, model: str, device: str | None = None, **kw):
     """The engine of a command: `device` places a torch engine's model (a server or vLLM
     engine decides its own)."""
-    from ponder.generation import make_engine
 
-    from ponder.generation import is_url
 
     if (engine or "torch") in ("torch", "torch-bf16"):
         kw["device"] = device
@@ -96,8 +99,6 @@ def open_engine(engine: str, model: str, device: str | None = None, **kw):
 def server_default_model(cfg) -> None:
     """With a server engine and no --model typed, the server's only model is meant, not the
     command's default local path (which a server would not know)."""
-    from ponder.config import given
-    from ponder.generation import is_url
 
     typed = given(cfg)
     if is_url(cfg.engine or "") and typed is not None and "model" not in typed:
@@ -156,8 +157,6 @@ def check_output(path: str | None, option: str = "--output") -> None:
 
 def check_model(model: str, engine: str = "torch") -> None:
     """Fail now, in one line, on a model that does not exist (before workers load it)."""
-    from ponder.generation import is_url
-    from ponder.models import resolve_model_path
 
     if not is_url(engine or ""):
         resolve_model_path(resolve_model(model, engine))
@@ -189,7 +188,6 @@ def print_summary(console, title: str, summary: dict, output: str | None = None,
     the summary as one JSON line on stdout (for scripts)."""
     from rich.table import Table
 
-    from ponder.runs import write_json
 
     table = Table(title=title)
     table.add_column("metric")
@@ -207,9 +205,6 @@ def search_context(model: str, engine: str, task_name: str, task_args: dict, sco
     """The search context (policy engine, task, scorer) and the problems of a search command,
     the torch policy and a PRM on `device`. With `open_policy=False` the context has no engine
     yet (the model is only checked): Ray workers open their own (`search_worker`)."""
-    from ponder.search.base import SearchContext
-    from ponder.search.scorers import load_scorer
-    from ponder.tasks import get_task
 
     task = get_task(task_name, **task_args)
     problems = task.problems(split, n=n_problems, seed=seed)
@@ -218,7 +213,6 @@ def search_context(model: str, engine: str, task_name: str, task_args: dict, sco
         check_model(model, engine)
         return SearchContext(None, task, sc), problems
     if device is not None and hasattr(sc, "to"):  # a reward model: on the policy's device
-        from ponder.models.device import place, resolve_device
 
         place(sc, resolve_device(device))
     generator = open_engine(engine, model, seed=seed, device=device)

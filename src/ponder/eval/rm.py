@@ -17,6 +17,7 @@ from ponder.eval.evaluate import gold_vote_key
 from ponder.eval.metrics import majority_vote
 from ponder.generation.base import Generator, SamplingParams
 from ponder.rewards.base import Scorer, aggregate
+from ponder.search.base import seed_for
 from ponder.search.vote import weighted_winner
 from ponder.tasks.base import Problem, Task
 
@@ -63,7 +64,6 @@ def sample_solutions(generator: Generator, task: Task, problems: list[Problem], 
                      max_tokens: int, seed: int) -> SampleSet:
     """n solutions per problem, each problem seeded by itself (`ponder.search.base.seed_for`), so a chunk of
     the problems, sampled anywhere, gives the same solutions as the whole set."""
-    from ponder.search.base import seed_for
 
     prompts = [task.prompt(p) for p in problems]
     outs = generator.generate(prompts, SamplingParams(n=n, temperature=temperature, max_tokens=max_tokens,

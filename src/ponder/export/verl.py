@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ponder.tasks import TASKS
 from ponder.tasks.base import Problem, Task
 
 EXTRA_INFO = ("split", "index", "id", "question", "task", "task_args", "meta")
@@ -47,7 +48,6 @@ def schema():
 def task_reference(name: str, args: dict) -> tuple[str, dict]:
     """(task name, knobs) as a reward worker rebuilds the task: a file task's path (the name,
     or a `path` knob) made absolute, since verl's workers do not run in this directory."""
-    from ponder.tasks import TASKS
 
     args = dict(args)
     if name not in TASKS and not name.startswith("gym:") and Path(name).exists():

@@ -82,6 +82,7 @@ from ponder.generation.prefix_cache import PrefixCache
 from ponder.generation.sampling import select_tokens, token_logprobs
 from ponder.generation.stops import IncrementalDetokenizer, decode_completion, find_stop
 from ponder.generation.weight_layout import ColumnMajorWeights, PackedBF16Linears
+from ponder.models import encode_prompts
 from ponder.models.device import make_generator, no_grad
 
 # Teacher-forced scoring materialises (rows, positions, vocab) logits; one micro-batch holds
@@ -184,8 +185,6 @@ class TorchGenerator(Generator):
     # ----- prompts -----
 
     def prompt_ids(self, prompts) -> list[list[int]]:
-        from ponder.models import encode_prompts
-
         ids = encode_prompts(self.tokenizer, list(prompts), self.chat)
         for i, row in enumerate(ids):
             if not row:

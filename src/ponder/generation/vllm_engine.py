@@ -62,6 +62,9 @@ from ponder.generation.base import (
     prompt_seed,
     seed_key,
 )
+from ponder.models import encode_prompts
+from ponder.models.convert import hf_folder
+from ponder.models.hub import trust_remote_code
 
 MULTIPROCESSING_ENV = "VLLM_ENABLE_V1_MULTIPROCESSING"
 
@@ -99,8 +102,6 @@ class VLLMGenerator(Generator):
         vllm = _import_vllm()
         from transformers import AutoTokenizer
 
-        from ponder.models.convert import hf_folder
-        from ponder.models.hub import trust_remote_code
 
         folder = hf_folder(model)
         self.tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code())
@@ -130,8 +131,6 @@ class VLLMGenerator(Generator):
     # ----- prompts -----
 
     def prompt_ids(self, prompts: Sequence[str]) -> list[list[int]]:
-        from ponder.models import encode_prompts
-
         ids = encode_prompts(self.tokenizer, list(prompts), self.chat)
         for i, row in enumerate(ids):
             if not row:

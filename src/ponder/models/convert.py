@@ -18,7 +18,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ponder.models.load import resolve_model_path
+from ponder.models.load import load_model, resolve_model_path
 
 
 def cache_root() -> Path:
@@ -60,7 +60,6 @@ def convert_gguf(gguf: Path, out: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from ponder.models.load import load_model
 
     model, tokenizer = load_model(str(gguf))
     config = model.config

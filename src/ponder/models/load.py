@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ponder.models.device import place, resolve_device
 from ponder.models.hub import hub_snapshot, is_hub_id, trust_remote_code
+from ponder.models.tiny import build_tiny_model
+from ponder.models.tokenizer import build_char_tokenizer
 
 ALIASES = {"smollm2": "SmolLM2-135M-Instruct"}
 
@@ -94,7 +97,6 @@ def load_model(name: str, dtype: str = "float32", device: str | None = None):
         tokenizer.pad_token = tokenizer.eos_token
     model.eval()
     if device is not None:
-        from ponder.models.device import place, resolve_device
 
         place(model, resolve_device(device))
     return model, tokenizer
@@ -141,8 +143,6 @@ def model_from_spec(spec: str, seed: int = 0, max_len: int = 512):
     """(model, tokenizer) from a spec: `tiny:<preset>` builds a fresh character-level Llama
     (presets in ponder.models.tiny.PRESETS); anything else is loaded by `load_model`."""
     if spec.startswith("tiny:"):
-        from ponder.models.tiny import build_tiny_model
-        from ponder.models.tokenizer import build_char_tokenizer
 
         tokenizer = build_char_tokenizer()
         return build_tiny_model(tokenizer, spec.split(":", 1)[1], max_len=max_len, seed=seed), tokenizer

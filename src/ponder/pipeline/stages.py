@@ -6,10 +6,25 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from ponder.annotate.annotator import AnnotateConfig, annotate as annotate_problems, open_annotator
+from ponder.eval import EvalConfig, evaluate
+from ponder.eval.evaluate import greedy_accuracy
+from ponder.eval.rm import evaluate_reward_model, sample_solutions, vote_and_oracle
+from ponder.generation import make_engine
+from ponder.models import count_params, load_model, model_from_spec
 from ponder.pipeline.config import DemoConfig
+from ponder.rewards.base import VerifierScorer
+from ponder.rewards.functions import reward_functions
+from ponder.rewards.model import load_prm, new_reward_model
 from ponder.runs import write_jsonl
+from ponder.search import SearchContext
+from ponder.search.scale import ScaleConfig, run_scale
 from ponder.seeds import derive
+from ponder.tasks import get_task
 from ponder.tasks.base import Problem, Task
+from ponder.train.rl import RLConfig, RLTrainer
+from ponder.train.rm import RewardModelConfig, RewardModelTrainer, read_stepwise
+from ponder.train.sft import SFTConfig, SFTTrainer, reference_rows
 
 
 @dataclass
@@ -72,16 +87,12 @@ class Scaled:
 
 # ----------------------------------------------------------------------------- stages
 def make_split(cfg: DemoConfig) -> Split:
-    from ponder.tasks import get_task
-
     task = get_task(cfg.task, **cfg.task_args)
     problems = task.problems("test", n=cfg.eval_n + cfg.dev_n, seed=cfg.seed)
     return Split(task, problems[:cfg.eval_n], problems[cfg.eval_n:])
 
 
 def build(cfg: DemoConfig, run_dir: Path) -> Built:
-    from ponder.models import count_params, model_from_spec
-
     model, tokenizer = model_from_spec(cfg.model, seed=cfg.seed)
     out = run_dir / "init"
     model.save_pretrained(out)
@@ -90,11 +101,6 @@ def build(cfg: DemoConfig, run_dir: Path) -> Built:
 
 
 def sft(cfg: DemoConfig, split: Split, init: Built, run_dir: Path) -> Trained:
-    from ponder.eval.evaluate import greedy_accuracy
-    from ponder.generation import make_engine
-    from ponder.models import load_model
-    from ponder.train.sft import SFTConfig, SFTTrainer, reference_rows
-
     model, tokenizer = load_model(init.model_dir)
     rows = reference_rows(split.task, cfg.n_train, cfg.seed)
     dev_engine = make_engine("torch", model, tokenizer=tokenizer)  # shares the weights in training
@@ -109,9 +115,6 @@ def sft(cfg: DemoConfig, split: Split, init: Built, run_dir: Path) -> Trained:
 
 
 def evaluate_policy(cfg: DemoConfig, split: Split, policy: Trained, out: Path) -> Evaluated:
-    from ponder.eval import EvalConfig, evaluate
-    from ponder.generation import make_engine
-
     ec = EvalConfig(n=cfg.eval_n, k=cfg.eval_k, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
                     seed=derive(cfg.seed, "demo-eval"))
     if cfg.workers > 1:
@@ -125,8 +128,6 @@ def evaluate_policy(cfg: DemoConfig, split: Split, policy: Trained, out: Path) -
 
 
 def annotate(cfg: DemoConfig, split: Split, policy: Trained, run_dir: Path) -> Annotated:
-    from ponder.annotate.annotator import AnnotateConfig, annotate as annotate_problems, open_annotator
-
     methods = ["math_shepherd", "omega_prm"] + (["truth"] if split.task.has_step_checker else [])
     ac = AnnotateConfig(task=cfg.task, task_args=cfg.task_args, n_problems=cfg.annotate_n, policy=policy.model_dir,
                         engine=cfg.engine, samples=cfg.annotate_samples, k=cfg.annotate_k, temperature=1.0,
@@ -139,11 +140,6 @@ def annotate(cfg: DemoConfig, split: Split, policy: Trained, run_dir: Path) -> A
 
 
 def prm(cfg: DemoConfig, split: Split, policy: Trained, labels: Annotated, run_dir: Path) -> PRMResult:
-    from ponder.eval.rm import evaluate_reward_model, sample_solutions, vote_and_oracle
-    from ponder.generation import make_engine
-    from ponder.rewards.model import load_prm, new_reward_model
-    from ponder.train.rm import RewardModelConfig, RewardModelTrainer, read_stepwise
-
     rows = read_stepwise(Path(labels.dir) / "stepwise_omega_prm.jsonl")
     rm = new_reward_model(policy.model_dir, "prm")
     final = RewardModelTrainer(rm, rows, RewardModelConfig(steps=cfg.prm_steps, seed=cfg.seed), run_dir / "prm").train()
@@ -160,10 +156,6 @@ def prm(cfg: DemoConfig, split: Split, policy: Trained, labels: Annotated, run_d
 
 
 def rl(cfg: DemoConfig, split: Split, policy: Trained, run_dir: Path) -> Trained:
-    from ponder.models import load_model
-    from ponder.rewards.functions import reward_functions
-    from ponder.train.rl import RLConfig, RLTrainer
-
     model, tokenizer = load_model(policy.model_dir)
     rc = RLConfig(estimator=cfg.rl_estimator, steps=cfg.rl_steps, prompts_per_step=cfg.rl_prompts,
                   group_size=cfg.rl_group, max_tokens=cfg.max_tokens, lr=cfg.rl_lr,
@@ -172,7 +164,6 @@ def rl(cfg: DemoConfig, split: Split, policy: Trained, run_dir: Path) -> Trained
     train = split.task.problems("train", n=max(cfg.rl_steps * cfg.rl_prompts, cfg.rl_prompts), seed=cfg.seed + 1)
     scorer = None
     if cfg.rl_estimator == "process_grpo":
-        from ponder.rewards.base import VerifierScorer
 
         scorer = VerifierScorer(split.task, train)
     trainer = RLTrainer(model, tokenizer, split.task, train, split.dev, rewards, rc, run_dir / "rl", engine=cfg.engine,
@@ -183,10 +174,6 @@ def rl(cfg: DemoConfig, split: Split, policy: Trained, run_dir: Path) -> Trained
 
 def scale(cfg: DemoConfig, split: Split, policies: dict[str, Trained], reward_model: PRMResult,
           run_dir: Path) -> Scaled:
-    from ponder.generation import make_engine
-    from ponder.rewards.model import load_prm
-    from ponder.search import SearchContext
-    from ponder.search.scale import ScaleConfig, run_scale
 
     problems = split.held_out[:cfg.scale_n]
     scorer = load_prm(reward_model.model_dir)
@@ -209,15 +196,10 @@ def scale(cfg: DemoConfig, split: Split, policies: dict[str, Trained], reward_mo
 
 def _worker_engine_and_task(cfg: DemoConfig, model_dir: str):
     """A Ray worker's own engine on `model_dir`, and the demo's task."""
-    from ponder.generation import make_engine
-    from ponder.tasks import get_task
 
     return make_engine(cfg.engine, model_dir), get_task(cfg.task, **cfg.task_args)
 
 
 def _worker_search_context(cfg: DemoConfig, model_dir: str, prm_dir: str):
-    from ponder.rewards.model import load_prm
-    from ponder.search import SearchContext
-
     engine, task = _worker_engine_and_task(cfg, model_dir)
     return SearchContext(engine, task, load_prm(prm_dir))

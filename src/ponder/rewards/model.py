@@ -28,6 +28,8 @@ from pathlib import Path
 
 import torch
 
+from ponder.models.hub import hub_snapshot, is_hub_id, trust_remote_code
+from ponder.models.load import format_prompt, load_model
 from ponder.rewards.base import AGGREGATIONS, Scorer, ScorerUsage, aggregate
 from ponder.tasks.base import split_steps
 
@@ -60,7 +62,6 @@ class RewardModel(torch.nn.Module, Scorer):
     # -- encoding -----------------------------------------------------------------------
     def encode(self, prompt: str, steps: list[str]) -> tuple[list[int], list[int]]:
         """(token ids, positions of the <sep> after each step)."""
-        from ponder.models.load import format_prompt
 
         ids = self.tokenizer(format_prompt(self.tokenizer, prompt), add_special_tokens=not self.chat)["input_ids"]
         positions = []
@@ -133,7 +134,6 @@ class RewardModel(torch.nn.Module, Scorer):
 
 def backbone_from(model_name: str):
     """(backbone without its LM head, tokenizer) from any causal LM ponder can load."""
-    from ponder.models.load import load_model
 
     lm, tokenizer = load_model(model_name)
     tokenizer.padding_side = "right"
@@ -152,7 +152,6 @@ def load_reward_model(path: str | Path, aggregation: str | None = None) -> Rewar
     from safetensors.torch import load_file
     from transformers import AutoModel, AutoTokenizer
 
-    from ponder.models.hub import hub_snapshot, is_hub_id, trust_remote_code
 
     path = Path(path) if Path(path).exists() or not is_hub_id(str(path)) else hub_snapshot(str(path))
     cfg_file = path / CONFIG_FILE

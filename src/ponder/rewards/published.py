@@ -53,6 +53,7 @@ from pathlib import Path
 
 import torch
 
+from ponder.models.hub import trust_remote_code
 from ponder.rewards.base import AGGREGATIONS, Scorer, ScorerUsage, aggregate
 from ponder.tasks.base import split_steps
 
@@ -237,7 +238,6 @@ def load_published_prm(path: str | Path, delimiter: str = "\n", aggregation: str
     is none of them."""
     from transformers import AutoTokenizer
 
-    from ponder.models.hub import trust_remote_code
 
     path = Path(path)
     if not (path / "config.json").is_file():
@@ -319,7 +319,6 @@ def _read_json(file: Path) -> dict:
 def _from_pretrained(auto_class, path: Path):
     """The model in float32; a ValueError when weights of it are missing from the folder, since
     transformers would fill them at random and every score would be noise."""
-    from ponder.models.hub import trust_remote_code
 
     model, info = auto_class.from_pretrained(path, dtype=torch.float32, trust_remote_code=trust_remote_code(),
                                              output_loading_info=True)

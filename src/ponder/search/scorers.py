@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ponder.models.hub import hub_snapshot, is_hub_id
 from ponder.rewards.base import Scorer, VerifierScorer
+from ponder.rewards.model import CONFIG_FILE, load_prm
+from ponder.rewards.published import load_published_prm
 from ponder.tasks.base import Problem, Task
 
 
@@ -22,7 +25,6 @@ def load_scorer(spec: str | None, task: Task, problems: list[Problem]) -> Scorer
         return None
     if spec == "verifier":
         return VerifierScorer(task, problems)
-    from ponder.models.hub import hub_snapshot, is_hub_id
 
     path = Path(spec)
     if not path.exists() and is_hub_id(spec):
@@ -33,10 +35,8 @@ def load_scorer(spec: str | None, task: Task, problems: list[Problem]) -> Scorer
     if not path.is_dir():
         raise ValueError(f"scorer {spec!r}: a PRM is a directory (ponder's, Math-Shepherd or Qwen2.5-Math-PRM), "
                          "got a file")
-    from ponder.rewards.model import CONFIG_FILE, load_prm
 
     if (path / CONFIG_FILE).exists():
         return load_prm(str(path))
-    from ponder.rewards.published import load_published_prm
 
     return load_published_prm(path, delimiter=task.step_delimiter)

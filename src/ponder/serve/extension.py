@@ -40,11 +40,14 @@ from dataclasses import dataclass, fields, replace
 from typing import Callable
 
 from ponder.generation.base import Generator, SamplingParams, Usage, check_params
+from ponder.models import encode_prompts
 from ponder.rewards.base import Scorer, ScorerUsage
-from ponder.search.base import SearchParams
+from ponder.search import SearchContext, search
+from ponder.search.base import SearchParams, get_strategy
+from ponder.search.scorers import load_scorer
 from ponder.serve.batcher import Batcher, request_seeds
 from ponder.serve.guard import Guard
-from ponder.serve.protocol import bad
+from ponder.serve.protocol import bad, messages_of
 from ponder.tasks.base import Problem, Task
 
 OWN_FIELDS = ("strategy", "scorer", "task", "task_args", "answer", "question")
@@ -78,7 +81,6 @@ def parse(ext: dict, body: dict, room: int, setup: Setup, guard: Guard) -> Searc
     """Check the extension (and what of the request it cannot honour) before any work.
     `room`: the tokens left in the model's context after the prompt; a solution's
     `max_tokens` defaults to at most that, and asking for more is refused."""
-    from ponder.search.base import get_strategy
 
     config_fields = {f.name: f for f in fields(SearchParams)}
     unknown = sorted(set(ext) - set(OWN_FIELDS) - set(config_fields))
@@ -147,7 +149,6 @@ def parse(ext: dict, body: dict, room: int, setup: Setup, guard: Guard) -> Searc
         raise bad("ponder.question", f"'ponder.question' must be a string, got {question!r}")
     system = []
     if "messages" in body:
-        from ponder.serve.protocol import messages_of
 
         system = [m for m in messages_of(body) if m["role"] == "system"]
     return SearchRequest(strategy, cfg, None if scorer == "none" else scorer,
@@ -223,8 +224,6 @@ class RequestGenerator(Generator):
         return out.samples
 
     def prompt_ids(self, prompts):
-        from ponder.models import encode_prompts
-
         if self.chat and self.system and prompts:  # as the server renders a chat request: template, then ids
             texts = [self.tokenizer.apply_chat_template([*self.system, {"role": "user", "content": t}], tokenize=False,
                                                         add_generation_prompt=True) for t in prompts]
@@ -264,8 +263,6 @@ class RequestScorer(Scorer):
 
 def run(sr: SearchRequest, engine: RequestGenerator, text: str, setup: Setup):
     """The search result on `text`, searched through `engine`."""
-    from ponder.search import SearchContext, search
-    from ponder.search.scorers import load_scorer
 
     task = RequestTask(setup.task)
     engine.system = list(sr.system)

@@ -38,6 +38,7 @@ import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
+from ponder.generation import make_engine
 from ponder.serve import extension
 from ponder.serve.batcher import Batcher, ClientGone, request_seeds
 from ponder.serve.guard import Guard, check_host_header, is_loopback
@@ -52,6 +53,8 @@ from ponder.serve.protocol import (
     parse_tokenize,
 )
 from ponder.serve.responses import chat_response, completion_response, envelope
+from ponder.serve.weights import check_fits, read_checkpoint
+from ponder.tasks import get_task
 
 # Routes that put work on the engine: they count against --max-pending.
 ENGINE_ROUTES = ("/v1/completions", "/v1/chat/completions", "/update_weights_from_disk")
@@ -73,12 +76,10 @@ class PonderServer:
         request bounds (guard.py; default: loopback use, no key, weight updates off).
         `setup`: the search extension's task and PRM (default: arith, no PRM). `log`: where
         the one-line request log goes (stderr)."""
-        from ponder.generation import make_engine
 
         self.model, self.tokenizer, self.name = model, tokenizer, name
         self.guard = guard or Guard()
         if setup is None:
-            from ponder.tasks import get_task
 
             setup = extension.Setup(get_task("arith"), "arith")
         self.setup = setup
@@ -232,8 +233,6 @@ class PonderServer:
         return {"prompt": self.tokenizer.decode(parse_detokenize(body, self.vocab))}
 
     def update_weights(self, body: dict, alive: Callable[[], bool]) -> dict:
-        from ponder.serve.weights import check_fits, read_checkpoint
-
         tensors = read_checkpoint(body.get("model_path"), self.guard.weights_dir)
         check_fits(tensors, self.model)
         self.batcher.call(lambda: self.engine.update_weights(tensors.items()), alive)

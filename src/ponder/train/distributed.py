@@ -27,6 +27,8 @@ import os
 from typing import Any, Callable, Iterable
 
 import torch
+from ponder.generation.base import mark_weights_changed
+from ponder.models.device import resolve_device
 
 
 def launched() -> bool:
@@ -45,7 +47,6 @@ def _cpu_only() -> bool:
 def train_device(spec: str = "auto") -> torch.device:
     """The device this process trains on: `spec` resolved (models/device.py), and under
     torchrun a bare `cuda` (or auto on a GPU machine) becomes this rank's GPU, cuda:LOCAL_RANK."""
-    from ponder.models.device import resolve_device
 
     device = resolve_device(spec)
     if device.type == "cuda" and device.index is None and launched():
@@ -161,7 +162,6 @@ def broadcast_parameters(module: torch.nn.Module) -> None:
     model), so that the processes start from the same weights whatever their seeds."""
     if world_size() == 1:
         return
-    from ponder.generation.base import mark_weights_changed
 
     with torch.no_grad():
         for t in list(module.parameters()) + list(module.buffers()):

@@ -23,12 +23,24 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ponder.eval.evaluate import greedy_accuracy
 from ponder.models.device import place, step_done, to_device
 from ponder.models.load import encode_prompts
+from ponder.runs import write_json, write_jsonl
+from ponder.tasks.files import read_rows
 from ponder.train import distributed
+from ponder.train.chat_rows import (
+    check_same_format,
+    completion_ids,
+    located,
+    preference_kind,
+    preference_row_problem,
+    where_of,
+)
 from ponder.train.config import DPOConfig
 from ponder.train.loop import EpochOrder, TrainLoop
 from ponder.train.sft import save_model_fn
+from ponder.train.step_dpo import step_dpo_pairs
 
 
 def dpo_loss(pi_chosen: torch.Tensor, pi_rejected: torch.Tensor, ref_chosen: torch.Tensor,
@@ -66,8 +78,6 @@ def read_preferences(path: str | Path) -> list[dict]:
     message each, the prompt a message list: https://huggingface.co/docs/trl/dataset_formats);
     one format per file, as the first row sets it. Each row keeps its `file:line`
     (`chat_rows.Row`), so tokenizing can still name it."""
-    from ponder.tasks.files import read_rows
-    from ponder.train.chat_rows import check_same_format, located, preference_kind, preference_row_problem
 
     rows, first = [], None
     for where, row in read_rows(path):
@@ -131,7 +141,6 @@ def tokenize_preferences(tokenizer, rows: list[dict], max_len: int, append_eos: 
     turn's tokens with the template's own end of turn (up to EOS), so `append_eos` applies to
     string completions only. A tokenizer without a chat template refuses such rows, naming
     the row (`file:line` for rows from `read_preferences`)."""
-    from ponder.train.chat_rows import completion_ids, preference_kind, preference_row_problem, where_of
 
     out = []
     eos = [tokenizer.eos_token_id] if append_eos else []
@@ -190,7 +199,6 @@ class DPOTrainer:
 
     def __init__(self, model, tokenizer, cfg: DPOConfig, run_dir: str | Path, rows: list[dict] | None = None,
                  task=None, generator=None, progress: bool = True):
-        from ponder.runs import write_json, write_jsonl
 
         run_dir = Path(run_dir)
         self.step_dpo = cfg.step or rows is None
@@ -202,7 +210,6 @@ class DPOTrainer:
             def build_pairs():  # on rank 0 alone under torchrun; the others get its pairs
                 if cache.exists():
                     return read_preferences(cache)
-                from ponder.train.step_dpo import step_dpo_pairs
 
                 problems = task.problems("train", n=cfg.n_problems, seed=cfg.seed)
                 built = step_dpo_pairs(task, problems, generator, cfg.samples, cfg.temperature, cfg.max_tokens,
@@ -218,7 +225,6 @@ class DPOTrainer:
         eval_fn = None
         self.initial_path = run_dir / "initial_eval.json"
         if task is not None and generator is not None and cfg.n_eval:
-            from ponder.eval.evaluate import greedy_accuracy
 
             held_out = task.problems("test", n=cfg.n_eval, seed=cfg.seed)
             eval_fn = lambda m: {"accuracy": greedy_accuracy(generator, task, held_out, cfg.max_tokens, m)}  # noqa: E731

@@ -19,8 +19,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ponder.eval.evaluate import greedy_accuracy
+from ponder.generation.base import SamplingParams
+from ponder.models import load_model, model_from_spec
+from ponder.runs import write_jsonl
 from ponder.seeds import derive
 from ponder.train.config import ExpertIterationConfig
+from ponder.train.sft import SFTTrainer
 
 
 def verified_rows(task, problems, outs) -> tuple[list[dict], int]:
@@ -51,11 +56,6 @@ class ExpertIterationTrainer:
 
     def train(self) -> list[dict]:
         """Run (or resume) every round; one record per round (round 0: the starting model)."""
-        from ponder.eval.evaluate import greedy_accuracy
-        from ponder.generation.base import SamplingParams
-        from ponder.models import load_model, model_from_spec
-        from ponder.runs import write_jsonl
-        from ponder.train.sft import SFTTrainer
 
         cfg, task, gen, model, tokenizer = self.cfg, self.task, self.gen, self.model, self.tokenizer
         log = self.run_dir / "rounds.jsonl"

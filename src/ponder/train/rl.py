@@ -71,17 +71,11 @@ from ponder.train import distributed
 from ponder.train.advantages import AdvantageInputs, compute_advantages
 from ponder.train.config import OptimConfig, TrainConfig
 from ponder.train.loop import EpochOrder, MetricsLog, TrainLoop
+from ponder.train.lora import add_lora, save_lora
 from ponder.train.policy_engine import policy_engine
-from ponder.train.rl_config import RLConfig
+from ponder.train.policy_loss import aggregate, kl_penalty, masked_mean, policy_loss, rollout_correction, value_loss
 from ponder.train.rl_batch import ActorCritic, drop_zero_rows, response_logprobs, rollout_batch, step_token_ends
-from ponder.train.policy_loss import (
-    aggregate,
-    kl_penalty,
-    masked_mean,
-    policy_loss,
-    rollout_correction,
-    value_loss,
-)
+from ponder.train.rl_config import RLConfig
 
 
 class RLTrainer:
@@ -112,7 +106,6 @@ class RLTrainer:
         self.run_dir = Path(run_dir)
         self.peft, self.lora_merge = None, cfg.lora_merge
         if lora:
-            from ponder.train.lora import add_lora
 
             self.peft = add_lora(model, **lora)
             model = self.peft.get_base_model()  # the LoRA layers are injected into this model
@@ -452,7 +445,6 @@ class RLTrainer:
 
     def save(self, model, out: Path) -> None:
         if self.peft is not None:
-            from ponder.train.lora import save_lora
 
             save_lora(self.peft, self.tokenizer, out, self.lora_merge)
             return

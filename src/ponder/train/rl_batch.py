@@ -18,6 +18,7 @@ import inspect
 import torch
 
 from ponder.generation.prefill import left_pad
+from ponder.generation.stops import IncrementalDetokenizer
 
 
 class ActorCritic(torch.nn.Module):
@@ -137,7 +138,6 @@ def step_token_ends(tokenizer, token_ids: list[int], text: str, delimiter: str,
     prompt), which would shift every step end one token late. Without `prompt_ids` the
     response is decoded from its start, which is exact only for tokenizers without that rule
     (character-level, byte-level BPE)."""
-    from ponder.generation.stops import IncrementalDetokenizer
 
     ends_chars, steps, pos = [], [], 0
     for piece in text.split(delimiter):

@@ -16,8 +16,10 @@ from pathlib import Path
 
 import torch
 
+from ponder.tasks.files import read_rows
 from ponder.train.config import RewardModelConfig
 from ponder.train.loop import TrainLoop
+from ponder.train.lora import add_lora
 from ponder.train.sft import make_batch_at
 
 
@@ -39,7 +41,6 @@ def _label(value, where: str, field: str) -> float:
 def read_stepwise(path: str | Path) -> list[dict]:
     """Rows of a stepwise-supervision file, validated: each row needs a string `prompt`, a
     non-empty list of string `completions` and as many `labels` as completions."""
-    from ponder.tasks.files import read_rows
 
     rows = []
     for where, row in read_rows(path):
@@ -60,7 +61,6 @@ def read_stepwise(path: str | Path) -> list[dict]:
 
 def read_outcomes(path: str | Path) -> list[dict]:
     """Rows of an outcome file: string `prompt` and `completion`, a bool/float `label`."""
-    from ponder.tasks.files import read_rows
 
     rows = []
     for where, row in read_rows(path):
@@ -137,7 +137,6 @@ class RewardModelTrainer:
         save = lambda m, out: m.save(out)  # noqa: E731
         lora = cfg.lora()
         if lora:
-            from ponder.train.lora import add_lora
 
             peft = add_lora(rm.backbone, task_type="FEATURE_EXTRACTION", seed=cfg.seed, **lora)
 

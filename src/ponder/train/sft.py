@@ -18,8 +18,11 @@ from pathlib import Path
 import torch
 
 from ponder.models.load import format_prompt
+from ponder.tasks.files import read_rows
+from ponder.train.chat_rows import check_same_format, located, sft_ids, sft_kind, sft_row_problem, where_of
 from ponder.train.config import SFTConfig
-from ponder.train.loop import EpochOrder, TrainLoop
+from ponder.train.loop import EpochOrder, LOSS_TOKENS, TrainLoop
+from ponder.train.lora import add_lora, save_lora
 
 IGNORE = -100
 
@@ -40,7 +43,6 @@ def tokenize_pairs(tokenizer, rows: list[dict], max_len: int, source: str = "dat
     prompt-completion row - with the template's own end of turn in place of an appended EOS.
     A tokenizer without a chat template refuses them, naming the row (`file:line` for rows
     from `read_prompt_completion`)."""
-    from ponder.train.chat_rows import sft_ids, sft_kind, sft_row_problem, where_of
 
     out = []
     for i, row in enumerate(rows):
@@ -89,7 +91,6 @@ def completion_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor
     loss the token mean over all the step's micro-batches (and processes) rather than the mean
     of the micro-batches' means, which over-weights the tokens of short micro-batches (the
     gradient accumulation bug transformers fixed in v4.46; see train/loop.py)."""
-    from ponder.train.loop import LOSS_TOKENS
 
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     targets = batch["labels"][:, 1:]
@@ -140,8 +141,6 @@ def read_prompt_completion(path: str | Path) -> list[dict]:
     `{"prompt": [messages], "completion": [one assistant message]}`; one format per file, as
     the first row sets it. Each row keeps its `file:line` (`chat_rows.Row`), so tokenizing
     can still name it, e.g. when the model has no chat template for a conversation."""
-    from ponder.tasks.files import read_rows
-    from ponder.train.chat_rows import check_same_format, located, sft_kind, sft_row_problem
 
     rows, first = [], None
     for where, row in read_rows(path):
@@ -178,7 +177,6 @@ def save_model_fn(model, tokenizer, lora: dict | None, lora_merge: bool = True, 
             tokenizer.save_pretrained(out)
 
         return save
-    from ponder.train.lora import add_lora, save_lora
 
     peft = add_lora(model, seed=seed, **lora)
     return lambda m, out: save_lora(peft, tokenizer, out, lora_merge)
