@@ -20,6 +20,7 @@ from ponder.commands import (
     export_verl,
     generate,
     iterate,
+    report,
     rl,
     scale,
     search,
@@ -29,5 +30,6 @@ from ponder.commands import (
     train_rm,
 )
 
-ALL = [tasks, sft, eval, generate, demo, annotate, train_rm, eval_rm, search, scale, rl, dpo, iterate, serve]
+ALL = [tasks, sft, eval, generate, demo, annotate, train_rm, eval_rm, search, scale, rl, dpo, iterate, serve,
+       report]
 EXPORT = {"verl": export_verl}
