@@ -22,7 +22,8 @@ from ponder.annotate import (
     q_value,
     u_value,
 )
-from ponder.annotate.annotator import Annotator, derived_files, label_quality, AnnotateConfig
+from ponder.annotate.annotator import AnnotateConfig, Annotator
+from ponder.annotate.outputs import derived_files, label_quality
 from ponder.generation.base import Generator, Sample, SamplingParams, Usage
 from ponder.tasks import get_task
 from ponder.tasks.arith import solve

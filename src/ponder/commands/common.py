@@ -26,7 +26,6 @@ def train_device(cfg) -> dict:
 def resolve_model(name: str, engine: str = "torch") -> str:
     """A run name resolves to its trained model folder (runs/<name>/model, or the sft model of
     a demo run); with a server engine the name is the served model's and stays as it is."""
-
     if is_url(engine or ""):
         return name
     p = Path(name)
@@ -86,20 +85,14 @@ def resolve_task(cfg, model: str, engine: str = "torch") -> None:
 
 
 def open_engine(engine: str, model: str, device: str | None = None, **kw):
-    """The engine of a command: `device` places a torch engine's model (a server or vLLM
-    engine decides its own)."""
-
-
-    if (engine or "torch") in ("torch", "torch-bf16"):
-        kw["device"] = device
-    # no model named for a server: the engine takes the server's only model
-    return make_engine(engine or "torch", resolve_model(model, engine) or (None if is_url(engine or "") else ""), **kw)
+    """The engine of a command, a run name resolved to its model folder: `device` places a
+    torch engine's model (a server or vLLM engine decides its own)."""
+    return make_engine(engine, resolve_model(model, engine), device=device, **kw)
 
 
 def server_default_model(cfg) -> None:
     """With a server engine and no --model typed, the server's only model is meant, not the
     command's default local path (which a server would not know)."""
-
     typed = given(cfg)
     if is_url(cfg.engine or "") and typed is not None and "model" not in typed:
         cfg.model = ""
@@ -157,7 +150,6 @@ def check_output(path: str | None, option: str = "--output") -> None:
 
 def check_model(model: str, engine: str = "torch") -> None:
     """Fail now, in one line, on a model that does not exist (before workers load it)."""
-
     if not is_url(engine or ""):
         resolve_model_path(resolve_model(model, engine))
 
@@ -205,7 +197,6 @@ def search_context(model: str, engine: str, task_name: str, task_args: dict, sco
     """The search context (policy engine, task, scorer) and the problems of a search command,
     the torch policy and a PRM on `device`. With `open_policy=False` the context has no engine
     yet (the model is only checked): Ray workers open their own (`search_worker`)."""
-
     task = get_task(task_name, **task_args)
     problems = task.problems(split, n=n_problems, seed=seed)
     sc = load_scorer(scorer, task, problems)

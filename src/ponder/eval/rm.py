@@ -64,7 +64,6 @@ def sample_solutions(generator: Generator, task: Task, problems: list[Problem], 
                      max_tokens: int, seed: int) -> SampleSet:
     """n solutions per problem, each problem seeded by itself (`ponder.search.base.seed_for`), so a chunk of
     the problems, sampled anywhere, gives the same solutions as the whole set."""
-
     prompts = [task.prompt(p) for p in problems]
     outs = generator.generate(prompts, SamplingParams(n=n, temperature=temperature, max_tokens=max_tokens,
                                                       logprobs=False),

@@ -48,7 +48,6 @@ def schema():
 def task_reference(name: str, args: dict) -> tuple[str, dict]:
     """(task name, knobs) as a reward worker rebuilds the task: a file task's path (the name,
     or a `path` knob) made absolute, since verl's workers do not run in this directory."""
-
     args = dict(args)
     if name not in TASKS and not name.startswith("gym:") and Path(name).exists():
         name = str(Path(name).resolve())

@@ -83,6 +83,7 @@ def make_engine(
         api_key = api_key or os.environ.get("OPENAI_API_KEY")
         if max_concurrency is None:
             max_concurrency = int(os.environ.get("PONDER_MAX_CONCURRENCY", "16"))
-        return HTTPGenerator(spec, model, api_key=api_key, max_concurrency=max_concurrency, timeout=timeout,
+        # no model named (None or ""): the server's only model
+        return HTTPGenerator(spec, model or None, api_key=api_key, max_concurrency=max_concurrency, timeout=timeout,
                              progress=progress, **options)
     raise EngineError(f"unknown engine {spec!r}: expected one of {', '.join(ENGINES)}")

@@ -97,7 +97,6 @@ def load_model(name: str, dtype: str = "float32", device: str | None = None):
         tokenizer.pad_token = tokenizer.eos_token
     model.eval()
     if device is not None:
-
         place(model, resolve_device(device))
     return model, tokenizer
 
@@ -143,7 +142,6 @@ def model_from_spec(spec: str, seed: int = 0, max_len: int = 512):
     """(model, tokenizer) from a spec: `tiny:<preset>` builds a fresh character-level Llama
     (presets in ponder.models.tiny.PRESETS); anything else is loaded by `load_model`."""
     if spec.startswith("tiny:"):
-
         tokenizer = build_char_tokenizer()
         return build_tiny_model(tokenizer, spec.split(":", 1)[1], max_len=max_len, seed=seed), tokenizer
     return load_model(spec)

@@ -164,7 +164,6 @@ def rl(cfg: DemoConfig, split: Split, policy: Trained, run_dir: Path) -> Trained
     train = split.task.problems("train", n=max(cfg.rl_steps * cfg.rl_prompts, cfg.rl_prompts), seed=cfg.seed + 1)
     scorer = None
     if cfg.rl_estimator == "process_grpo":
-
         scorer = VerifierScorer(split.task, train)
     trainer = RLTrainer(model, tokenizer, split.task, train, split.dev, rewards, rc, run_dir / "rl", engine=cfg.engine,
                         process_scorer=scorer)
@@ -196,7 +195,6 @@ def scale(cfg: DemoConfig, split: Split, policies: dict[str, Trained], reward_mo
 
 def _worker_engine_and_task(cfg: DemoConfig, model_dir: str):
     """A Ray worker's own engine on `model_dir`, and the demo's task."""
-
     return make_engine(cfg.engine, model_dir), get_task(cfg.task, **cfg.task_args)
 
 

@@ -62,7 +62,6 @@ class RewardModel(torch.nn.Module, Scorer):
     # -- encoding -----------------------------------------------------------------------
     def encode(self, prompt: str, steps: list[str]) -> tuple[list[int], list[int]]:
         """(token ids, positions of the <sep> after each step)."""
-
         ids = self.tokenizer(format_prompt(self.tokenizer, prompt), add_special_tokens=not self.chat)["input_ids"]
         positions = []
         for s in steps:
@@ -134,7 +133,6 @@ class RewardModel(torch.nn.Module, Scorer):
 
 def backbone_from(model_name: str):
     """(backbone without its LM head, tokenizer) from any causal LM ponder can load."""
-
     lm, tokenizer = load_model(model_name)
     tokenizer.padding_side = "right"
     return getattr(lm, lm.base_model_prefix), tokenizer

@@ -319,7 +319,6 @@ def _read_json(file: Path) -> dict:
 def _from_pretrained(auto_class, path: Path):
     """The model in float32; a ValueError when weights of it are missing from the folder, since
     transformers would fill them at random and every score would be noise."""
-
     model, info = auto_class.from_pretrained(path, dtype=torch.float32, trust_remote_code=trust_remote_code(),
                                              output_loading_info=True)
     missing = info.get("missing_keys") or []

@@ -81,7 +81,6 @@ def parse(ext: dict, body: dict, room: int, setup: Setup, guard: Guard) -> Searc
     """Check the extension (and what of the request it cannot honour) before any work.
     `room`: the tokens left in the model's context after the prompt; a solution's
     `max_tokens` defaults to at most that, and asking for more is refused."""
-
     config_fields = {f.name: f for f in fields(SearchParams)}
     unknown = sorted(set(ext) - set(OWN_FIELDS) - set(config_fields))
     if unknown:
@@ -149,7 +148,6 @@ def parse(ext: dict, body: dict, room: int, setup: Setup, guard: Guard) -> Searc
         raise bad("ponder.question", f"'ponder.question' must be a string, got {question!r}")
     system = []
     if "messages" in body:
-
         system = [m for m in messages_of(body) if m["role"] == "system"]
     return SearchRequest(strategy, cfg, None if scorer == "none" else scorer,
                          None if answer is None else str(answer), question, system)
@@ -263,7 +261,6 @@ class RequestScorer(Scorer):
 
 def run(sr: SearchRequest, engine: RequestGenerator, text: str, setup: Setup):
     """The search result on `text`, searched through `engine`."""
-
     task = RequestTask(setup.task)
     engine.system = list(sr.system)
     problem = Problem(id="request", question=sr.question if sr.question is not None else text.strip(),

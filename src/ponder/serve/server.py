@@ -76,11 +76,9 @@ class PonderServer:
         request bounds (guard.py; default: loopback use, no key, weight updates off).
         `setup`: the search extension's task and PRM (default: arith, no PRM). `log`: where
         the one-line request log goes (stderr)."""
-
         self.model, self.tokenizer, self.name = model, tokenizer, name
         self.guard = guard or Guard()
         if setup is None:
-
             setup = extension.Setup(get_task("arith"), "arith")
         self.setup = setup
         self.batch_size = batch_size

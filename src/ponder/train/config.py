@@ -63,8 +63,8 @@ class TrainConfig(OptimConfig):
     """steps between evaluations, when the trainer has one (0 = only at the end)"""
     save_every: int | None = None
     """steps between checkpoints (default: five a run; 0 = only at the end)"""
-    log_every: int = 10
-    """steps between metrics.jsonl records"""
+    log_every: int | None = 10
+    """steps between metrics.jsonl records (None: 50 records a run)"""
 
     def __post_init__(self):
         super().__post_init__()
@@ -74,6 +74,11 @@ class TrainConfig(OptimConfig):
     def checkpoint_every(self) -> int:
         """Steps between checkpoints, the default resolved."""
         return max(self.steps // 5, 1) if self.save_every is None else self.save_every
+
+    @property
+    def log_interval(self) -> int:
+        """Steps between metrics records, the default resolved."""
+        return max(self.steps // 50, 1) if self.log_every is None else self.log_every
 
 
 @dataclass
@@ -155,8 +160,6 @@ class DPOConfig(TrainConfig, LoraOptions):
     """held-out problems for greedy accuracy before and after (0 = none)"""
 
     def __post_init__(self):
-        if self.log_every is None:
-            self.log_every = max(1, self.steps // 50)
         super().__post_init__()
         check(self, positive=("batch_size", "max_len", "n_problems", "samples", "max_tokens"),
               non_negative=("beta", "temperature", "n_eval"))
@@ -200,7 +203,7 @@ class ExpertIterationConfig(OptimConfig, LoraOptions):
     def sft_config(self, r: int):
         """Round r's SFT config."""
         round_changes = {"warmup_steps": min(self.warmup_steps, self.sft_steps),
-                         "seed": derive(self.seed, "iterate-round", r) % 2**32}  # numpy seeds are 32-bit
+                         "seed": derive(self.seed, "iterate-round", r)}
         return SFTConfig(**{**field_values(self, OptimConfig), **round_changes}, lora_r=self.lora_r,
                          lora_alpha=self.lora_alpha, lora_targets=list(self.lora_targets), lora_merge=True,
                          steps=self.sft_steps, batch_size=self.batch_size)

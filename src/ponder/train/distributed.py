@@ -47,7 +47,6 @@ def _cpu_only() -> bool:
 def train_device(spec: str = "auto") -> torch.device:
     """The device this process trains on: `spec` resolved (models/device.py), and under
     torchrun a bare `cuda` (or auto on a GPU machine) becomes this rank's GPU, cuda:LOCAL_RANK."""
-
     device = resolve_device(spec)
     if device.type == "cuda" and device.index is None and launched():
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))

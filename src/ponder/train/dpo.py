@@ -78,7 +78,6 @@ def read_preferences(path: str | Path) -> list[dict]:
     message each, the prompt a message list: https://huggingface.co/docs/trl/dataset_formats);
     one format per file, as the first row sets it. Each row keeps its `file:line`
     (`chat_rows.Row`), so tokenizing can still name it."""
-
     rows, first = [], None
     for where, row in read_rows(path):
         kind = preference_kind(row)
@@ -141,7 +140,6 @@ def tokenize_preferences(tokenizer, rows: list[dict], max_len: int, append_eos: 
     turn's tokens with the template's own end of turn (up to EOS), so `append_eos` applies to
     string completions only. A tokenizer without a chat template refuses such rows, naming
     the row (`file:line` for rows from `read_preferences`)."""
-
     out = []
     eos = [tokenizer.eos_token_id] if append_eos else []
     for i, row in enumerate(rows):
@@ -225,7 +223,6 @@ class DPOTrainer:
         eval_fn = None
         self.initial_path = run_dir / "initial_eval.json"
         if task is not None and generator is not None and cfg.n_eval:
-
             held_out = task.problems("test", n=cfg.n_eval, seed=cfg.seed)
             eval_fn = lambda m: {"accuracy": greedy_accuracy(generator, task, held_out, cfg.max_tokens, m)}  # noqa: E731
 

@@ -56,7 +56,6 @@ class ExpertIterationTrainer:
 
     def train(self) -> list[dict]:
         """Run (or resume) every round; one record per round (round 0: the starting model)."""
-
         cfg, task, gen, model, tokenizer = self.cfg, self.task, self.gen, self.model, self.tokenizer
         log = self.run_dir / "rounds.jsonl"
         done = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.exists() else []

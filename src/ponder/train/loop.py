@@ -157,7 +157,7 @@ class TrainLoop:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.batch_at, self.loss_fn, self.eval_fn, self.save_fn = batch_at, loss_fn, eval_fn, save_fn
         self.sharded = sharded
-        set_seed(cfg.seed)
+        set_seed(cfg.seed % 2**32)  # numpy takes 32-bit seeds; a derived seed (ponder.seeds) is wider
         # Tied embeddings (tiny models) make accelerate warn on every checkpoint that it
         # dropped the duplicate lm_head tensor; reload re-ties it, so the warning is noise.
         logging.getLogger("accelerate.utils.other").setLevel(logging.ERROR)
@@ -329,7 +329,7 @@ class TrainLoop:
                 tokens_since += int(step_stats.get("tokens", 0))
                 last = dict(step_stats)
                 bar.update(task, completed=self.step, info=f"loss {last.get('loss', float('nan')):.4f}")
-                if self.main and (self.step % cfg.log_every == 0 or self.step == cfg.steps):
+                if self.main and (self.step % cfg.log_interval == 0 or self.step == cfg.steps):
                     dt = time.time() - t0
                     rec = {"step": self.step, "lr": self.scheduler.get_last_lr()[0], **last,
                            "tokens_per_s": tokens_since / max(dt, 1e-9)}

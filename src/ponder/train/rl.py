@@ -106,7 +106,6 @@ class RLTrainer:
         self.run_dir = Path(run_dir)
         self.peft, self.lora_merge = None, cfg.lora_merge
         if lora:
-
             self.peft = add_lora(model, **lora)
             model = self.peft.get_base_model()  # the LoRA layers are injected into this model
         # Every model the run holds lives on one device from here on: the policy (with its LoRA
@@ -445,7 +444,6 @@ class RLTrainer:
 
     def save(self, model, out: Path) -> None:
         if self.peft is not None:
-
             save_lora(self.peft, self.tokenizer, out, self.lora_merge)
             return
         self.policy.save_pretrained(out)

@@ -138,7 +138,6 @@ def step_token_ends(tokenizer, token_ids: list[int], text: str, delimiter: str,
     prompt), which would shift every step end one token late. Without `prompt_ids` the
     response is decoded from its start, which is exact only for tokenizers without that rule
     (character-level, byte-level BPE)."""
-
     ends_chars, steps, pos = [], [], 0
     for piece in text.split(delimiter):
         if piece.strip():

@@ -112,8 +112,7 @@ class RLConfig(OptimConfig, LoraOptions):
         if self.kl_estimator not in KL_ESTIMATORS:
             raise ValueError(f"kl_estimator must be one of {', '.join(KL_ESTIMATORS)}, got {self.kl_estimator!r}")
         check(self, positive=("steps", "prompts_per_step", "group_size", "max_tokens", "ppo_epochs",
-                              "num_minibatches"), non_negative=("eval_every", "save_every"))
-        check(self, non_negative=("temperature", "beta"))
+                              "num_minibatches"), non_negative=("eval_every", "save_every", "temperature", "beta"))
         self.lora()  # bad LoRA values are refused here, not after the run started
         if self.group_size < 2 and self.estimator in GROUP_ESTIMATORS:
             raise ConfigError(f"--group-size {self.group_size}: {self.estimator} compares each sample with the others "

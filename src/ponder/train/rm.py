@@ -41,7 +41,6 @@ def _label(value, where: str, field: str) -> float:
 def read_stepwise(path: str | Path) -> list[dict]:
     """Rows of a stepwise-supervision file, validated: each row needs a string `prompt`, a
     non-empty list of string `completions` and as many `labels` as completions."""
-
     rows = []
     for where, row in read_rows(path):
         if not isinstance(row.get("prompt"), str):
@@ -61,7 +60,6 @@ def read_stepwise(path: str | Path) -> list[dict]:
 
 def read_outcomes(path: str | Path) -> list[dict]:
     """Rows of an outcome file: string `prompt` and `completion`, a bool/float `label`."""
-
     rows = []
     for where, row in read_rows(path):
         for key in ("prompt", "completion"):
@@ -137,7 +135,6 @@ class RewardModelTrainer:
         save = lambda m, out: m.save(out)  # noqa: E731
         lora = cfg.lora()
         if lora:
-
             peft = add_lora(rm.backbone, task_type="FEATURE_EXTRACTION", seed=cfg.seed, **lora)
 
             def save(m, out):

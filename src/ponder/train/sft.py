@@ -43,7 +43,6 @@ def tokenize_pairs(tokenizer, rows: list[dict], max_len: int, source: str = "dat
     prompt-completion row - with the template's own end of turn in place of an appended EOS.
     A tokenizer without a chat template refuses them, naming the row (`file:line` for rows
     from `read_prompt_completion`)."""
-
     out = []
     for i, row in enumerate(rows):
         where = where_of(row, f"{source}: row {i + 1}")
@@ -91,7 +90,6 @@ def completion_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor
     loss the token mean over all the step's micro-batches (and processes) rather than the mean
     of the micro-batches' means, which over-weights the tokens of short micro-batches (the
     gradient accumulation bug transformers fixed in v4.46; see train/loop.py)."""
-
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     targets = batch["labels"][:, 1:]
     logits = logits[:, :-1]
@@ -141,7 +139,6 @@ def read_prompt_completion(path: str | Path) -> list[dict]:
     `{"prompt": [messages], "completion": [one assistant message]}`; one format per file, as
     the first row sets it. Each row keeps its `file:line` (`chat_rows.Row`), so tokenizing
     can still name it, e.g. when the model has no chat template for a conversation."""
-
     rows, first = [], None
     for where, row in read_rows(path):
         kind = sft_kind(row)
