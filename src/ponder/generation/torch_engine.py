@@ -24,7 +24,8 @@ How a call runs:
    (`GrowingLayer.trim`). `continuous=False` decodes in chunks: a chunk's prompts join only
    an empty batch.
    A caller may pass `abandoned` (a server whose clients hang up): prompts it names leave
-   the batch at the next step, their samples cut short with finish_reason "abort".
+   the batch at the next step, their samples cut short with finish_reason "abort". A caller
+   may pass `on_token` (a server that streams): it is told each row's token as it is sampled.
 5. Prefix cache across calls (prefix_cache.py, on by default): a finished row's keys and
    values are kept under its token ids, and a later prompt that extends one (the next depth
    of a step-level search, a rollout from a solution's prefix) prefills only its new
@@ -198,14 +199,18 @@ class TorchGenerator(Generator):
     # ----- generation -----
 
     def generate(self, prompts: list[Prompt], params: SamplingParams,
-                 seeds: list[PromptSeed] | None = None, abandoned=None) -> list[list[Sample]]:
+                 seeds: list[PromptSeed] | None = None, abandoned=None, on_token=None) -> list[list[Sample]]:
         """For each prompt, `params.n` samples (see the module docstring). `seeds`: one seed
         per prompt instead of `params.seed`, prompt i then sampled as if it were alone in a
         call seeded with seeds[i] (a server batching independent requests), or as prompt k of
         a call seeded s for seeds[i] = (s, k). `abandoned`: a callable, asked before every
         decoding step, returning the indices of prompts nobody waits for any more (a server's
         client hung up); their rows leave the batch at once and their samples come back with
-        finish_reason "abort" (vLLM's word) and whatever they had generated."""
+        finish_reason "abort" (vLLM's word) and whatever they had generated. `on_token`: a
+        callable `(prompt, sample, token_id, logprob, done)` called on this thread for every
+        token as soon as it is sampled (logprob None unless `params.logprobs`; `done` the row's
+        finished Sample when that token ended it, else None), so a server can stream tokens
+        while the batch decodes; it must be quick (hand the token to another thread)."""
         check_params(params)
         prompt_ids = self.encode(prompts)
         if seeds is not None and len(seeds) != len(prompt_ids):
@@ -219,12 +224,12 @@ class TorchGenerator(Generator):
         order = sorted(range(len(prompt_ids)), key=lambda i: -len(prompt_ids[i]))
         results: list[list[Sample]] = [[] for _ in prompt_ids]
         with self._ready():
-            for i, samples in self._decode(prompt_ids, order, params, row_seed, abandoned):
+            for i, samples in self._decode(prompt_ids, order, params, row_seed, abandoned, on_token):
                 results[i] = samples
         self.usage.calls += 1
         return results
 
-    def _decode(self, prompt_ids, queue: list[int], params: SamplingParams, row_seed, abandoned=None):
+    def _decode(self, prompt_ids, queue: list[int], params: SamplingParams, row_seed, abandoned=None, on_token=None):
         """Continuous batching: yields (prompt index, its n samples) as prompts finish. The
         prompts of `queue` join the batch in that order, a prompt's n rows at once, whenever
         at least `REFILL` of the batch's rows are free (or the batch is empty); rows leave it
@@ -276,7 +281,10 @@ class TorchGenerator(Generator):
                 row.token_ids.append(tok)
                 if lps is not None:
                     row.logprobs.append(lps[j])
-                if self._finish(row, tok, params, prompt_ids[row.prompt]):
+                ended = self._finish(row, tok, params, prompt_ids[row.prompt])
+                if on_token is not None:
+                    on_token(row.prompt, row.index, tok, lps[j] if lps is not None else None, row.sample)
+                if ended:
                     done.append(j)
                     finished.append((j, prompt_ids[row.prompt] + row.token_ids[:-1]))
                     self.usage.generated_tokens += len(row.token_ids)

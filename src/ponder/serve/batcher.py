@@ -15,8 +15,14 @@ result; one worker thread owns the engine and drains the queue:
 A search goes through here call by call (extension.py's `RequestGenerator`), so its engine
 calls take turns with plain requests instead of holding the engine for the whole search.
 
-Clients that hang up: a waiting handler asks `alive()` every `POLL_S`; once it says no, the
-job is marked cancelled. A cancelled job still queued is dropped; one inside an engine call
+Streaming: `stream(...)` queues the same job with a token hook; the engine calls it on its
+thread for each row's token as it is sampled (the torch engine's `on_token`), the hook puts
+the token on the job's own queue, and the handler thread reads them from there (a
+`TokenStream`) and writes them to its client while the batch goes on decoding. Streamed and
+waited-for jobs with equal params share engine calls alike.
+
+Clients that hang up: a waiting handler asks `alive()` every `POLL_S`; once it says no (or,
+streaming, once a write to the client fails), the job is marked cancelled. A cancelled job still queued is dropped; one inside an engine call
 has its rows taken out of the batch at the next decoding step (the torch engine's
 `abandoned` hook), so a client that leaves stops costing compute at once.
 
@@ -28,7 +34,8 @@ fresh random seed. (The engine's caveat holds: a matmul over a different number 
 round differently in the last bit, which can flip a draw sitting on a near-exact tie.)
 
 If a group's call fails, its jobs are retried one by one, so a request that breaks the
-engine fails alone instead of taking the requests it was batched with down with it.
+engine fails alone instead of taking the requests it was batched with down with it (a
+streamed job that already sent tokens fails instead: its client cannot take them back).
 """
 from __future__ import annotations
 
@@ -44,6 +51,7 @@ from ponder.generation.base import EngineError, Generator, PromptSeed, Sample, S
 from ponder.seeds import fresh
 
 _STOP = object()
+_END = object()
 # How often a waiting handler checks that its client is still there.
 POLL_S = 0.05
 
@@ -79,6 +87,10 @@ class _Job:
     future: Future = field(default_factory=Future)
     cancelled: bool = False
     """its client hung up: skip it, or drop its rows from the engine call"""
+    on_token: Callable | None = None
+    """a streamed job's hook: (prompt, sample, token_id, logprob, done) per sampled token"""
+    streamed: bool = False
+    """its hook has been called: the job cannot be run again"""
 
     @property
     def rows(self) -> int:
@@ -99,6 +111,7 @@ class Batcher:
                        "cancelled_jobs": 0}
         self._waiting = 0
         self._abandons = "abandoned" in inspect.signature(engine.generate).parameters
+        self._streams = "on_token" in inspect.signature(engine.generate).parameters
         self._thread = threading.Thread(target=self._run, name="ponder-engine", daemon=True)
         self._thread.start()
 
@@ -112,6 +125,19 @@ class Batcher:
         if len(seeds) != len(prompts):
             raise ValueError(f"got {len(seeds)} seeds for {len(prompts)} prompts; give one seed per prompt")
         return self._submit(_Job(prompts=prompts, params=params, seeds=list(seeds)), alive)
+
+    def stream(self, prompts: list[list[int]], params: SamplingParams, seeds: list[PromptSeed],
+               alive: Callable[[], bool] | None = None) -> "TokenStream":
+        """As `generate`, but returns at once: the job's tokens as they are sampled (see
+        `TokenStream`), then its `Generated` result."""
+        if len(seeds) != len(prompts):
+            raise ValueError(f"got {len(seeds)} seeds for {len(prompts)} prompts; give one seed per prompt")
+        events: queue.Queue = queue.Queue()
+        job = _Job(prompts=prompts, params=params, seeds=list(seeds),
+                   on_token=lambda *token: events.put(Token(*token)))
+        job.future.add_done_callback(lambda _: events.put(_END))  # after every token: the engine call has ended
+        self._enqueue(job)
+        return TokenStream(self, job, events, alive)
 
     def call(self, fn: Callable, alive: Callable[[], bool] | None = None):
         """`fn()` run on the engine thread, between batched generations; its result or error."""
@@ -133,24 +159,36 @@ class Batcher:
         self._thread.join(timeout)
 
     def _submit(self, job: _Job, alive: Callable[[], bool] | None):
-        with self._lock:
-            if self._closed:
-                raise EngineError("the server is shutting down")
-            self._queue.put(job)
-            self._waiting += 1
+        self._enqueue(job)
         try:
             while True:
                 try:
                     return job.future.result(timeout=POLL_S if alive is not None else None)
                 except TimeoutError:
                     if not alive():
-                        job.cancelled = True
-                        with self._lock:
-                            self._stats["cancelled_jobs"] += 1
+                        self._cancel(job)
                         raise ClientGone() from None
         finally:
-            with self._lock:
-                self._waiting -= 1
+            self._done_waiting()
+
+    def _enqueue(self, job: _Job) -> None:
+        with self._lock:
+            if self._closed:
+                raise EngineError("the server is shutting down")
+            self._queue.put(job)
+            self._waiting += 1
+
+    def _done_waiting(self) -> None:
+        with self._lock:
+            self._waiting -= 1
+
+    def _cancel(self, job: _Job) -> None:
+        """Nobody wants the job's result any more: drop it, or its rows (at the next step)."""
+        if job.cancelled or job.future.done():
+            return
+        job.cancelled = True
+        with self._lock:
+            self._stats["cancelled_jobs"] += 1
 
     # ----- the engine thread -----
 
@@ -224,14 +262,27 @@ class Batcher:
         def abandoned() -> set[int]:
             return {i for job, span in spans if job.cancelled for i in span}
 
+        owners = [(job, k) for job, span in spans for k in range(len(span))]  # call prompt -> (job, its prompt)
+
+        def on_token(i: int, j: int, token: int, logprob, done) -> None:
+            job, k = owners[i]
+            if job.on_token is not None and not job.cancelled:
+                job.streamed = True
+                job.on_token(k, j, token, logprob, done)
+
         cached0 = self.engine.usage.cached_tokens
         try:
             extra = {"abandoned": abandoned} if self._abandons else {}
+            if self._streams and any(job.on_token is not None for job in group):
+                extra["on_token"] = on_token
             samples = self.engine.generate(prompts, group[0].params, seeds=seeds, **extra)
         except Exception as e:
             if len(group) > 1:
                 for job in group:
-                    self._run_group([job])
+                    if job.streamed:  # its client has tokens of the failed call already
+                        job.future.set_exception(e)
+                    else:
+                        self._run_group([job])
             else:
                 group[0].future.set_exception(e)
             return
@@ -248,3 +299,55 @@ class Batcher:
         for job, mine in zip(group, shares):
             job.future.set_result(Generated(samples[start : start + len(job.prompts)], mine))
             start += len(job.prompts)
+
+
+@dataclass
+class Token:
+    """One sampled token of a streamed job: its prompt (index in the job) and sample, the
+    token's id and logprob, and the row's finished Sample when this token ended it."""
+
+    prompt: int
+    sample: int
+    token_id: int
+    logprob: float | None
+    done: Sample | None
+
+
+class TokenStream:
+    """A streamed job as the handler thread reads it: iterate for its `Token`s as the engine
+    samples them; once the iteration ends, `result` holds the job's `Generated` (the finished
+    samples; an engine without a token hook delivers them only there). Iterating raises
+    ClientGone once `alive()` says no, and the engine's error if the call failed. `close()`
+    must end every stream: it drops the rows of a job not finished (a write to the client
+    failed, or the client hung up)."""
+
+    def __init__(self, batcher: Batcher, job: _Job, events: queue.Queue, alive: Callable[[], bool] | None):
+        self.batcher, self.job, self.events, self.alive = batcher, job, events, alive
+        self.result: Generated | None = None
+        self._open = True
+
+    def __iter__(self):
+        checked = time.monotonic()
+        while True:
+            try:
+                event = self.events.get(timeout=POLL_S)
+            except queue.Empty:
+                event = None
+            # Tokens may arrive faster than POLL_S for a long time: ask about the client by the clock.
+            if self.alive is not None and time.monotonic() - checked >= POLL_S:
+                checked = time.monotonic()
+                if not self.alive():
+                    self.close()
+                    raise ClientGone()
+            if event is _END:
+                break
+            if event is not None:
+                yield event
+        self.result = self.job.future.result()
+
+    def close(self) -> None:
+        """Stop counting the job as waiting (idempotent); an unfinished job is cancelled."""
+        if self._open:
+            self._open = False
+            self.batcher._cancel(self.job)
+            self.batcher._done_waiting()

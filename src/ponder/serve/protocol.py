@@ -116,12 +116,14 @@ class Request:
     return_token_ids: bool
     extension: dict | None
     """the `ponder` test-time search extension, unparsed (see extension.py)"""
+    stream: bool = False
+    """answer with server-sent events as tokens are sampled (streaming.py)"""
+    include_usage: bool = False
+    """streaming: end with a chunk holding the usage (`stream_options.include_usage`)"""
 
 
 def sampling(body: dict, max_tokens: int) -> tuple[SamplingParams, int | None]:
     """The engine's SamplingParams (seed apart) from the OpenAI/vLLM sampling fields."""
-    if get_bool(body, "stream"):
-        raise bad("stream", "'stream': streaming responses are not supported by ponder serve; send stream=false")
     for name, neutral in UNSUPPORTED.items():
         v = body.get(name)
         if v is not None and v != neutral and v not in ({}, []):
@@ -147,6 +149,26 @@ def sampling(body: dict, max_tokens: int) -> tuple[SamplingParams, int | None]:
                             stop=stop, include_stop_str_in_output=get_bool(body, "include_stop_str_in_output"),
                             seed=None, logprobs=True)
     return params, seed
+
+
+def streaming(body: dict) -> tuple[bool, bool]:
+    """(`stream`, `stream_options.include_usage`), checked."""
+    stream = get_bool(body, "stream")
+    options = body.get("stream_options")
+    if options is None:
+        return stream, False
+    if not stream:
+        raise bad("stream_options", "'stream_options' is only allowed with stream=true")
+    if not isinstance(options, dict) or set(options) - {"include_usage", "continuous_usage_stats"}:
+        raise bad("stream_options", "'stream_options' must be an object like {\"include_usage\": true}, got "
+                                    f"{_short(options)}")
+    if options.get("continuous_usage_stats"):
+        raise bad("stream_options", "'stream_options.continuous_usage_stats' is not supported by ponder serve; "
+                                    "use include_usage for one usage chunk at the end")
+    include = options.get("include_usage", False)
+    if not isinstance(include, bool):
+        raise bad("stream_options", f"'stream_options.include_usage' must be true or false, got {include!r}")
+    return stream, include
 
 
 def requested_max_tokens(body: dict) -> int | None:
@@ -220,7 +242,7 @@ def parse_completion(body: dict, tokenizer, vocab: int, max_len: int) -> Request
         raise bad("logprobs", f"'logprobs': ponder serve returns the sampled tokens' logprobs only, not the top "
                               f"{logprobs} alternatives; send logprobs=0")
     return Request(prompts, texts, params, seed, logprobs, get_bool(body, "echo"), get_bool(body, "return_token_ids"),
-                   _extension(body))
+                   _extension(body), *streaming(body))
 
 
 # ----- /v1/chat/completions -----
@@ -273,7 +295,7 @@ def parse_chat(body: dict, tokenizer, max_len: int) -> Request:
     one_user = messages[-1]["role"] == "user" and all(m["role"] == "system" for m in messages[:-1])
     user = messages[-1]["content"] if one_user else None
     return Request([ids], [user], params, seed, 0 if get_bool(body, "logprobs") else None, False,
-                   get_bool(body, "return_token_ids"), _extension(body))
+                   get_bool(body, "return_token_ids"), _extension(body), *streaming(body))
 
 
 def _extension(body: dict) -> dict | None:

@@ -13,6 +13,11 @@ Routes (vLLM's shapes, so one client speaks to `vllm serve` and `ponder serve` a
     POST /tokenize, /detokenize     vLLM's tokenizer endpoints
     POST /update_weights_from_disk  SGLang's weight sync: {"model_path": DIR}
 
+With `"stream": true`, completions and chat answer with server-sent events as the tokens are
+sampled (streaming.py), in chunked transfer encoding so the connection stays open for the
+next request; a client whose connection fails a write has its rows dropped like one that
+hangs up.
+
 A request body may carry the `ponder` extension (extension.py) to be answered with
 test-time search. The standard library's `ThreadingHTTPServer` gives each connection a
 thread; those threads check who may ask what (guard.py), parse and check requests
@@ -53,6 +58,7 @@ from ponder.serve.protocol import (
     parse_tokenize,
 )
 from ponder.serve.responses import chat_response, completion_response, envelope
+from ponder.serve.streaming import ChunkWriter, search_chunks
 from ponder.serve.weights import check_fits, read_checkpoint
 from ponder.tasks import get_task
 
@@ -62,6 +68,20 @@ ENGINE_ROUTES = ("/v1/completions", "/v1/chat/completions", "/update_weights_fro
 SOCKET_TIMEOUT_S = 60
 # How long the server goes on reading a body it refused as too large, before it closes.
 DISCARD_S = 10
+
+
+class Streamed:
+    """A route's streamed answer: the chunks to send as server-sent events, and what to
+    release once they are sent or the client is gone (`close`, called exactly once)."""
+
+    def __init__(self, chunks, *on_close: Callable[[], None]):
+        self.chunks, self.on_close = chunks, list(on_close)
+
+    def close(self) -> None:
+        closing, self.on_close = self.on_close, []
+        for fn in [getattr(self.chunks, "close", None), *closing]:
+            if fn is not None:
+                fn()
 
 
 class PonderServer:
@@ -142,8 +162,9 @@ class PonderServer:
                                code="invalid_api_key")
         return path, fn
 
-    def handle(self, path: str, fn: Callable, method: str, raw: bytes, alive: Callable[[], bool]) -> dict:
-        """The JSON answer of a routed request; raises APIError for the error responses and
+    def handle(self, path: str, fn: Callable, method: str, raw: bytes, alive: Callable[[], bool]) -> "dict | Streamed":
+        """The JSON answer of a routed request (or its `Streamed` chunks, which hold their
+        --max-pending slot until closed); raises APIError for the error responses and
         ClientGone when the client hung up before its answer was ready."""
         if method == "GET":
             return fn()
@@ -160,12 +181,20 @@ class PonderServer:
                                 "(--max-pending); retry shortly", type="server_error", code="overloaded")
         with self._lock:
             self._pending += 1
+        out = None
         try:
-            return fn(body, alive)
+            out = fn(body, alive)
+            if isinstance(out, Streamed):
+                out.on_close.append(self._release)
+            return out
         finally:
-            with self._lock:
-                self._pending -= 1
-            self._slots.release()
+            if not isinstance(out, Streamed):
+                self._release()
+
+    def _release(self) -> None:
+        with self._lock:
+            self._pending -= 1
+        self._slots.release()
 
     # ----- routes -----
 
@@ -187,6 +216,12 @@ class PonderServer:
         self._check_bounds(req, "prompt")
         if req.extension is not None:
             return self._search("text_completion", body, req, alive)
+        if req.stream:
+            prompt_logprobs = None
+            if req.echo and req.logprobs is not None:  # the prompt's logprobs come first, in the opening chunks
+                firsts, rests, t = [p[:1] for p in req.prompts], [p[1:] for p in req.prompts], req.params.temperature
+                prompt_logprobs = self.batcher.call(lambda: self.engine.logprobs(firsts, rests, t), alive)
+            return self._stream("text_completion", req, alive, prompt_logprobs)
         gen = self.batcher.generate(req.prompts, req.params, request_seeds(req.seed, len(req.prompts)), alive)
         prompt_logprobs = None
         if req.echo and req.logprobs is not None:
@@ -201,8 +236,16 @@ class PonderServer:
         self._check_bounds(req, "messages")
         if req.extension is not None:
             return self._search("chat.completion", body, req, alive)
+        if req.stream:
+            return self._stream("chat.completion", req, alive)
         gen = self.batcher.generate(req.prompts, req.params, request_seeds(req.seed, len(req.prompts)), alive)
         return chat_response(self.name, req, gen, self.tokenizer)
+
+    def _stream(self, kind: str, req: Request, alive: Callable[[], bool], prompt_logprobs=None) -> Streamed:
+        """The request's job queued now; its chunks follow its tokens as the engine samples them."""
+        stream = self.batcher.stream(req.prompts, req.params, request_seeds(req.seed, len(req.prompts)), alive)
+        writer = ChunkWriter(kind, self.name, req, self.tokenizer, req.include_usage)
+        return Streamed(writer.generation(stream, prompt_logprobs), stream.close)
 
     def _check_bounds(self, req: Request, field: str) -> None:
         """A 400 for a request beyond the server's bounds (--max-prompt-tokens, --max-n,
@@ -254,8 +297,10 @@ class PonderServer:
             choice["message"] = {"role": "assistant", "content": result.text or ""}
         else:
             choice["text"] = result.text or ""
-        return {**envelope(kind, self.name), "choices": [choice],
-                **extension.response_fields(result, engine.usage.cached_tokens)}
+        out = {**envelope(kind, self.name), "choices": [choice],
+               **extension.response_fields(result, engine.usage.cached_tokens)}
+        # Streamed, the answer goes out once the search has chosen it.
+        return Streamed(search_chunks(kind, out, req.include_usage)) if req.stream else out
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -302,6 +347,8 @@ class _Handler(BaseHTTPRequestHandler):
                 if len(raw) < length:
                     raise ClientGone()
                 status, payload = 200, app.handle(path, fn, method, raw, self._alive)
+                if isinstance(payload, Streamed):
+                    return self._send_stream(payload, extra, method, t0)
         except ClientGone:
             self.close_connection = True
             app.log(f"{method} {self.path} client hung up after {(time.perf_counter() - t0) * 1000:.0f}ms; "
@@ -337,6 +384,43 @@ class _Handler(BaseHTTPRequestHandler):
         except (ConnectionError, TimeoutError):
             self.close_connection = True
         app.log(f"{method} {self.path} {status} {(time.perf_counter() - t0) * 1000:.0f}ms")
+
+    def _send_stream(self, streamed: Streamed, extra: dict, method: str, t0: float) -> None:
+        """Server-sent events (`data: {chunk}` lines, then `data: [DONE]`), one HTTP chunk
+        each, written as they come. A failure after the 200 went out is an error event."""
+        app, ended = self.app, "200"
+        try:
+            self.send_response(200)
+            for k, v in extra.items():
+                self.send_header(k, v)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Cache-Control", "no-cache")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            # Small writes must leave at once, not wait for the previous one's ACK (Nagle).
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            try:
+                for chunk in streamed.chunks:
+                    self._write_event(json.dumps(chunk))
+            except (ClientGone, ConnectionError, TimeoutError):
+                raise
+            except Exception as e:  # the engine failed mid-stream: the client learns it in the stream
+                app.log(traceback.format_exc().rstrip())
+                ended = "200 (error event)"
+                self._write_event(json.dumps(APIError(500, f"internal error ({type(e).__name__}); the server's log "
+                                                           "has the details", type="server_error").body()))
+            self._write_event("[DONE]")
+            self.wfile.write(b"0\r\n\r\n")
+        except (ClientGone, ConnectionError, TimeoutError):  # a failed write: the client is gone too
+            self.close_connection = True
+            ended = "client hung up; its work was dropped"
+        finally:
+            streamed.close()
+        app.log(f"{method} {self.path} {ended} (streamed) {(time.perf_counter() - t0) * 1000:.0f}ms")
+
+    def _write_event(self, data: str) -> None:
+        event = f"data: {data}\n\n".encode()
+        self.wfile.write(f"{len(event):x}\r\n".encode() + event + b"\r\n")
 
     def _discard_body(self) -> None:
         """Read and drop a refused body (a while at most), so that closing the connection does
