@@ -23,6 +23,7 @@ from served import ponder_serve
 from test_serve import KEY, chat_ids, ids_of, save_tiny
 
 from ponder.generation import SamplingParams, make_engine
+from ponder.serve.streaming import held_back
 
 MESSAGES = [{"role": "user", "content": "3+4*2\n"}]
 
@@ -98,6 +99,14 @@ def gather(chunks, chat: bool):
     return {i: {**g, "text": "".join(g["pieces"])} for i, g in got.items()}, order, usage
 
 
+def test_held_back_is_the_longest_end_that_may_begin_a_stop():
+    assert held_back("x = 1\n", ["\n\n"]) == 1
+    assert held_back("x = 1\n", ["\n\n", "1\n\n"]) == 2
+    assert held_back("abc", ["abc"]) == 0  # a whole stop string is the engine's to cut, not a prefix
+    assert held_back("abcab", ["abcabd", "bx"]) == 5
+    assert held_back("ab", ["b", "xy"]) == 0 and held_back("", ["ab"]) == 0 and held_back("a", []) == 0
+
+
 def test_streamed_chat_equals_the_unstreamed_answer(client, engine):
     body = dict(model="tiny", messages=MESSAGES, n=2, temperature=1.0, seed=5, max_tokens=24, logprobs=True,
                 extra_body={"return_token_ids": True})
@@ -128,6 +137,14 @@ def test_streamed_completions_with_n_2_interleave_by_index(client):
         assert g["lps"] == pytest.approx(choice.logprobs.token_logprobs, abs=1e-6)
     # The four samples decode together: their chunks interleave instead of coming one choice after another.
     assert order != sorted(order)
+
+    # echo: each choice opens with its prompt (and the prompt tokens' logprobs, the first None).
+    body = dict(model="tiny", prompt="3+4*2\n", n=2, seed=3, max_tokens=4, logprobs=0, echo=True)
+    full = client.completions.create(**body)
+    got, _, _ = gather(client.completions.create(**body, stream=True), chat=False)
+    for choice in full.choices:
+        assert got[choice.index]["text"] == choice.text and got[choice.index]["pieces"][0] == "3+4*2\n"
+        assert got[choice.index]["lps"] == pytest.approx(choice.logprobs.token_logprobs, abs=1e-6)
 
 
 def test_a_stop_string_across_chunks_is_never_sent(client):
