@@ -107,6 +107,31 @@ def test_held_back_is_the_longest_end_that_may_begin_a_stop():
     assert held_back("ab", ["b", "xy"]) == 0 and held_back("", ["ab"]) == 0 and held_back("a", []) == 0
 
 
+def test_the_engine_hands_out_each_token_as_it_is_sampled(engine):
+    """The torch engine's `on_token` hook sees every row's tokens in order, with their
+    logprobs, and the finished sample on the token that ended the row, while the batch
+    (rows of several prompts, joining and leaving) decodes."""
+    prompts = [ids_of(engine, p) for p in ("3+4*2\n", "(1+2)*3", "Q: hi\nA:")]
+    seen = defaultdict(list)
+    done = {}
+
+    def on_token(i, j, token, logprob, sample):
+        assert (i, j) not in done, "a token after the row ended"
+        seen[i, j].append((token, logprob))
+        if sample is not None:
+            done[i, j] = sample
+
+    params = SamplingParams(n=2, temperature=1.0, max_tokens=12, stop=["1"], seed=0)
+    out = engine.generate(prompts, params, on_token=on_token)
+    again = engine.generate(prompts, params)  # the hook changes nothing
+    assert [[(s.text, s.token_ids, s.finish_reason) for s in r] for r in out] == \
+        [[(s.text, s.token_ids, s.finish_reason) for s in r] for r in again]
+    for i, samples in enumerate(out):
+        for j, sample in enumerate(samples):
+            assert [t for t, _ in seen[i, j]] == sample.token_ids and done[i, j] is sample
+            assert [lp for _, lp in seen[i, j]] == sample.logprobs
+
+
 def test_streamed_chat_equals_the_unstreamed_answer(client, engine):
     body = dict(model="tiny", messages=MESSAGES, n=2, temperature=1.0, seed=5, max_tokens=24, logprobs=True,
                 extra_body={"return_token_ids": True})
