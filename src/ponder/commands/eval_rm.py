@@ -11,7 +11,8 @@ from ponder.options import DeviceField, WorkerOptions
 @dataclass
 class Config(DeviceField, WorkerOptions):
     rm: list[str] = field(default_factory=list)
-    """reward models to evaluate: PRM or ORM dirs, or 'verifier' (the task's exact checks)"""
+    """reward models to evaluate: PRM or ORM dirs, a PRM server's URL (http://host:port/v1), or 'verifier' (the task's
+    exact checks)"""
     policy: str = "runs/demo/sft/model"
     """policy that samples the solutions to judge, or a run name (with a server engine: the served name)"""
     engine: str = "torch"
@@ -48,7 +49,9 @@ def run(cfg: Config, progress: bool = True) -> dict:
     from ponder.eval.evaluate import chunks_of
     from ponder.eval.rm import evaluate_reward_model, merge_samples, vote_and_oracle
     from ponder.rewards.base import AGGREGATIONS, VerifierScorer
+    from ponder.generation.factory import is_url
     from ponder.rewards.model import load_reward_model
+    from ponder.rewards.remote import HTTPScorer
     from ponder.runs import write_json
     from ponder.parallel import check_workers, map_shards
     from ponder.tasks import get_task
@@ -62,7 +65,9 @@ def run(cfg: Config, progress: bool = True) -> dict:
     resolve_task(cfg, cfg.policy, cfg.engine)
     task = get_task(cfg.task, **cfg.task_args)
     problems = task.problems(cfg.split, n=cfg.n, seed=cfg.seed)
-    scorers = {path: VerifierScorer(task, problems) if path == "verifier" else load_reward_model(path) for path in cfg.rm}
+    scorers = {path: VerifierScorer(task, problems) if path == "verifier" else
+               HTTPScorer(path, delimiter=task.step_delimiter) if is_url(path) else load_reward_model(path)
+               for path in cfg.rm}
     shards = chunks_of(problems, cfg.chunk)
     if cfg.workers > 1:
         parts = {r.index: r.value for r in map_shards(_sample_chunk, shards, setup=partial(_sampler, cfg),

@@ -33,7 +33,8 @@ class Config(DeviceField):
     task_args: dict = field(default_factory=dict)
     """task knobs, e.g. instruction=false"""
     scorer: str | None = None
-    """PRM directory the search extension may use as scorer 'prm' (default: none)"""
+    """PRM (a directory, Hub ID, or a scoring server's URL) that the search extension uses as scorer 'prm'; a local
+    PRM is also served on /pooling and /v1/score_steps (default: none)"""
     max_body_mb: float = 4.0
     """request body size, at most (413 beyond)"""
     max_prompt_tokens: int = 0
@@ -118,6 +119,7 @@ def run(cfg: Config) -> None:
 
 def search_setup(cfg: Config):
     """The search extension's task and PRM, fixed now: no request names a file on this machine."""
+    from ponder.generation.base import EngineError
     from ponder.search.scorers import load_scorer
     from ponder.serve.extension import Setup
     from ponder.tasks import get_task
@@ -133,6 +135,6 @@ def search_setup(cfg: Config):
                               "themselves")
         try:
             prm = load_scorer(cfg.scorer, task, [])
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, EngineError) as e:
             raise ConfigError(f"--scorer: {e}") from None
-    return Setup(task, cfg.task, prm)
+    return Setup(task, cfg.task, prm, served_name(Config(model=cfg.scorer)) if cfg.scorer else None)

@@ -214,7 +214,11 @@ def _split_tokens(scorer: Scorer, method: str, prompts: list[str], items: list, 
 
 def _row_tokens(scorer: Scorer, method: str, prompts: list[str], items: list) -> list[int] | None:
     """Tokens a reward model reads for each row (`RewardModel.encode` of the row, what its
-    `usage.tokens` adds up); None for a scorer that cannot tell."""
+    `usage.tokens` adds up, or what a remote PRM's server counted for each row of the call
+    just made, its `row_tokens`); None for a scorer that cannot tell."""
+    counted = getattr(scorer, "row_tokens", None)
+    if counted is not None and len(counted) == len(prompts):
+        return list(counted)
     encode, split = getattr(scorer, "encode", None), getattr(scorer, "split", None)
     if encode is None or (method == "score_outcomes" and split is None):
         return None

@@ -63,6 +63,8 @@ class Setup:
     task: Task
     task_name: str
     prm: Scorer | None = None
+    prm_name: str | None = None
+    """the PRM's name in the scoring routes (scoring.py)"""
 
 
 @dataclass

@@ -12,6 +12,7 @@ Routes (vLLM's shapes, so one client speaks to `vllm serve` and `ponder serve` a
     POST /v1/chat/completions       messages through the chat template
     POST /tokenize, /detokenize     vLLM's tokenizer endpoints
     POST /update_weights_from_disk  SGLang's weight sync: {"model_path": DIR}
+    POST /pooling, /v1/score_steps  the --scorer PRM: vLLM's pooling API, and exact step scores (scoring.py)
 
 With `"stream": true`, completions and chat answer with server-sent events as the tokens are
 sampled (streaming.py), in chunked transfer encoding so the connection stays open for the
@@ -58,12 +59,14 @@ from ponder.serve.protocol import (
     parse_tokenize,
 )
 from ponder.serve.responses import chat_response, completion_response, envelope
+from ponder.serve.scoring import Scoring
 from ponder.serve.streaming import ChunkWriter, search_chunks
 from ponder.serve.weights import check_fits, read_checkpoint
 from ponder.tasks import get_task
 
 # Routes that put work on the engine: they count against --max-pending.
-ENGINE_ROUTES = ("/v1/completions", "/v1/chat/completions", "/update_weights_from_disk")
+ENGINE_ROUTES = ("/v1/completions", "/v1/chat/completions", "/update_weights_from_disk", "/pooling",
+                 "/v1/score_steps", "/v1/score_outcomes")
 # A connection idle (or a body trickling in) this long is closed.
 SOCKET_TIMEOUT_S = 60
 # How long the server goes on reading a body it refused as too large, before it closes.
@@ -113,6 +116,7 @@ class PonderServer:
         self._slots = threading.BoundedSemaphore(self.guard.max_pending)
         self._pending = 0
         self._lock = threading.Lock()
+        self.scoring = Scoring(setup.prm, setup.prm_name, name, self.batcher, self.guard)  # scoring.py
         self.routes = {
             "/v1/models": ("GET", self.models),
             "/health": ("GET", lambda: {"status": "ok"}),
@@ -122,6 +126,7 @@ class PonderServer:
             "/tokenize": ("POST", self.tokenize),
             "/detokenize": ("POST", self.detokenize),
             "/update_weights_from_disk": ("POST", self.update_weights),
+            **self.scoring.routes(),
         }
         server = type("Server", (ThreadingHTTPServer,), {"request_queue_size": self.guard.backlog,
                                                           "daemon_threads": True})
@@ -265,6 +270,8 @@ class PonderServer:
                                     f"{g.max_request_tokens} per request (--max-request-tokens)")
 
     def tokenize(self, body: dict) -> dict:
+        if self.scoring.serves(body):  # the PRM's tokenizer, for clients of /pooling
+            return self.scoring.tokenize(body)
         check_model(body, self.name)
         ids = parse_tokenize(body, self.tokenizer)
         return {"count": len(ids), "max_model_len": self.max_len, "tokens": ids, "token_strs": None}
