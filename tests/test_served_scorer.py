@@ -214,3 +214,42 @@ def test_a_bad_scorer_url_fails_clearly(servers, task):
                          capture_output=True, text=True, env=env)
     assert out.returncode == 2, out.stderr[-2000:]
     assert "without a PRM" in out.stdout + out.stderr and "Traceback" not in out.stderr
+
+
+def test_the_search_extension_scores_with_a_remote_prm(servers, tiny_dir, tmp_path, monkeypatch):
+    """`ponder serve --scorer URL`: a search request scored by the PRM of another server gets
+    the answer, scores and scorer tokens of the same request on the server that holds it."""
+    monkeypatch.setenv("PONDER_SCORER_API_KEY", KEY)  # the remote PRM's key, read by the new server
+    ext = {"strategy": "beam", "n": 4, "beam_width": 2, "scorer": "prm", "max_step_tokens": 4, "max_steps": 3,
+           "seed": 3}
+    body = {"prompt": "3+4*2\n", "max_tokens": 12, "ponder": ext}
+    status, want, _ = served.call(servers["prm"], "/v1/completions", body, key=KEY)
+    assert status == 200, want
+    with ponder_serve(tiny_dir, tmp_path / "relay.log", "--scorer", servers["prm"] + "/v1") as relay:
+        status, got, _ = served.call(relay["base"], "/v1/completions", body)
+        assert status == 200, open(relay["log"]).read()[-3000:]
+        status, out, _ = served.call(relay["base"], "/v1/score_steps", {"prompts": ["1"], "steps": [["2"]]})
+        assert status == 404 and "remote PRM" in out["error"]["message"]  # it does not relay
+    assert got["choices"][0]["text"] == want["choices"][0]["text"]
+    assert got["ponder"]["answers"] == want["ponder"]["answers"]
+    assert got["ponder"]["scores"] == pytest.approx(want["ponder"]["scores"], abs=1e-5)
+    assert got["usage"]["scorer_tokens"] == want["usage"]["scorer_tokens"] > 0
+
+
+def test_eval_rm_takes_a_prm_server(servers, tiny_dir, prm_dir, tmp_path, monkeypatch):
+    """`ponder eval-rm --rm URL` rates the served PRM as `--rm DIR` rates the same PRM here."""
+    monkeypatch.setenv("PONDER_SCORER_API_KEY", KEY)
+    url = servers["prm"] + "/v1"
+    out = tmp_path / "eval-rm.json"
+    res = subprocess.run([sys.executable, "-m", "ponder", "eval-rm", "--rm", str(prm_dir), "--rm", url, "--policy",
+                          str(tiny_dir), "--task-arg", "instruction=false", "--n", "4", "--samples", "4",
+                          "--max-tokens", "10", "--output", str(out)],
+                         capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    import json
+
+    models = json.loads(out.read_text())["models"]
+    here, there = models[str(prm_dir)], models[url]
+    assert there["kind"] == "prm" and there["aggregation"] == here["aggregation"]
+    assert there["best_of_n"] == here["best_of_n"] and there["weighted_best_of_n"] == here["weighted_best_of_n"]
+    assert there["processbench"]["f1"] == here["processbench"]["f1"]

@@ -14,7 +14,8 @@ Fields of the extension: `strategy` (required), any `SearchParams` field (n, bea
 temperature, max_tokens, aggregation, weighted, seed, ...; the request's own temperature,
 top_p, max_tokens (or OpenAI's newer max_completion_tokens, which LangChain and the `openai`
 client send) and seed fill those not given), `scorer` ("none" (default), "verifier", or
-"prm": the PRM the server was started with, `ponder serve --scorer DIR`), `answer` (the gold
+"prm": the PRM the server was started with, `ponder serve --scorer DIR`, or the PRM server it
+names, `--scorer http://host:port/v1`, whose failures answer 502), `answer` (the gold
 answer; the `verifier` scorer needs it) and `question` (the problem as the task's checker
 reads it, e.g. arith's bare expression; default: the request's text, stripped: the
 `verifier` scorer needs it whenever the request's text is more than the bare problem). The task
@@ -39,15 +40,16 @@ import secrets
 from dataclasses import dataclass, fields, replace
 from typing import Callable
 
-from ponder.generation.base import Generator, SamplingParams, Usage, check_params
+from ponder.generation.base import EngineError, Generator, SamplingParams, Usage, check_params
 from ponder.models import encode_prompts
 from ponder.rewards.base import Scorer, ScorerUsage
+from ponder.rewards.remote import HTTPScorer
 from ponder.search import SearchContext, search
 from ponder.search.base import SearchParams, get_strategy
 from ponder.search.scorers import load_scorer
 from ponder.serve.batcher import Batcher, request_seeds
 from ponder.serve.guard import Guard
-from ponder.serve.protocol import bad, messages_of
+from ponder.serve.protocol import APIError, bad, messages_of
 from ponder.tasks.base import Problem, Task
 
 OWN_FIELDS = ("strategy", "scorer", "task", "task_args", "answer", "question")
@@ -237,7 +239,8 @@ class RequestGenerator(Generator):
 
 class RequestScorer(Scorer):
     """The server's PRM as one request's search sees it: each call runs on the engine thread
-    (one model computes at a time), and `usage` counts this request's rows only."""
+    (one model computes at a time; a remote PRM's call holds it while that server answers,
+    which keeps this request's token count its own), and `usage` counts this request's rows only."""
 
     def __init__(self, scorer: Scorer, batcher: Batcher, alive: Callable[[], bool]):
         self.scorer, self.batcher, self.alive = scorer, batcher, alive
@@ -282,6 +285,11 @@ def run(sr: SearchRequest, engine: RequestGenerator, text: str, setup: Setup):
                                          "pass the bare problem as ponder.question (e.g. arith's expression "
                                          "'3+4*2')") from None
         raise bad("ponder", f"'ponder' search {sr.strategy!r} failed: {e}") from None
+    except EngineError as e:
+        if not isinstance(setup.prm, HTTPScorer) or sr.scorer != "prm":
+            raise
+        raise APIError(502, f"the PRM this server scores with failed: {e}", type="server_error",
+                       code="scorer_failed") from None
 
 
 def response_fields(result, cached: int) -> dict:

@@ -123,9 +123,9 @@ class Scoring:
         prompts = self._texts(body, "prompts")
         steps = body.get("steps")
         if not isinstance(steps, list) or len(steps) != len(prompts) or not all(
-                isinstance(s, list) and s and all(isinstance(x, str) for x in s) for s in steps):
-            raise bad("steps", f"'steps' must be a list of {len(prompts)} non-empty lists of strings (a solution's "
-                               "steps per prompt)")
+                isinstance(s, list) and all(isinstance(x, str) for x in s) for s in steps):
+            raise bad("steps", f"'steps' must be a list of {len(prompts)} lists of strings (a solution's steps per "
+                               "prompt)")
         return self._score("score_steps", prompts, steps, alive)
 
     def score_outcomes(self, body: dict, alive: Callable[[], bool]) -> dict:
