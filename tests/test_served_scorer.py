@@ -6,16 +6,17 @@ their outputs mean nothing, but every sample, step score and token count is a de
 function of the inputs, which is what moving the PRM to another process must not change."""
 from __future__ import annotations
 
-import os
+import json
 import socket
-import subprocess
-import sys
 
 import pytest
 import torch
 
+from typer.testing import CliRunner
+
 import served
 from served import ponder_serve
+from ponder.cli import app
 from ponder.generation import EngineError, make_engine
 from ponder.rewards.model import load_prm, new_reward_model
 from ponder.rewards.remote import HTTPScorer
@@ -155,7 +156,7 @@ def test_scores_over_http_equal_in_process(servers, prm_dir, shepherd_dir, task)
             shepherd.score_outcomes(prompts, completions), abs=1e-5), route
 
 
-def test_pooling_answers_in_vllms_shape(servers, shepherd_dir, task):
+def test_pooling_answers_in_vllms_shape(servers, shepherd_dir, prm_dir, task):
     """`/pooling` as vLLM answers it for a PRM: a row per input token, [P(+), P(-)] for a
     Math-Shepherd PRM, `usage.prompt_tokens` the tokens read; `/tokenize` with the PRM's
     name tokenises with the PRM's tokenizer."""
@@ -176,6 +177,14 @@ def test_pooling_answers_in_vllms_shape(servers, shepherd_dir, task):
                                                             abs=1e-5)
     assert out["usage"]["prompt_tokens"] == len(ids) + len(out["data"][1]["data"])
 
+    # ponder's PRM: one column, P(correct), which at each step's separator is its step score.
+    here = load_prm(prm_dir)
+    ids, positions = here.encode("3+4", ["3+4", "7"])
+    status, out, _ = served.call(servers["prm"], "/pooling", {"input": ids}, key=KEY)
+    rows = out["data"][0]["data"]
+    assert status == 200 and len(rows) == len(ids) and {len(r) for r in rows} == {1}
+    assert [rows[i][0] for i in positions] == pytest.approx(here.score_steps(["3+4"], [["3+4", "7"]])[0], abs=1e-5)
+
 
 def test_scoring_requests_are_bounded_and_checked(servers):
     base = servers["prm"]
@@ -194,7 +203,7 @@ def test_scoring_requests_are_bounded_and_checked(servers):
     assert status == 404 and "--scorer" in out["error"]["message"]
 
 
-def test_a_bad_scorer_url_fails_clearly(servers, task):
+def test_a_bad_scorer_url_fails_clearly(servers, task, monkeypatch):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         down = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
@@ -205,15 +214,11 @@ def test_a_bad_scorer_url_fails_clearly(servers, task):
     with pytest.raises(EngineError, match=r"refused the API key \(set \$PONDER_SCORER_API_KEY\) \(401\)"):
         HTTPScorer(servers["prm"], api_key="wrong")
     # From the command line: one line naming the URL, no traceback.
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    env.pop("PONDER_SCORER_API_KEY", None)
-    env.pop("OPENAI_API_KEY", None)
-    out = subprocess.run([sys.executable, "-m", "ponder", "search", "--engine", servers["policy"] + "/v1",
-                          "--model", "tiny-policy", "--task", "arith", "--task-arg", "instruction=false",
-                          "--scorer", servers["policy"] + "/v1", "--n-problems", "1"],
-                         capture_output=True, text=True, env=env)
-    assert out.returncode == 2, out.stderr[-2000:]
-    assert "without a PRM" in out.stdout + out.stderr and "Traceback" not in out.stderr
+    monkeypatch.delenv("PONDER_SCORER_API_KEY", raising=False)
+    res = CliRunner().invoke(app, ["search", "--engine", servers["policy"] + "/v1", "--model", "tiny-policy",
+                                   "--task", "arith", "--task-arg", "instruction=false", "--scorer",
+                                   servers["policy"] + "/v1", "--n-problems", "1"])
+    assert res.exit_code == 2 and "without a PRM" in res.output and "Traceback" not in res.output, res.output
 
 
 def test_the_search_extension_scores_with_a_remote_prm(servers, tiny_dir, tmp_path, monkeypatch):
@@ -241,13 +246,10 @@ def test_eval_rm_takes_a_prm_server(servers, tiny_dir, prm_dir, tmp_path, monkey
     monkeypatch.setenv("PONDER_SCORER_API_KEY", KEY)
     url = servers["prm"] + "/v1"
     out = tmp_path / "eval-rm.json"
-    res = subprocess.run([sys.executable, "-m", "ponder", "eval-rm", "--rm", str(prm_dir), "--rm", url, "--policy",
-                          str(tiny_dir), "--task-arg", "instruction=false", "--n", "4", "--samples", "4",
-                          "--max-tokens", "10", "--output", str(out)],
-                         capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
-    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-    import json
-
+    res = CliRunner().invoke(app, ["eval-rm", "--rm", str(prm_dir), "--rm", url, "--policy", str(tiny_dir),
+                                   "--task-arg", "instruction=false", "--n", "4", "--samples", "4", "--max-tokens",
+                                   "10", "--output", str(out)])
+    assert res.exit_code == 0, res.output
     models = json.loads(out.read_text())["models"]
     here, there = models[str(prm_dir)], models[url]
     assert there["kind"] == "prm" and there["aggregation"] == here["aggregation"]
