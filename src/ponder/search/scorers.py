@@ -23,10 +23,10 @@ def load_scorer(spec: str | None, task: Task, problems: list[Problem]) -> Scorer
     as `ponder.rewards.published` says), which splits outcomes on the task's step delimiter."""
     if spec is None or spec in ("", "none"):
         return None
-    if spec.startswith(("http://", "https://")):  # a PRM served by another process (ponder.rewards.remote)
+    if str(spec).startswith(("http://", "https://")):  # a PRM served by another process (ponder.rewards.remote)
         from ponder.rewards.remote import HTTPScorer
 
-        return HTTPScorer(spec, delimiter=task.step_delimiter)
+        return HTTPScorer(str(spec), delimiter=task.step_delimiter)
     if spec == "verifier":
         return VerifierScorer(task, problems)
 

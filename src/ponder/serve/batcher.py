@@ -22,9 +22,10 @@ the token on the job's own queue, and the handler thread reads them from there (
 waited-for jobs with equal params share engine calls alike.
 
 Clients that hang up: a waiting handler asks `alive()` every `POLL_S`; once it says no (or,
-streaming, once a write to the client fails), the job is marked cancelled. A cancelled job still queued is dropped; one inside an engine call
-has its rows taken out of the batch at the next decoding step (the torch engine's
-`abandoned` hook), so a client that leaves stops costing compute at once.
+streaming, once a write to the client fails), the job is marked cancelled. A cancelled job
+still queued is dropped; one inside an engine call has its rows taken out of the batch at
+the next decoding step (the torch engine's `abandoned` hook), so a client that leaves stops
+costing compute at once.
 
 Seeds: a job carries one seed per prompt (`request_seeds`: a request seeded with s gives its
 k-th prompt `prompt_seed(s, k)`), and the engine samples each prompt "as if alone in a call

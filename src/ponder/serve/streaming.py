@@ -6,9 +6,9 @@ server speaks too). Each chunk carries one choice, its `index` the same as in th
 non-streamed response (prompt i's j-th sample is choice i * n + j), so the n samples of a
 request arrive interleaved and a client sorts them by index:
 
-    chat:         {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}
-                  ... {"delta": {"content": "3+4"}} ...
-                  {"delta": {}, "finish_reason": "stop"}
+    chat:         {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"role": "assistant"}}]}
+                  ... {"index": 0, "delta": {"content": "3+4"}} ...
+                  {"index": 0, "delta": {}, "finish_reason": "stop"}
     completions:  {"object": "text_completion", "choices": [{"index": 0, "text": "3+4", ...}]}
 
 `stream_options: {"include_usage": true}` adds `"usage": null` to every chunk and a last
@@ -90,7 +90,8 @@ class ChunkWriter:
         req = self.req
         out: dict = {"index": index}
         if self.chat:
-            out["delta"] = {"role": "assistant", "content": text} if role else ({"content": text} if text or ids else {})
+            delta = {"content": text} if text or ids or role else {}
+            out["delta"] = {"role": "assistant", **delta} if role else delta
         else:
             out["text"] = text
         out["logprobs"] = None
@@ -167,7 +168,8 @@ class ChunkWriter:
     def _finish(self, ch: _Choice, sample: Sample) -> Iterator[dict]:
         ch.finished = True
         rest = sample.text[ch.sent :]
-        if rest or (len(sample.token_ids) > ch.reported and (self.req.logprobs is not None or self.req.return_token_ids)):
+        unreported = len(sample.token_ids) > ch.reported and (self.req.logprobs is not None or self.req.return_token_ids)
+        if rest or unreported:
             yield self.chunk(self._report(ch, rest, sample))
             ch.sent = len(sample.text)
         yield self.chunk(self.choice(ch.index, "", [], None, ch, finish=sample))
