@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ponder.config import to_dict
-from ponder.train.config import DPOConfig
+from ponder.train.config import RESUME_IGNORES, DPOConfig
 from ponder.options import RunOptions
 
 
@@ -46,7 +46,7 @@ def run(cfg: Config, progress: bool = True) -> dict:
     model, tokenizer = model_from_spec(resolve_model(cfg.model), seed=cfg.seed)
     run_dir = Path(cfg.runs_dir) / cfg.run
     distributed.init()  # under torchrun: rank 0 writes the run directory, the others wait for it
-    distributed.on_main(lambda: start_run(run_dir, to_dict(cfg), "dpo"))
+    distributed.on_main(lambda: start_run(run_dir, to_dict(cfg), "dpo", ignore=RESUME_IGNORES))
     gen = policy_engine(cfg.engine, model, tokenizer, run_dir, seed=cfg.seed)
     trainer = DPOTrainer(model, tokenizer, cfg, run_dir, rows=rows, task=task, generator=gen, progress=progress)
     summary = {"run_dir": str(run_dir), "model_dir": str(run_dir / "model"), "step_dpo": trainer.step_dpo,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ponder.config import to_dict
-from ponder.train.config import ExpertIterationConfig
+from ponder.train.config import RESUME_IGNORES, ExpertIterationConfig
 from ponder.options import RunOptions
 
 
@@ -44,7 +44,7 @@ def run(cfg: Config, progress: bool = True) -> dict:
     start = resolve_model(cfg.model)
     model, tokenizer = model_from_spec(start, seed=cfg.seed)
     run_dir = Path(cfg.runs_dir) / cfg.run
-    start_run(run_dir, to_dict(cfg), "iterate", extendable=("rounds",))
+    start_run(run_dir, to_dict(cfg), "iterate", ignore=RESUME_IGNORES, extendable=("rounds",))
     gen = policy_engine(cfg.engine, model, tokenizer, run_dir, seed=cfg.seed)
     done = ExpertIterationTrainer(model, tokenizer, task, gen, cfg, run_dir, start=start, progress=progress).train()
     summary = {"run_dir": str(run_dir), "model_dir": str(run_dir / f"round_{cfg.rounds}" / "model"), "task": cfg.task,

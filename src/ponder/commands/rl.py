@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ponder.config import require, to_dict
+from ponder.train.config import RESUME_IGNORES
 from ponder.train.rl_config import RLConfig
 from ponder.options import RunOptions
 
@@ -120,7 +121,7 @@ def run(cfg: Config, progress: bool = True) -> dict:
     model, tokenizer = model_from_spec(resolve_model(cfg.model, "torch"), seed=cfg.seed)
     run_dir = Path(cfg.runs_dir) / cfg.run
     distributed.init()  # under torchrun: rank 0 writes the run directory, the others wait for it
-    distributed.on_main(lambda: start_run(run_dir, to_dict(cfg), "rl", extendable=("steps",)))
+    distributed.on_main(lambda: start_run(run_dir, to_dict(cfg), "rl", ignore=RESUME_IGNORES, extendable=("steps",)))
     trainer = RLTrainer(model, tokenizer, task, train, held_out, rewards, cfg, run_dir,
                         process_scorer=process_scorer, progress=progress, batch_size=cfg.gen_batch_size,
                         engine=cfg.engine)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ponder.config import require, to_dict
-from ponder.train.config import SFTConfig
+from ponder.train.config import RESUME_IGNORES, SFTConfig
 from ponder.options import RunOptions
 
 
@@ -46,7 +46,7 @@ def run(cfg: Config, progress: bool = True) -> dict:
     model, tokenizer = model_from_spec(cfg.model, seed=cfg.seed)
     run_dir = Path(cfg.runs_dir) / cfg.run
     distributed.init()  # under torchrun: rank 0 writes the run directory, the others wait for it
-    distributed.on_main(lambda: start_run(run_dir, to_dict(cfg), "sft"))
+    distributed.on_main(lambda: start_run(run_dir, to_dict(cfg), "sft", ignore=RESUME_IGNORES))
     final = SFTTrainer(model, tokenizer, rows, cfg, run_dir, progress=progress).train()
     summary = {"run_dir": str(run_dir), "model_dir": str(run_dir / "model"), "examples": len(rows), **final}
     if distributed.is_main():

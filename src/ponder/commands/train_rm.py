@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ponder.config import require, to_dict
-from ponder.train.config import RewardModelConfig
+from ponder.train.config import RESUME_IGNORES, RewardModelConfig
 from ponder.options import RunOptions
 
 
@@ -40,7 +40,7 @@ def run(cfg: Config, progress: bool = True) -> dict:
     rm = new_reward_model(resolve_model(cfg.model), cfg.kind, aggregation=cfg.aggregation)
     run_dir = Path(cfg.runs_dir) / cfg.run
     distributed.init()  # under torchrun: rank 0 writes the run directory, the others wait for it
-    distributed.on_main(lambda: start_run(run_dir, to_dict(cfg), "train-rm"))
+    distributed.on_main(lambda: start_run(run_dir, to_dict(cfg), "train-rm", ignore=RESUME_IGNORES))
     final = RewardModelTrainer(rm, rows, cfg, run_dir, progress=progress).train()
     summary = {"run_dir": str(run_dir), "model_dir": str(run_dir / "model"), "examples": len(rows), **final}
     if distributed.is_main():

@@ -12,12 +12,17 @@ its option, raised once, where the config is made (by a command's flags or in co
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ponder.config import ConfigError, field_values, require as check
 from ponder.options import DeviceOptions
 from ponder.seeds import derive
 from ponder.train.lora import LoraOptions
+from ponder.train.tracking import resolve_report_to
+
+RESUME_IGNORES = ("run", "runs_dir", "device", "report_to")
+"""options a rerun of a training run may change without being refused: where the run lives, where
+it runs, and the trackers its metrics also go to (they copy metrics.jsonl; they change nothing trained)"""
 
 
 @dataclass
@@ -39,8 +44,12 @@ class OptimConfig(DeviceOptions):
     """gradient clipping (0 = off)"""
     seed: int = 0
     """seed of the run's random draws (data order, sampling, initialisation)"""
+    report_to: list[str] = field(default_factory=list)
+    """experiment trackers the metrics also go to: tensorboard, wandb, mlflow, all (those installed) or none;
+    each writes inside the run directory (MLflow: unless $MLFLOW_TRACKING_URI is set)"""
 
     def __post_init__(self):
+        self.report_to = resolve_report_to(self.report_to)  # an unknown or uninstalled tracker fails here
         if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"lr (--lr) must be a finite number > 0, got {self.lr}")  # the schedule divides by it
         check(self, non_negative=("weight_decay", "warmup_steps", "max_grad_norm"), probability=("min_lr_ratio",))

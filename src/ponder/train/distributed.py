@@ -53,12 +53,13 @@ def train_device(spec: str = "auto") -> torch.device:
     return device
 
 
-def make_accelerator(device: torch.device | None = None, mixed_precision: str = "no"):
+def make_accelerator(device: torch.device | None = None, mixed_precision: str = "no", log_with: list | None = None):
     """The training loop's `Accelerator` for a model on `device` (which the loop places
     itself). Training on the CPU under torchrun makes accelerate start the gloo process group
     (on GPUs it starts NCCL). `mixed_precision` (no, bf16, fp16) autocasts the forward. The
     scheduler steps once per optimiser step: accelerate's default steps it once per process,
-    which suits a per-process batch of its own, not the shares of one global batch used here."""
+    which suits a per-process batch of its own, not the shares of one global batch used here.
+    `log_with`: accelerate's trackers (train/tracking.py)."""
     from accelerate import Accelerator
 
     if mixed_precision not in ("no", "bf16", "fp16"):
@@ -73,7 +74,7 @@ def make_accelerator(device: torch.device | None = None, mixed_precision: str = 
 
         AcceleratorState._reset_state()
     return Accelerator(cpu=on_cpu and (launched() or device is not None), device_placement=False,
-                       mixed_precision=mixed_precision, step_scheduler_with_optimizer=False)
+                       mixed_precision=mixed_precision, step_scheduler_with_optimizer=False, log_with=log_with or None)
 
 
 def init() -> None:

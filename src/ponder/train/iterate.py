@@ -11,6 +11,10 @@ step on tiny budgets. A round's model is saved under round_<r>/model; a rerun sk
 rounds, so a killed run resumes at the round it was in (and that round's SFT resumes from its
 checkpoint).
 
+With `report_to`, the trackers see the whole run as one: round r's SFT steps follow round r-1's
+(step (r-1) * sft_steps + s), and each round's held-out accuracy and kept samples are logged at
+the step that ends its SFT (`iterate/accuracy`, `iterate/kept_fraction`; round 0 at step 0).
+
     trainer = ExpertIterationTrainer(model, tokenizer, task, generator, ExpertIterationConfig(rounds=3), "runs/it")
     trainer.train()   # [{"round": 0, "accuracy": ...}, {"round": 1, "kept": ..., "accuracy": ...}, ...]
 """
@@ -21,11 +25,13 @@ from pathlib import Path
 
 from ponder.eval.evaluate import greedy_accuracy
 from ponder.generation.base import SamplingParams
+from ponder.config import to_dict
 from ponder.models import load_model, model_from_spec
 from ponder.runs import write_jsonl
 from ponder.seeds import derive
 from ponder.train.config import ExpertIterationConfig
 from ponder.train.sft import SFTTrainer
+from ponder.train.tracking import Tracking
 
 
 def verified_rows(task, problems, outs) -> tuple[list[dict], int]:
@@ -56,12 +62,20 @@ class ExpertIterationTrainer:
 
     def train(self) -> list[dict]:
         """Run (or resume) every round; one record per round (round 0: the starting model)."""
+        tracking = Tracking(self.cfg.report_to, self.run_dir, self.run_dir.name, to_dict(self.cfg), shared=True)
+        try:
+            return self._rounds(tracking)
+        finally:
+            tracking.close()
+
+    def _rounds(self, tracking: Tracking) -> list[dict]:
         cfg, task, gen, model, tokenizer = self.cfg, self.task, self.gen, self.model, self.tokenizer
         log = self.run_dir / "rounds.jsonl"
         done = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.exists() else []
         if not done:
             done = [{"round": 0, "accuracy": greedy_accuracy(gen, task, self.held_out, cfg.max_tokens, model)}]
             write_jsonl(log, done)
+            tracking.log_rows([{"step": 0, "iterate/accuracy": done[0]["accuracy"]}])
         for r in range(1, cfg.rounds + 1):
             round_dir = self.run_dir / f"round_{r}"
             if any(rec["round"] == r for rec in done):
@@ -86,11 +100,15 @@ class ExpertIterationTrainer:
             if not rows:
                 raise ValueError(f"round {r}: no sample was verified correct; nothing to fine-tune on "
                                  "(raise samples or temperature, or start from a stronger model)")
-            SFTTrainer(model, tokenizer, rows, cfg.sft_config(r), round_dir, progress=self.progress).train()
+            tracking.step_offset = (r - 1) * cfg.sft_steps  # the trackers see one run, round after round
+            SFTTrainer(model, tokenizer, rows, cfg.sft_config(r), round_dir, progress=self.progress,
+                       tracking=tracking).train()
             model.eval()
             acc = greedy_accuracy(gen, task, self.held_out, cfg.max_tokens, model)
             done.append({"round": r, "kept": len(rows), "sampled": sampled,
                          "kept_fraction": len(rows) / max(sampled, 1), "accuracy": acc})
             write_jsonl(log, done)
+            tracking.log_rows([{"step": cfg.sft_steps, "iterate/accuracy": acc, "iterate/kept": len(rows),
+                                "iterate/kept_fraction": done[-1]["kept_fraction"]}])
         self.model, self.tokenizer = model, tokenizer
         return done

@@ -34,6 +34,10 @@ some processes have nothing to do. A trainer whose `batch_at` already returns th
 part of each micro-batch (RL samples its own rows) passes `sharded=True`: its losses and stats
 are then this process's shares, summed over processes. Rank 0 alone writes metrics, checkpoints
 (every process writes its own RNG state into them) and the model, and evaluates.
+
+Trackers (`cfg.report_to`: TensorBoard, W&B, MLflow; tracking.py): every row written to
+metrics.jsonl is also logged to accelerate's trackers at its step, the run's config as their
+hyperparameters; a resumed run logs to the same tracker runs.
 """
 from __future__ import annotations
 
@@ -54,8 +58,10 @@ from ponder.generation.base import mark_weights_changed
 from ponder.models.device import place, step_done, to_device
 from ponder.runs import atomic_write
 from ponder.seeds import derive
+from ponder.config import to_dict
 from ponder.train.config import TrainConfig
 from ponder.train import distributed
+from ponder.train.tracking import Tracking
 
 LOSS_TOKENS = "loss_tokens"
 """The stats key by which a loss opts in to the step-wide token mean (see the module docstring):
@@ -148,9 +154,12 @@ class TrainLoop:
         save_fn: Callable[[torch.nn.Module, Path], None] | None = None,
         progress: bool = True,
         sharded: bool = False,
+        tracking: Tracking | None = None,
     ):
         """`sharded`: `batch_at` returns this process's part of each of the step's
-        micro-batches (the same number of parts in every process), see the module docstring."""
+        micro-batches (the same number of parts in every process), see the module docstring.
+        `tracking`: where rows go besides metrics.jsonl (default: `cfg.report_to`'s trackers,
+        writing in `run_dir`, named after it, with `cfg` as hyperparameters)."""
         from accelerate.utils import set_seed
 
         self.cfg, self.run_dir = cfg, Path(run_dir)
@@ -169,7 +178,12 @@ class TrainLoop:
             model.gradient_checkpointing_enable()
             if hasattr(model, "enable_input_require_grads"):  # frozen embeddings (LoRA): checkpointed blocks
                 model.enable_input_require_grads()  # still need an input that requires grad
-        self.accelerator = distributed.make_accelerator(self.device, cfg.mixed_precision)
+        self.tracking = tracking if tracking is not None else \
+            Tracking(cfg.report_to, self.run_dir, self.run_dir.name, to_dict(cfg))
+        self.ckpt_dir = self.run_dir / "checkpoint"
+        self.accelerator = distributed.make_accelerator(self.device, cfg.mixed_precision,
+                                                       log_with=self.tracking.trackers(self._saved_step()))
+        self._tracking_started = False
         self.main = self.accelerator.is_main_process
         self.progress = progress and self.main
         optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
@@ -181,8 +195,33 @@ class TrainLoop:
         distributed.broadcast_parameters(self.model)
         self._warned_idle = False
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl")
-        self.ckpt_dir = self.run_dir / "checkpoint"
         self.step = 0
+
+    # ----------------------------------------------------------------- metrics and trackers
+    def record(self, row: dict) -> None:
+        """A row of metrics.jsonl (rank 0 writes it), also logged to the trackers."""
+        if not self.main:
+            return
+        self.metrics.write(row)
+        self.start_tracking()
+        self.tracking.log(self.accelerator, row)
+
+    def start_tracking(self) -> None:
+        """Start the trackers (once): `run` does, and a trainer that records rows before it
+        (RL's evaluation of the starting policy) calls it first, so a tracker that cannot start
+        fails before any work."""
+        if not self._tracking_started:
+            self._tracking_started = True
+            self.tracking.start(self.accelerator)
+
+    def _saved_step(self) -> int:
+        """The step of the checkpoint a run will resume from (0: none)."""
+        for folder in (self.ckpt_dir, self.run_dir / "checkpoint.old"):
+            try:
+                return int(json.loads((folder / "trainer_state.json").read_text())["step"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+        return 0
 
     # ----------------------------------------------------------------- checkpoints
     def save_checkpoint(self) -> None:
@@ -298,6 +337,14 @@ class TrainLoop:
 
     # ----------------------------------------------------------------- the loop
     def run(self) -> dict:
+        """Run (or resume) to `cfg.steps`; the last step's stats (and evaluation)."""
+        self.start_tracking()
+        try:
+            return self._run()
+        finally:
+            Tracking.finish(self.accelerator)
+
+    def _run(self) -> dict:
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
         cfg = self.cfg
@@ -335,14 +382,13 @@ class TrainLoop:
                            "tokens_per_s": tokens_since / max(dt, 1e-9)}
                     if grad_norm is not None:
                         rec["grad_norm"] = grad_norm
-                    self.metrics.write(rec)
+                    self.record(rec)
                     t0, tokens_since = time.time(), 0
                 do_eval = self.eval_fn is not None and (
                     (cfg.eval_every and self.step % cfg.eval_every == 0) or self.step == cfg.steps)
                 if do_eval:
                     result = self._evaluate()
-                    if self.main:
-                        self.metrics.write({"step": self.step, **{f"eval/{k}": v for k, v in result.items()}})
+                    self.record({"step": self.step, **{f"eval/{k}": v for k, v in result.items()}})
                     last.update({f"eval/{k}": v for k, v in result.items()})
                 if (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or self.step == cfg.steps:
                     self.save_checkpoint()

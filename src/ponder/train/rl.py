@@ -60,7 +60,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ponder.config import field_values
+from ponder.config import field_values, to_dict
 from ponder.generation import SamplingParams
 from ponder.models import encode_prompts
 from ponder.models.device import place, step_done, to_device
@@ -70,12 +70,13 @@ from ponder.seeds import derive
 from ponder.train import distributed
 from ponder.train.advantages import AdvantageInputs, compute_advantages
 from ponder.train.config import OptimConfig, TrainConfig
-from ponder.train.loop import EpochOrder, MetricsLog, TrainLoop
+from ponder.train.loop import EpochOrder, TrainLoop
 from ponder.train.lora import add_lora, save_lora
 from ponder.train.policy_engine import policy_engine
 from ponder.train.policy_loss import aggregate, kl_penalty, masked_mean, policy_loss, rollout_correction, value_loss
 from ponder.train.rl_batch import ActorCritic, drop_zero_rows, response_logprobs, rollout_batch, step_token_ends
 from ponder.train.rl_config import RLConfig
+from ponder.train.tracking import Tracking
 
 
 class RLTrainer:
@@ -457,24 +458,31 @@ class RLTrainer:
         tcfg = TrainConfig(**field_values(cfg, OptimConfig), steps=cfg.steps * U,
                            eval_every=cfg.eval_every * U if self.eval_problems else 0,
                            save_every=cfg.save_every * U, log_every=1)
+        # the trackers get the RL config as hyperparameters, not the loop's (which counts optimiser steps)
+        tracking = Tracking(cfg.report_to, self.run_dir, self.run_dir.name, to_dict(cfg))
         loop = TrainLoop(self.trainable, tcfg, self.run_dir, self.batch_at, self.loss_fn,
                          eval_fn=self.evaluate if self.eval_problems else None, save_fn=self.save,
-                         progress=self.progress, sharded=True)
+                         progress=self.progress, sharded=True, tracking=tracking)
         fresh = not (self.run_dir / "checkpoint" / "trainer_state.json").exists() and \
             not (self.run_dir / "checkpoint.old").exists()
         initial_path = self.run_dir / "initial_eval.json"
 
         def initial_eval():  # on rank 0 alone (distributed.on_main), like the loop's evaluations
+            loop.start_tracking()  # a tracker that cannot start fails before the evaluation
             if fresh and self.eval_problems:
                 result = self.evaluate()
-                MetricsLog(self.run_dir / "metrics.jsonl").write({"step": 0, **{f"eval/{k}": v for k, v in result.items()}})
+                loop.record({"step": 0, **{f"eval/{k}": v for k, v in result.items()}})
                 write_json(initial_path, result)
                 return result
             if initial_path.exists():  # a resumed run still reports where it started
                 return json.loads(initial_path.read_text())
             return None
 
-        initial = distributed.on_main(initial_eval)
+        try:
+            initial = distributed.on_main(initial_eval)
+        except BaseException:
+            Tracking.finish(loop.accelerator)  # loop.run, which closes them otherwise, will not run
+            raise
         final = loop.run()
         final["rl_steps"] = loop.step // U
         if initial is not None:

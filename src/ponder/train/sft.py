@@ -187,17 +187,18 @@ class SFTTrainer:
     The final model and tokenizer are saved under run_dir/model in Hugging Face format; a run
     resumes from run_dir/checkpoint if present. With `cfg.lora_r` only LoRA adapters train,
     saved merged into the model or beside it (`lora_merge`, train/lora.py). `eval_fn(model)`,
-    if given, runs every `eval_every` steps and at the end."""
+    if given, runs every `eval_every` steps and at the end. `tracking`: where the metrics go
+    besides metrics.jsonl, when not `cfg.report_to`'s trackers in `run_dir` (train/tracking.py)."""
 
     def __init__(self, model, tokenizer, rows: list[dict], cfg: SFTConfig, run_dir: str | Path, eval_fn=None,
-                 progress: bool = True):
+                 progress: bool = True, tracking=None):
         self.examples = tokenize_pairs(tokenizer, rows, cfg.max_len)
         if not self.examples:
             raise ValueError("no SFT examples left after tokenisation (empty data or max_len too small)")
         batch_at = make_batch_at(self.examples, cfg.batch_size, cfg.grad_accum, tokenizer.pad_token_id, cfg.seed)
         save = save_model_fn(model, tokenizer, cfg.lora(), cfg.lora_merge, cfg.seed)
         self.loop = TrainLoop(model, cfg, run_dir, batch_at, completion_loss, eval_fn=eval_fn, save_fn=save,
-                              progress=progress)
+                              progress=progress, tracking=tracking)
 
     def train(self) -> dict:
         """Run (or resume) to `cfg.steps`; the final logged metrics."""
