@@ -200,3 +200,7 @@ def test_expert_iteration_logs_its_rounds_as_one_run(tmp_path, arith_policy):
     assert [s for s, _ in seen["loss"]] == [3, 6]  # each round's SFT logs its last step
     rounds = [json.loads(line) for line in (run / "rounds.jsonl").read_text().splitlines()]
     same(seen["iterate/accuracy"], [(3 * rec["round"], rec["accuracy"]) for rec in rounds])
+    code, out = cli("report", run)  # and its report: the rounds, and the accuracy per round
+    page = (run / "report.html").read_text()
+    assert code == 0 and "<h1>ponder expert iteration: it</h1>" in page and "<h2>Rounds</h2>" in page, out
+    assert page.count('class="plot"') == 1

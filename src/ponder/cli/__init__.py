@@ -139,6 +139,10 @@ def _options(cfg_cls) -> tuple[list[inspect.Parameter], dict[str, tuple[str, str
             kind = "list" if f.metadata.get("csv", True) else "texts"  # free text keeps its commas
             help_text += f" ({'comma-separated or ' if kind == 'list' else ''}repeatable) {default_text}"
             annotation, opt = Optional[list[str]], typer.Option(None, *names, help=help_text)
+        elif f.metadata.get("positional"):  # a bare word after the command (`ponder report NAME`)
+            flag = f.metadata["positional"]
+            annotation = Optional[_base_type(typ)[0]]
+            opt = typer.Argument(None, metavar=flag, help=help_text, show_default=False)
         elif _base_type(typ)[0] is bool:
             flag = _flag(f.name)
             annotation = Optional[bool]
@@ -265,7 +269,8 @@ def register(module, name: str | None = None, to: typer.Typer | None = None) -> 
             if "run" in kinds and "runs_dir" in kinds:
                 from ponder.runs import check_run_name
 
-                check_run_name(cfg.run)
+                if cfg.run is not None:  # None: a command that names its run otherwise (ponder report PATH)
+                    check_run_name(cfg.run)
             result = module.run(cfg)
         except typer.Exit:
             raise

@@ -36,3 +36,34 @@ def plot_scaling(rows: list[dict] | dict[str, list[dict]], path, title: str = ""
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_panels(panels: list[tuple[str, dict[str, tuple[list, list]]]], path, xlabel: str = "step") -> None:
+    """A grid of small line plots, one per (title, {label: (x, y)}) panel, three a row: a run's
+    training curves (`ponder report`). A panel of several lines gets a legend; evaluations
+    (labels starting with eval/) are drawn in orange."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    n = len(panels)
+    cols = min(n, 3)
+    fig, axes = plt.subplots(-(-n // cols), cols, figsize=(4 * cols, 3 * -(-n // cols)), squeeze=False)
+    for ax, (title, lines) in zip(axes.flat, panels):
+        for label, (x, y) in lines.items():
+            style = "o-" if len(x) < 20 else "-"
+            color = "tab:orange" if label.startswith("eval/") and len(lines) == 1 else None
+            ax.plot(x, y, style, color=color, markersize=3, label=label)
+        ax.set_title(title)
+        ax.set_xlabel(xlabel)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps and rounds are whole
+        ax.grid(alpha=0.3)
+        if len(lines) > 1:
+            ax.legend(fontsize=7)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
