@@ -199,7 +199,8 @@ def search_context(model: str, engine: str, task_name: str, task_args: dict, sco
     yet (the model is only checked): Ray workers open their own (`search_worker`)."""
     task = get_task(task_name, **task_args)
     problems = task.problems(split, n=n_problems, seed=seed)
-    sc = load_scorer(scorer, task, problems)
+    sc = load_scorer(scorer, task, problems, policy=lambda: open_engine(engine, model, seed=seed, device=device),
+                     seed=seed)
     if not open_policy:
         check_model(model, engine)
         return SearchContext(None, task, sc), problems

@@ -20,15 +20,14 @@ closed, unfinished, at `max_steps` steps or `max_tokens` tokens.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 from ponder.generation.base import Prompt, Sample, SamplingParams
 from ponder.rewards.base import aggregate
 from ponder.search.base import Candidate, SearchParams, SearchContext, seed_for
+from ponder.tasks.answers import FINAL_MARKER
 from ponder.tasks.base import Problem
 
-FINAL_MARKER = re.compile(r"answer\s*\**\s*:|\\boxed|</answer>|####", re.IGNORECASE)
 
 
 @dataclass

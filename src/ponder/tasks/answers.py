@@ -24,6 +24,9 @@ from fractions import Fraction
 
 # --- extraction ---------------------------------------------------------------------------
 
+FINAL_MARKER = re.compile(r"answer\s*\**\s*:|\\boxed|</answer>|####", re.IGNORECASE)
+"""A final-answer marker (`Answer:`, `\\boxed`, `</answer>`, `####`): a step carrying one ends
+its solution (tree search stops growing it; a rollout verifier checks it instead of rolling on)"""
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _BOXED_BARE = re.compile(r"\\boxed\s+([^\s${}]+)")  # `\boxed 5`, legal LaTeX, seen in the wild
 _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
