@@ -16,6 +16,7 @@ from ponder.search.scale import (
     sweep,
     table_markdown,
     tokens_to_match,
+    total_tokens,
     validate_sweep,
 )
 from ponder.search.scorers import load_scorer
@@ -78,6 +79,28 @@ def test_compute_optimal_compares_at_equal_generated_tokens():
     assert out["budgets"][2] == {"token_budget": 20.0, "accuracy": 0.0, "generated_tokens": 20.0, "problems": 4}
     assert out["budgets"][4] == {"token_budget": 40.0, "accuracy": 1.0, "generated_tokens": 40.0, "problems": 4}
     assert out["choices"] == [{"bin0@2": "majority@2", "bin0@4": "beam@2"}] * 2
+
+
+def test_total_compute_charges_the_scorer_and_changes_the_choice():
+    # best_of_n@2 generates what majority@4 generates, but its verifier reads 60 tokens more:
+    # at equal generated tokens it wins N=4, at equal total tokens it no longer fits there.
+    records = []
+    for p in ("p0", "p1", "p2", "p3"):
+        records += [rec("majority", 2, p, False, 20), rec("majority", 4, p, False, 40),
+                    {**rec("best_of_n", 2, p, True, 40), "scorer_tokens": 60}]
+    for r in records:
+        r["total_tokens"] = total_tokens(r)
+    assert records[-1]["total_tokens"] == 40 + 10 + 60
+    bin_of = {p: 0 for p in ("p0", "p1", "p2", "p3")}
+    generated = compute_optimal(records, bin_of, seed=0)
+    total = compute_optimal(records, bin_of, seed=0, tokens="total_tokens")
+    assert generated["choices"][0]["bin0@4"] == "best_of_n@2"
+    assert total["choices"][0]["bin0@4"] == "majority@2"  # as accurate as majority@4, and cheaper
+    assert total["budgets"][4] == {"token_budget": 50.0, "accuracy": 0.0, "total_tokens": 50.0, "problems": 4}
+    rows = summarize(records)
+    [bon] = [r for r in rows if r["strategy"] == "best_of_n"]
+    assert bon["total_tokens"] == 110 and tokens_to_match(rows, "majority", 0.0, "total_tokens") == 30
+    assert "total tokens" in table_markdown(rows, "total") and "majority total tokens" in table_markdown(rows, "total")
 
 
 def test_compute_optimal_reports_the_held_out_fold():

@@ -36,7 +36,8 @@ def run(cfg: Config, progress: bool = True) -> dict:
     from ponder.config import ConfigError
 
     check(cfg)
-    require(cfg, positive=("n_problems", "bins"), choices={"difficulty": ("pass_rate", "score")})
+    require(cfg, positive=("n_problems", "bins"), choices={"difficulty": ("pass_rate", "score"),
+                                                                "compute": ("generated", "total")})
     if not cfg.strategies:
         raise ConfigError("--strategies is empty: name at least one strategy to sweep, e.g. --strategies "
                           "greedy,majority,best_of_n")
@@ -59,12 +60,12 @@ def run(cfg: Config, progress: bool = True) -> dict:
     with ctx.generator if local else nullcontext(), bar if progress else nullcontext():
         out = run_scale(ctx, problems, cfg, tick, cells=run_dir / "cells.jsonl", setup=partial(search_worker, cfg))
     write_json(run_dir / "scale.json", out)
-    table = table_markdown(out["rows"])
+    table = table_markdown(out["rows"], cfg.compute)
     note = out.get("compute_optimal", {}).get("difficulty")
     if note:
         table += f"\n\nCompute-optimal difficulty bins: {note}."
     atomic_write(run_dir / "scale.md", table + "\n")
-    plot_scaling(out["rows"], run_dir / "scale.png", title=f"{cfg.task} {cfg.task_args or ''} ({len(problems)} problems)")
+    plot_scaling(out["rows"], run_dir / "scale.png", compute=cfg.compute, title=f"{cfg.task} {cfg.task_args or ''} ({len(problems)} problems)")
     return {"table": table, "choices": out.get("compute_optimal", {}).get("choices"), "run_dir": str(run_dir)}
 
 

@@ -9,8 +9,9 @@ COLORS = {"greedy": "black", "majority": "tab:blue", "best_of_n": "tab:orange", 
           "pass@N oracle": "grey"}
 
 
-def plot_scaling(rows: list[dict] | dict[str, list[dict]], path, title: str = "") -> None:
-    """Accuracy against mean generated tokens per problem (log x), one line per strategy.
+def plot_scaling(rows: list[dict] | dict[str, list[dict]], path, title: str = "", compute: str = "generated") -> None:
+    """Accuracy against mean generated (or, `compute="total"`, generated + prefill + scorer)
+    tokens per problem (log x), one line per strategy.
     `rows` may map a policy name to its rows (e.g. {"SFT": ..., "RL": ...}): each policy then
     gets its own line style, colours still naming the strategy."""
     import matplotlib
@@ -23,12 +24,13 @@ def plot_scaling(rows: list[dict] | dict[str, list[dict]], path, title: str = ""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for k, (policy, policy_rows) in enumerate(series.items()):
         for strategy in sorted({r["strategy"] for r in policy_rows}):
-            pts = sorted((r["generated_tokens"], r["accuracy"]) for r in policy_rows if r["strategy"] == strategy)
+            pts = sorted((r[f"{compute}_tokens"], r["accuracy"]) for r in policy_rows
+                         if r["strategy"] == strategy and f"{compute}_tokens" in r)
             label = f"{policy} {strategy}".strip()
             ax.plot([p[0] for p in pts], [p[1] for p in pts], styles[k % len(styles)], marker="o", label=label,
                     color=COLORS.get(strategy))
     ax.set_xscale("log")
-    ax.set_xlabel("generated tokens per problem (log)")
+    ax.set_xlabel(f"{compute} tokens per problem (log)")
     ax.set_ylabel("accuracy")
     ax.set_title(title or "test-time scaling")
     ax.grid(alpha=0.3)

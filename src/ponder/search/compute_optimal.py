@@ -63,27 +63,30 @@ def halves(bin_of: dict[str, int], seed: int = 0) -> tuple[set[str], set[str]]:
     return a, b
 
 
-def token_budgets(records: list[dict]) -> dict[int, float]:
-    """N -> mean generated tokens per problem of majority@N (of best_of_n@N when the sweep
-    has no majority): the token budgets compute-optimal selection is compared at."""
+def token_budgets(records: list[dict], tokens: str = "generated_tokens") -> dict[int, float]:
+    """N -> mean tokens per problem of majority@N (of best_of_n@N when the sweep has no
+    majority): the token budgets compute-optimal selection is compared at. `tokens`: the
+    record field counted, "generated_tokens" or "total_tokens" (generated + prefill +
+    scorer, `ponder scale --compute total`)."""
     ref = "majority" if any(r["strategy"] == "majority" for r in records) else "best_of_n"
     spent: dict[int, list[int]] = defaultdict(list)
     for r in records:
         if r["strategy"] == ref:
-            spent[r["budget"]].append(r["generated_tokens"])
+            spent[r["budget"]].append(r[tokens])
     if not spent:
         raise ValueError("compute-optimal selection needs 'majority' or 'best_of_n' in the sweep to set token budgets")
     return {n: sum(t) / len(t) for n, t in sorted(spent.items())}
 
 
-def _cells(records: list[dict], problems: set[str], bin_of: dict[str, int]) -> dict[int, dict[Setting, tuple]]:
-    """bin -> setting -> (accuracy, mean generated tokens) over `problems`."""
+def _cells(records: list[dict], problems: set[str], bin_of: dict[str, int],
+           tokens: str = "generated_tokens") -> dict[int, dict[Setting, tuple]]:
+    """bin -> setting -> (accuracy, mean tokens) over `problems`."""
     acc: dict[tuple, list] = defaultdict(lambda: [0, 0, 0])
     for r in records:
         if r["problem"] in problems:
             cell = acc[(bin_of[r["problem"]], (r["strategy"], r["budget"]))]
             cell[0] += r["correct"]
-            cell[1] += r["generated_tokens"]
+            cell[1] += r[tokens]
             cell[2] += 1
     out: dict[int, dict[Setting, tuple]] = defaultdict(dict)
     for (b, setting), (c, t, n) in acc.items():
@@ -92,13 +95,13 @@ def _cells(records: list[dict], problems: set[str], bin_of: dict[str, int]) -> d
 
 
 def choose_settings(records: list[dict], problems: set[str], bin_of: dict[str, int],
-                    token_budget: float) -> dict[int, Setting]:
+                    token_budget: float, tokens: str = "generated_tokens") -> dict[int, Setting]:
     """bin -> the setting with the best accuracy on `problems` among those whose mean
     generated tokens there fit `token_budget` (fewer tokens on a tie, then the name). A bin
     where nothing fits gets its cheapest setting (it overspends; the report shows its
     measured tokens)."""
     chosen = {}
-    for b, cells in _cells(records, problems, bin_of).items():
+    for b, cells in _cells(records, problems, bin_of, tokens).items():
         fits = {s: v for s, v in cells.items() if v[1] <= token_budget + 1e-9}
         if fits:
             chosen[b] = min(fits, key=lambda s: (-fits[s][0], fits[s][1], s))
@@ -108,22 +111,24 @@ def choose_settings(records: list[dict], problems: set[str], bin_of: dict[str, i
 
 
 def compute_optimal(records: list[dict], bin_of: dict[str, int], budgets: dict[int, float] | None = None,
-                    seed: int = 0) -> dict:
-    """Two-fold compute-optimal selection at equal generated tokens.
+                    seed: int = 0, tokens: str = "generated_tokens") -> dict:
+    """Two-fold compute-optimal selection at equal tokens (`tokens`: the record field
+    counted, generated tokens by default; the returned budgets report theirs under the same
+    name).
 
     `budgets`: label N -> token budget per problem (default `token_budgets(records)`).
     Returns {"budgets": {N: {token_budget, accuracy, generated_tokens, problems}}, with the
     held-out accuracy and mean generated tokens of the per-bin choices, and "choices": per
     fold, {"bin<b>@<N>": "<strategy>@<N'>"} as chosen on that fold's fitting half}."""
-    budgets = token_budgets(records) if budgets is None else budgets
+    budgets = token_budgets(records, tokens) if budgets is None else budgets
     a, b = halves(bin_of, seed)
     by_key = {(r["strategy"], r["budget"], r["problem"]): r for r in records}
     folds = [(a, b), (b, a)]
     out: dict = {"budgets": {}, "choices": [{} for _ in folds]}
     for label, tokens_allowed in budgets.items():
-        correct = tokens = n = 0
+        correct = spent = n = 0
         for fold, (fit, held) in enumerate(folds):
-            chosen = choose_settings(records, fit, bin_of, tokens_allowed)
+            chosen = choose_settings(records, fit, bin_of, tokens_allowed, tokens)
             for k, (strategy, budget) in sorted(chosen.items()):
                 out["choices"][fold][f"bin{k}@{label}"] = f"{strategy}@{budget}"
             for pid in held:
@@ -132,9 +137,9 @@ def compute_optimal(records: list[dict], bin_of: dict[str, int], budgets: dict[i
                 if r is None:
                     continue
                 correct += r["correct"]
-                tokens += r["generated_tokens"]
+                spent += r[tokens]
                 n += 1
         if n:
             out["budgets"][label] = {"token_budget": tokens_allowed, "accuracy": correct / n,
-                                     "generated_tokens": tokens / n, "problems": n}
+                                     tokens: spent / n, "problems": n}
     return out

@@ -82,6 +82,11 @@ class ScaleConfig(SearchParams):
     """problems drawn from the split"""
     split: str = "test"
     """task split"""
+    compute: str = "generated"
+    """the compute axis strategies are compared on (token budgets, compute-optimal selection,
+    majority tokens to match): 'generated' tokens, or 'total' = generated + prefill + scorer
+    tokens, which charges a verifier's or PRM's reading (and a rollout verifier's rollouts) and
+    a tree search's re-prefills as compute"""
     difficulty: str = "pass_rate"
     """how problems are binned: 'pass_rate' (the policy's own, uses gold answers) or
     'score' (the scorer's mean score of the samples; no gold answers needed)"""
@@ -256,6 +261,15 @@ def _record(ctx: SearchContext, problem: Problem, strategy: str, budget: int, pa
     }
 
 
+TOKENS = {"generated": "generated_tokens", "total": "total_tokens"}
+"""`ScaleConfig.compute` -> the record field it counts"""
+
+
+def total_tokens(r: dict) -> int:
+    """Everything a record's search pushed through a model: generated + prefill + scorer tokens."""
+    return r["generated_tokens"] + r["prefill_tokens"] + r["scorer_tokens"]
+
+
 def summarize(records: list[dict]) -> list[dict]:
     """Accuracy and mean compute per (strategy, budget), plus the pass@N oracle rows."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
@@ -269,6 +283,7 @@ def summarize(records: list[dict]) -> list[dict]:
                "selection": rs[0].get("selection")}
         for key in ("generated_tokens", "prefill_tokens", "scorer_tokens", "wall_s"):
             row[key] = sum(r[key] for r in rs) / n
+        row["total_tokens"] = sum(map(total_tokens, rs)) / n
         row["prefill_per_generated"] = row["prefill_tokens"] / max(row["generated_tokens"], 1e-9)
         rows.append(row)
         if strategy == "majority":
@@ -300,10 +315,10 @@ def difficulty_note(records: list[dict], how: str) -> str:
             f"uses; {tokens:.0f} generated tokens per problem, counted in no strategy's compute)")
 
 
-def tokens_to_match(rows: list[dict], strategy: str, accuracy: float) -> float | None:
-    """Generated tokens `strategy` needs to reach `accuracy`, interpolated linearly in
-    log(tokens) between its sweep points; None if it never gets there."""
-    curve = sorted((r["generated_tokens"], r["accuracy"]) for r in rows if r["strategy"] == strategy)
+def tokens_to_match(rows: list[dict], strategy: str, accuracy: float, tokens: str = "generated_tokens") -> float | None:
+    """Tokens (the rows' field `tokens`) `strategy` needs to reach `accuracy`, interpolated
+    linearly in log(tokens) between its sweep points; None if it never gets there."""
+    curve = sorted((r[tokens], r["accuracy"]) for r in rows if r["strategy"] == strategy)
     for (t0, a0), (t1, a1) in zip(curve, curve[1:]):
         if a0 >= accuracy:
             return t0
@@ -320,43 +335,50 @@ def run_scale(ctx: SearchContext | None, problems: list[Problem], cfg: ScaleConf
     compute-optimal rows: per N, the best setting per difficulty bin within the tokens
     majority@N spends (compute_optimal.py), scored on held-out halves."""
     records = sweep(ctx, problems, cfg, on_result, cells, setup)
+    if cfg.compute not in TOKENS:
+        raise ValueError(f"compute must be one of {', '.join(TOKENS)}, got {cfg.compute!r}")
+    key = TOKENS[cfg.compute]
+    for r in records:
+        r["total_tokens"] = total_tokens(r)
     rows = summarize(records)
     out = {"rows": rows, "records": records}
     if any(r["strategy"] in ("majority", "best_of_n") for r in records):
         bin_of = difficulty_bins(difficulty_of(records, cfg.difficulty), cfg.bins)
-        opt = compute_optimal([r for r in records if r["strategy"] != DIFFICULTY], bin_of, seed=cfg.seed)
+        opt = compute_optimal([r for r in records if r["strategy"] != DIFFICULTY], bin_of, seed=cfg.seed, tokens=key)
         opt["difficulty"] = difficulty_note(records, cfg.difficulty)
         out["compute_optimal"] = opt
         for budget, v in opt["budgets"].items():
             rows.append({"strategy": "compute-optimal", "budget": budget, "problems": v["problems"],
-                         "accuracy": v["accuracy"], "generated_tokens": v["generated_tokens"],
-                         "token_budget": v["token_budget"]})
+                         "accuracy": v["accuracy"], key: v[key], "token_budget": v["token_budget"]})
     if any(r["strategy"] == "majority" for r in rows):
         for row in rows:
-            need = tokens_to_match(rows, "majority", row["accuracy"])
+            need = tokens_to_match(rows, "majority", row["accuracy"], key)
             row["majority_tokens_to_match"] = need
-            row["token_ratio_vs_majority"] = need / row["generated_tokens"] if need and row["generated_tokens"] else None
+            row["token_ratio_vs_majority"] = need / row[key] if need and row.get(key) else None
+    out["compute"] = cfg.compute
     return out
 
 
-def table_markdown(rows: list[dict]) -> str:
-    """The summary rows as a markdown table."""
+def table_markdown(rows: list[dict], compute: str = "generated") -> str:
+    """The summary rows as a markdown table; the majority-tokens column counts `compute`'s
+    tokens (generated, or total)."""
+    key = TOKENS[compute]
     head = ["strategy", "N", "accuracy", "gen tokens", "prefill tokens", "prefill/gen", "scorer tokens",
-            "wall s", "majority tokens for same acc."]
+            "total tokens", "wall s", f"majority {compute} tokens for same acc."]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
     def f(v, fmt):
         return "" if v is None else format(v, fmt)
 
     # Below majority's cheapest point, the tokens it needs are at most that point's.
-    majority = sorted((r["generated_tokens"], r["accuracy"]) for r in rows if r["strategy"] == "majority")
+    majority = sorted((r[key], r["accuracy"]) for r in rows if r["strategy"] == "majority")
     floor = majority[0][1] if majority else 0.0
     for r in sorted(rows, key=lambda r: (r["strategy"], r["budget"])):
         lines.append("| " + " | ".join([
             r["strategy"] + (" (weighted vote)" if r.get("selection") == "weighted vote" else ""), str(r["budget"]),
             f(r["accuracy"], ".3f"), f(r.get("generated_tokens"), ".0f"),
             f(r.get("prefill_tokens"), ".0f"), f(r.get("prefill_per_generated"), ".2f"),
-            f(r.get("scorer_tokens"), ".0f"), f(r.get("wall_s"), ".2f"),
+            f(r.get("scorer_tokens"), ".0f"), f(r.get("total_tokens"), ".0f"), f(r.get("wall_s"), ".2f"),
             ("" if r.get("majority_tokens_to_match") is None else
              f"{'<=' if r['accuracy'] < floor else ''}{r['majority_tokens_to_match']:.0f} "
              f"({r['token_ratio_vs_majority']:.1f}x)"),
