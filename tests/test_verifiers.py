@@ -170,6 +170,11 @@ def test_step_verifiers_by_spec_in_a_search_with_their_compute_counted(arith_pol
     assert r.compute.scorer_tokens == scorer.usage.tokens > 0
     assert r.compute.generated_tokens == policy.usage.generated_tokens > 0
     assert all(c.step_scores for c in r.candidates)
+    # A second search of the same problem (another cell of a sweep) pays for its own scoring.
+    again = search("beam", ctx, problems[0], SearchParams(n=4, beam_width=2, temperature=1.0, max_tokens=48,
+                                                          max_step_tokens=16, seed=0))
+    assert again.compute.scorer_tokens == r.compute.scorer_tokens
+    assert [c.step_scores for c in again.candidates] == [c.step_scores for c in r.candidates]
 
 
 @pytest.mark.parametrize("spec, message", [

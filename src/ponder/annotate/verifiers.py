@@ -17,13 +17,15 @@ Both count what they spend in `usage.tokens` (prefill + generated tokens of thei
 so a search reports them as scorer compute. Give each an engine of its own, not the search's
 policy engine, or the policy's counter would count the verifier's tokens a second time
 (`ponder.search.scorers.load_scorer` opens one). Both keep what they computed per (prompt,
-step prefix), so a step-level search that rescores a growing solution pays for each prefix
-once, and seed every prefix's rollouts by the prefix itself, so a score does not depend on
-what else was scored in the same call.
+step prefix) for the length of one search (`start_search` forgets a prompt's), so a
+step-level search that rescores a growing solution pays for each prefix once while a sweep's
+cells still each pay for their own; and the rollouts of a prefix are seeded by the prefix
+itself, so a score does not depend on what else was scored in the same call.
 """
 from __future__ import annotations
 
 import math
+import threading
 
 from ponder.annotate.rollouts import join_prefix
 from ponder.generation.base import Generator, SamplingParams
@@ -67,6 +69,11 @@ class RolloutVerifier(Scorer):
         self.rollouts = 0
         """rollouts generated so far"""
         self._values: dict[tuple[str, tuple[str, ...]], float] = {}
+        self._lock = threading.Lock()
+
+    def start_search(self, prompt: str) -> None:
+        with self._lock:  # a batched search starts problems on threads of their own
+            self._values = {k: v for k, v in self._values.items() if k[0] != prompt}
 
     def _problem(self, prompt: str) -> Problem:
         try:
@@ -104,6 +111,10 @@ class RolloutVerifier(Scorer):
             self._values[(prompt, steps)] = (float(wins > 0) if self.estimate == "hard" else wins / len(samples))
 
     def score_steps(self, prompts: list[str], steps: list[list[str]]) -> list[list[float]]:
+        with self._lock:
+            return self._score_steps(prompts, steps)
+
+    def _score_steps(self, prompts: list[str], steps: list[list[str]]) -> list[list[float]]:
         for p in prompts:
             self._problem(p)
         out = [[0.0] * len(st) for st in steps]
@@ -151,6 +162,11 @@ class StepJudge(Scorer):
         self.generator, self.template, self.yes, self.no = generator, template, yes, no
         self.usage = ScorerUsage()
         self._scores: dict[tuple[str, tuple[str, ...]], float] = {}
+        self._lock = threading.Lock()
+
+    def start_search(self, prompt: str) -> None:
+        with self._lock:
+            self._scores = {k: v for k, v in self._scores.items() if k[0] != prompt}
 
     def prompt(self, question: str, steps: list[str]) -> str:
         """The question about the last of `steps`, given the ones before it."""
@@ -158,6 +174,10 @@ class StepJudge(Scorer):
         return self.template.format(question=question.strip(), previous=previous, step=steps[-1])
 
     def score_steps(self, prompts: list[str], steps: list[list[str]]) -> list[list[float]]:
+        with self._lock:
+            return self._score_steps(prompts, steps)
+
+    def _score_steps(self, prompts: list[str], steps: list[list[str]]) -> list[list[float]]:
         states = [(p, tuple(st[:i + 1])) for p, st in zip(prompts, steps, strict=True) for i in range(len(st))]
         todo = list(dict.fromkeys(s for s in states if s not in self._scores))
         if todo:

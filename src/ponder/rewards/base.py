@@ -39,6 +39,11 @@ class Scorer:
     def score_steps(self, prompts: list[str], steps: list[list[str]]) -> list[list[float]]:
         raise NotImplementedError(f"{type(self).__name__} does not score steps")
 
+    def start_search(self, prompt: str) -> None:
+        """A new search of `prompt` begins: a scorer that keeps what it computed per prompt
+        (the step verifiers) forgets it, so each search pays for its own scoring and a sweep's
+        cells do not share compute. Nothing to do for the others."""
+
 
 AGGREGATIONS = ("last", "min", "prod", "mean")
 

@@ -161,6 +161,8 @@ def get_strategy(name: str) -> Strategy:
 def search(strategy: str, ctx: SearchContext, problem: Problem, cfg: SearchParams) -> SearchResult:
     """Run one strategy on one problem and measure what it spent."""
     fn = get_strategy(strategy)
+    if ctx.scorer is not None:
+        ctx.scorer.start_search(ctx.task.prompt(problem))
     gen0 = ctx.generator.usage.copy()
     sc0 = ctx.scorer.usage.copy() if ctx.scorer is not None else None
     t0 = time.perf_counter()

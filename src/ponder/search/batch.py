@@ -273,3 +273,6 @@ class _ProblemScorer(Scorer):
 
     def score_outcomes(self, prompts, completions):
         return self._call("score_outcomes", prompts, completions)
+
+    def start_search(self, prompt: str) -> None:
+        self.worker.batch.ctx.scorer.start_search(prompt)
