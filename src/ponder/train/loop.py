@@ -54,11 +54,11 @@ from typing import Any, Callable
 
 import torch
 
+from ponder.config import to_dict
 from ponder.generation.base import mark_weights_changed
 from ponder.models.device import place, step_done, to_device
 from ponder.runs import atomic_write
 from ponder.seeds import derive
-from ponder.config import to_dict
 from ponder.train.config import TrainConfig
 from ponder.train import distributed
 from ponder.train.tracking import Tracking

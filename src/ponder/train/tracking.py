@@ -171,9 +171,6 @@ class Tracking:
         self._resumed_mlflow = False
         self._kept: list | None = None
 
-    def __bool__(self) -> bool:
-        return bool(self.names)
-
     # ----------------------------------------------------------------- the trackers' ids
     def _state(self) -> dict:
         path = self.run_dir / STATE
