@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from ponder.cli import app
 
-STAGES = ["build", "sft", "eval_sft", "annotate", "prm", "rl", "eval_rl", "scale"]
+STAGES = ["build", "sft", "eval_sft", "annotate", "prm", "rl", "eval_rl", "scale", "equal_compute"]
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +45,21 @@ def test_quick_demo_report_matches_stage_outputs(quick_run):
     scale_records = [json.loads(l) for l in (run / "scale_rl_records.jsonl").read_text().splitlines()]
     beam = [r["correct"] for r in scale_records if r["strategy"] == "beam" and r["budget"] == 4]
     assert fixed["accuracy"] == sum(beam) / len(beam) and fixed["n"] == len(beam) == 6
+    # the equal-compute claim: best_of_n with the rollout verifier at the largest N whose total
+    # tokens fit majority@4's, recomputed from both searches' records
+    equal = summary["comparisons"]["search_vs_majority_equal_compute"]["rl"]
+    guided = [json.loads(l) for l in (run / "equal_compute_rl_records.jsonl").read_text().splitlines()]
+    total = lambda r: r["generated_tokens"] + r["prefill_tokens"] + r["scorer_tokens"]  # noqa: E731
+    majority = [r for r in scale_records if r["strategy"] == "majority" and r["budget"] == 4]
+    assert equal["majority_total_tokens"] == pytest.approx(sum(map(total, majority)) / len(majority))
+    chosen = [r for r in guided if r["budget"] == equal["budget"]]
+    assert equal["accuracy"] == sum(r["correct"] for r in chosen) / len(chosen) and equal["n"] == 6
+    assert equal["total_tokens"] == pytest.approx(sum(map(total, chosen)) / len(chosen))
+    assert all(r["scorer_tokens"] > 0 for r in guided)  # the rollouts are charged
+    assert equal["fits"] == (equal["total_tokens"] <= equal["majority_total_tokens"])
+    if equal["fits"]:  # the largest N that fits: any larger N tried overspent
+        assert all(row["total_tokens"] > equal["majority_total_tokens"]
+                   for row in summary["equal_compute"]["rl"] if row["budget"] > equal["budget"])
     assert summary["comparisons"]["rl_minus_sft_greedy"] == pytest.approx(
         stage["eval_rl"]["summary"]["greedy_accuracy"] - stage["eval_sft"]["summary"]["greedy_accuracy"])
     assert set(summary["wall_s"]) == set(STAGES)

@@ -96,7 +96,8 @@ def test_total_compute_charges_the_scorer_and_changes_the_choice():
     total = compute_optimal(records, bin_of, seed=0, tokens="total_tokens")
     assert generated["choices"][0]["bin0@4"] == "best_of_n@2"
     assert total["choices"][0]["bin0@4"] == "majority@2"  # as accurate as majority@4, and cheaper
-    assert total["budgets"][4] == {"token_budget": 50.0, "accuracy": 0.0, "total_tokens": 30.0, "problems": 4}
+    assert total["budgets"][4] == {"token_budget": 50.0, "accuracy": 0.0, "total_tokens": 30.0,
+                                  "generated_tokens": 20.0, "problems": 4}
     rows = summarize(records)
     [bon] = [r for r in rows if r["strategy"] == "best_of_n"]
     assert bon["total_tokens"] == 110 and tokens_to_match(rows, "majority", 0.0, "total_tokens") == 30

@@ -79,6 +79,11 @@ def write_jsonl(path: str | Path, rows) -> None:
     atomic_write(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
+def read_jsonl(path: str | Path) -> list[dict]:
+    """The rows of a JSONL file ponder wrote (blank lines skipped)."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
 def _differences(saved: dict, new: dict) -> list[str]:
     """Options set differently; an option the saved config lacks (added to ponder since that
     run started) counts only if set away from nothing."""

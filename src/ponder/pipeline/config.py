@@ -71,6 +71,13 @@ class DemoConfig:
     """the PRM-guided strategy the report compares with majority vote (fixed before the run)"""
     compare_budget: int = 16
     """the budget N of that comparison (both sides spend N samples or beams)"""
+    equal_compute_scorer: str = "rollout:k=2"
+    """the label-free step verifier of the second fixed comparison: best_of_n guided by it, at
+    the largest N of `equal_compute_budgets` whose mean total tokens (generated + prefill +
+    scorer) fit those of majority@`compare_budget`, against that majority (the rollout
+    verifier: Math-Shepherd's Monte Carlo value of each step at test time, k rollouts a step)"""
+    equal_compute_budgets: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 6, 8])
+    """the N tried, in order, for that comparison (the sweep stops at the first that overspends)"""
     engine: str = "torch"
     """engine that samples from the trained models (evaluation, annotation, RL rollouts,
     scaling sweep): torch or vllm. A server URL does not fit: the demo trains its own models"""
@@ -104,6 +111,17 @@ class DemoConfig:
             raise ConfigError(f"the fixed comparison {self.compare_strategy}@{self.compare_budget} vs majority@"
                               f"{self.compare_budget} must be in the sweep: scale_strategies {self.scale_strategies}, "
                               f"scale_budgets {self.scale_budgets}")
+        if not self.equal_compute_budgets or any(not isinstance(n, int) or n < 1 for n in self.equal_compute_budgets):
+            raise ConfigError(f"--equal-compute-budgets {self.equal_compute_budgets}: give positive integers N, e.g. 1,2,4")
+        from ponder.search.scorers import STEP_VERIFIERS, parse_spec
+
+        if self.equal_compute_scorer.split(":", 1)[0] != "rollout":
+            raise ConfigError(f"--equal-compute-scorer {self.equal_compute_scorer!r}: expected the rollout verifier, "
+                              f"rollout[:k=2,...] (options: {', '.join(STEP_VERIFIERS['rollout'])})")
+        try:
+            parse_spec(self.equal_compute_scorer)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         if self.rl_estimator == "process_grpo":
             from ponder.tasks import get_task
 
@@ -120,4 +138,5 @@ SFT budget, asked without the instruction sentence."""
 
 QUICK = dict(n_train=3000, sft_steps=150, batch_size=16, eval_n=24, eval_k=4, dev_n=12, annotate_n=8,
              annotate_samples=2, annotate_k=2, prm_steps=10, prm_eval_n=8, prm_eval_samples=4, rl_steps=3,
-             rl_prompts=4, rl_group=4, scale_n=6, scale_budgets=[1, 4], compare_budget=4)
+             rl_prompts=4, rl_group=4, scale_n=6, scale_budgets=[1, 4], compare_budget=4,
+             equal_compute_budgets=[1, 2])

@@ -60,6 +60,9 @@ def run_demo(dc: DemoConfig, run_dir: Path) -> dict:
               stages.Evaluated, "RL policy: held-out accuracy"),
         Stage("scale", lambda r: stages.scale(dc, split, {"sft": r["sft"], "rl": r["rl"]}, r["prm"], run_dir),
               stages.Scaled, "test-time scaling sweep with the PRM, SFT and RL policies"),
+        Stage("equal_compute", lambda r: stages.equal_compute(dc, split, {"sft": r["sft"], "rl": r["rl"]}, r["scale"],
+                                                              run_dir),
+              stages.EqualCompute, f"best_of_n with the {dc.equal_compute_scorer} verifier at majority's total tokens"),
     ]
     results, wall = run_stages(run_dir, pipeline)
     summary = build_summary(dc, results, wall, time.time() - t_start)

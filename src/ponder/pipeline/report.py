@@ -84,6 +84,15 @@ def findings(summary: dict) -> list[str]:
                      f"{_f(b['tokens'], 0)} tokens) {verdict} majority vote@{b['budget']} ({b['majority_accuracy']:.3f}, "
                      f"{_f(b['majority_tokens'], 0)} tokens): {b['difference']:+.3f} ± {b['se']:.3f} over {b['n']} "
                      "problems (the one comparison fixed before the run).")
+    for name, b in c.get("search_vs_majority_equal_compute", {}).items():
+        verdict = "is within noise of" if not b["beyond_2se"] else ("beats" if b["difference"] > 0 else "falls short of")
+        spend = "within" if b["fits"] else "over (no N fits)"
+        lines.append(f"{name.upper()} policy at equal total compute (generated + prefill + scorer tokens): best_of_n@"
+                     f"{b['budget']} guided by the label-free {b['scorer']} verifier ({b['accuracy']:.3f}, "
+                     f"{b['total_tokens']:.0f} tokens, {spend} majority's) {verdict} majority vote@"
+                     f"{b['majority_budget']} ({b['majority_accuracy']:.3f}, {b['majority_total_tokens']:.0f} tokens; "
+                     f"votes by the search-time answer key): {b['difference']:+.3f} ± {b['se']:.3f} over {b['n']} "
+                     "problems (fixed before the run; N chosen by compute alone).")
     pb = (summary.get("prm") or {}).get("processbench")
     if pb:
         se = f" ± {pb['f1_se']:.3f} (bootstrap standard error over problems)" if pb.get("f1_se") is not None else ""

@@ -2,7 +2,7 @@
 stages' typed results, returning its own typed result (cached by `cache.run_stages`)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -16,9 +16,11 @@ from ponder.pipeline.config import DemoConfig
 from ponder.rewards.base import VerifierScorer
 from ponder.rewards.functions import reward_functions
 from ponder.rewards.model import load_prm, new_reward_model
-from ponder.runs import write_jsonl
-from ponder.search import SearchContext
-from ponder.search.scale import ScaleConfig, run_scale
+from ponder.runs import read_jsonl, write_jsonl
+from ponder.search import SearchContext, SearchParams
+from ponder.search.driver import search_all
+from ponder.search.scale import ScaleConfig, run_scale, total_tokens
+from ponder.search.scorers import load_scorer
 from ponder.seeds import derive
 from ponder.tasks import get_task
 from ponder.tasks.base import Problem, Task
@@ -83,6 +85,16 @@ class Scaled:
     """policy name -> the sweep's summary rows"""
     records: dict
     """policy name -> per-(problem, strategy, budget) records (JSONL)"""
+
+
+@dataclass
+class EqualCompute:
+    majority_tokens: dict
+    """policy name -> mean total tokens per problem of majority@compare_budget in the sweep"""
+    rows: dict
+    """policy name -> per N tried: accuracy and mean tokens of best_of_n guided by the verifier"""
+    records: dict
+    """policy name -> per-(problem, N) records of those searches (JSONL)"""
 
 
 # ----------------------------------------------------------------------------- stages
@@ -177,6 +189,7 @@ def scale(cfg: DemoConfig, split: Split, policies: dict[str, Trained], reward_mo
     problems = split.held_out[:cfg.scale_n]
     scorer = load_prm(reward_model.model_dir)
     sc = ScaleConfig(strategies=tuple(cfg.scale_strategies), budgets=tuple(cfg.scale_budgets), weighted=True,
+                     compute="total",
                      temperature=cfg.temperature, max_tokens=cfg.max_tokens, max_step_tokens=cfg.max_tokens,
                      beam_width=4, seed=cfg.seed, workers=cfg.workers, ray_address=cfg.ray_address)
     rows, records = {}, {}
@@ -191,6 +204,43 @@ def scale(cfg: DemoConfig, split: Split, policies: dict[str, Trained], reward_mo
         write_jsonl(path, res["records"])
         rows[name], records[name] = res["rows"], str(path)
     return Scaled(rows, records)
+
+
+def equal_compute(cfg: DemoConfig, split: Split, policies: dict[str, Trained], scaled: Scaled,
+                  run_dir: Path) -> EqualCompute:
+    """best_of_n guided by the label-free rollout verifier (`equal_compute_scorer`) on the
+    sweep's problems, at N = `equal_compute_budgets` in turn until its mean total tokens
+    (generated + prefill + scorer: the rollouts are charged) pass those majority@`compare_budget`
+    spent there. Its samples are majority's first N (the same seeds): a paired comparison.
+    The verifier rolls out on a torch engine of its own, so the policy's count stays its own."""
+    problems = split.held_out[:cfg.scale_n]
+    params = SearchParams(temperature=cfg.temperature, max_tokens=cfg.max_tokens, max_step_tokens=cfg.max_tokens,
+                          seed=cfg.seed)
+    spent, rows, records = {}, {}, {}
+    for name, policy in policies.items():
+        majority = [r for r in read_jsonl(scaled.records[name])
+                    if r["strategy"] == "majority" and r["budget"] == cfg.compare_budget]
+        spent[name] = sum(map(total_tokens, majority)) / len(majority)
+        scorer = load_scorer(cfg.equal_compute_scorer, split.task, problems,
+                             policy=partial(make_engine, "torch", policy.model_dir), seed=derive(cfg.seed, "verifier"))
+        rows[name], recs = [], []
+        with make_engine(cfg.engine, policy.model_dir) as engine:
+            for n in cfg.equal_compute_budgets:
+                res = search_all("best_of_n", SearchContext(engine, split.task, scorer), problems, replace(params, n=n))
+                cell = [{"problem": p.id, "strategy": "best_of_n", "budget": n, "correct": r["correct"],
+                         "answer": r["answer"], **{k: r["compute"][k] for k in
+                                                   ("generated_tokens", "prefill_tokens", "scorer_tokens")}}
+                        for p, r in zip(problems, res["records"])]
+                recs += cell
+                rows[name].append({"budget": n, "accuracy": sum(r["correct"] for r in cell) / len(cell),
+                                   "total_tokens": sum(map(total_tokens, cell)) / len(cell),
+                                   "scorer_tokens": sum(r["scorer_tokens"] for r in cell) / len(cell)})
+                if rows[name][-1]["total_tokens"] > spent[name]:
+                    break
+        path = run_dir / f"equal_compute_{name}_records.jsonl"
+        write_jsonl(path, recs)
+        records[name] = str(path)
+    return EqualCompute(spent, rows, records)
 
 
 def _worker_engine_and_task(cfg: DemoConfig, model_dir: str):

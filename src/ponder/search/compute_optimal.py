@@ -114,7 +114,7 @@ def compute_optimal(records: list[dict], bin_of: dict[str, int], budgets: dict[i
                     seed: int = 0, tokens: str = "generated_tokens") -> dict:
     """Two-fold compute-optimal selection at equal tokens (`tokens`: the record field
     counted, generated tokens by default; the returned budgets report theirs under the same
-    name).
+    name, and the generated tokens too).
 
     `budgets`: label N -> token budget per problem (default `token_budgets(records)`).
     Returns {"budgets": {N: {token_budget, accuracy, generated_tokens, problems}}, with the
@@ -126,7 +126,7 @@ def compute_optimal(records: list[dict], bin_of: dict[str, int], budgets: dict[i
     folds = [(a, b), (b, a)]
     out: dict = {"budgets": {}, "choices": [{} for _ in folds]}
     for label, tokens_allowed in budgets.items():
-        correct = spent = n = 0
+        correct = spent = generated = n = 0
         for fold, (fit, held) in enumerate(folds):
             chosen = choose_settings(records, fit, bin_of, tokens_allowed, tokens)
             for k, (strategy, budget) in sorted(chosen.items()):
@@ -138,8 +138,9 @@ def compute_optimal(records: list[dict], bin_of: dict[str, int], budgets: dict[i
                     continue
                 correct += r["correct"]
                 spent += r[tokens]
+                generated += r["generated_tokens"]
                 n += 1
         if n:
             out["budgets"][label] = {"token_budget": tokens_allowed, "accuracy": correct / n,
-                                     tokens: spent / n, "problems": n}
+                                     tokens: spent / n, "generated_tokens": generated / n, "problems": n}
     return out

@@ -349,7 +349,8 @@ def run_scale(ctx: SearchContext | None, problems: list[Problem], cfg: ScaleConf
         out["compute_optimal"] = opt
         for budget, v in opt["budgets"].items():
             rows.append({"strategy": "compute-optimal", "budget": budget, "problems": v["problems"],
-                         "accuracy": v["accuracy"], key: v[key], "token_budget": v["token_budget"]})
+                         "accuracy": v["accuracy"], "generated_tokens": v["generated_tokens"], key: v[key],
+                         "token_budget": v["token_budget"]})
     if any(r["strategy"] == "majority" for r in rows):
         for row in rows:
             need = tokens_to_match(rows, "majority", row["accuracy"], key)
