@@ -160,7 +160,7 @@ def test_step_verifiers_by_spec_in_a_search_with_their_compute_counted(arith_pol
         return opened[-1]
 
     problems = [p for p, _ in solved]
-    scorer = load_scorer("rollout:k=2,max_tokens=40,estimate=soft", TASK, problems, policy=fresh_policy, seed=1)
+    scorer = load_scorer("rollout:k=2:max_tokens=40:estimate=soft", TASK, problems, policy=fresh_policy, seed=1)
     assert isinstance(scorer, RolloutVerifier) and (scorer.k, scorer.estimate, scorer.seed) == (2, "soft", 1)
     assert scorer.generator is opened[0] and scorer.generator is not policy
     ctx = SearchContext(policy, TASK, scorer)
@@ -193,3 +193,24 @@ def test_a_step_verifier_without_a_policy_says_what_it_needs():
         load_scorer("rollout", TASK, [])
     with pytest.raises(ValueError, match="judge:model=DIR"):
         load_scorer("judge", TASK, [])
+
+
+def test_eval_rm_rates_the_rollout_verifier_with_its_tokens(arith_policy, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from ponder.cli import app
+
+    out = tmp_path / "rm.json"
+    res = CliRunner().invoke(app, ["eval-rm", "--rm", "rollout:k=2:max_tokens=40", "--rm", "verifier", "--policy",
+                                   arith_policy, "--task", "arith", "--task-arg", "instruction=false", "--n", "6",
+                                   "--samples", "2", "--max-tokens", "48", "--output", str(out)])
+    assert res.exit_code == 0, res.output
+    models = json.loads(out.read_text())["models"]
+    rollout, exact = models["rollout:k=2:max_tokens=40"], models["verifier"]
+    assert rollout["kind"] == "RolloutVerifier" and rollout["scorer_tokens_per_solution"] > 0
+    assert exact["scorer_tokens_per_solution"] == 0 and exact["processbench"]["acc_erroneous"] == 1.0
+    assert 0.0 <= rollout["processbench"]["f1"] <= 1.0
+    bad = CliRunner().invoke(app, ["eval-rm", "--rm", "rollout:k=zero", "--policy", arith_policy, "--task", "arith"])
+    assert bad.exit_code != 0 and "k takes int" in bad.output and "Traceback" not in bad.output

@@ -11,8 +11,9 @@ from ponder.options import DeviceField, WorkerOptions
 @dataclass
 class Config(DeviceField, WorkerOptions):
     rm: list[str] = field(default_factory=list)
-    """reward models to evaluate: PRM or ORM dirs, a PRM server's URL (http://host:port/v1), or 'verifier' (the task's
-    exact checks)"""
+    """reward models to evaluate: PRM or ORM dirs, a PRM server's URL (http://host:port/v1), 'verifier' (the task's
+    exact checks), or a step verifier that needs no labels: 'rollout[:k=8:...]' (Monte Carlo value from the policy's
+    rollouts) or 'judge[:model=DIR:...]' (a model asked per step)"""
     policy: str = "runs/demo/sft/model"
     """policy that samples the solutions to judge, or a run name (with a server engine: the served name)"""
     engine: str = "torch"
@@ -52,6 +53,7 @@ def run(cfg: Config, progress: bool = True) -> dict:
     from ponder.generation.factory import is_url
     from ponder.rewards.model import load_reward_model
     from ponder.rewards.remote import HTTPScorer
+    from ponder.search.scorers import STEP_VERIFIERS, load_scorer
     from ponder.runs import write_json
     from ponder.parallel import check_workers, map_shards
     from ponder.tasks import get_task
@@ -65,9 +67,17 @@ def run(cfg: Config, progress: bool = True) -> dict:
     resolve_task(cfg, cfg.policy, cfg.engine)
     task = get_task(cfg.task, **cfg.task_args)
     problems = task.problems(cfg.split, n=cfg.n, seed=cfg.seed)
-    scorers = {path: VerifierScorer(task, problems) if path == "verifier" else
-               HTTPScorer(path, delimiter=task.step_delimiter) if is_url(path) else load_reward_model(path)
-               for path in cfg.rm}
+    scorers = {}
+    for path in cfg.rm:
+        if path.split(":", 1)[0] in STEP_VERIFIERS:  # rollout / judge: no labels, the policy (or a judge model)
+            try:
+                scorers[path] = load_scorer(path, task, problems, seed=cfg.seed, policy=lambda: open_engine(
+                    cfg.engine, cfg.policy, device=cfg.device))
+            except ValueError as e:
+                raise ConfigError(f"--rm {path}: {e}") from None
+        else:
+            scorers[path] = (VerifierScorer(task, problems) if path == "verifier" else
+                             HTTPScorer(path, delimiter=task.step_delimiter) if is_url(path) else load_reward_model(path))
     shards = chunks_of(problems, cfg.chunk)
     if cfg.workers > 1:
         parts = {r.index: r.value for r in map_shards(_sample_chunk, shards, setup=partial(_sampler, cfg),
@@ -83,8 +93,12 @@ def run(cfg: Config, progress: bool = True) -> dict:
            "majority": maj, "oracle": oracle, "models": {}}
     for name, scorer in scorers.items():
         agg = cfg.aggregation or getattr(scorer, "aggregation", "last")
-        out["models"][name] = {"kind": getattr(scorer, "kind", "verifier"), "aggregation": agg,
-                               **evaluate_reward_model(scorer, data, agg, cfg.threshold, ns)}
+        before = scorer.usage.tokens
+        quality = evaluate_reward_model(scorer, data, agg, cfg.threshold, ns)
+        solutions = max(1, sum(map(len, data.texts)))
+        out["models"][name] = {"kind": getattr(scorer, "kind", type(scorer).__name__ if name != "verifier" else "verifier"),
+                               "aggregation": agg, **quality,
+                               "scorer_tokens_per_solution": (scorer.usage.tokens - before) / solutions}
     if cfg.output:
         write_json(cfg.output, out)
     return out

@@ -22,7 +22,9 @@ class Config(SearchParams, DeviceField, WorkerOptions):
     strategy: str = "beam"
     """search strategy: greedy, majority, best_of_n, beam, dvts, lookahead, mcts, budget_forcing, self_refine"""
     scorer: str = "verifier"
-    """'verifier' (the task's exact checks, needs gold answers), a PRM directory, or 'none'"""
+    """'verifier' (the task's exact checks, needs gold answers), a PRM directory or server URL, a step verifier that
+    needs no labels ('rollout[:k=8:estimate=hard:early_stop=true]': the policy's rollouts from each step;
+    'judge[:model=DIR:yes=..:no=..]': a model asked per step), or 'none'"""
     n_problems: int = 20
     """problems drawn from the split"""
     split: str = "test"

@@ -117,7 +117,7 @@ class DemoConfig:
 
         if self.equal_compute_scorer.split(":", 1)[0] != "rollout":
             raise ConfigError(f"--equal-compute-scorer {self.equal_compute_scorer!r}: expected the rollout verifier, "
-                              f"rollout[:k=2,...] (options: {', '.join(STEP_VERIFIERS['rollout'])})")
+                              f"rollout[:k=2:...] (options: {', '.join(STEP_VERIFIERS['rollout'])})")
         try:
             parse_spec(self.equal_compute_scorer)
         except ValueError as e:

@@ -73,7 +73,9 @@ class ScaleConfig(SearchParams):
     task_args: dict = field(default_factory=dict)
     """knobs passed to the task, e.g. {instruction: false, num_ops: [4, 4]}"""
     scorer: str = "verifier"
-    """'verifier' (the task's exact checks, needs gold answers), a PRM directory, or 'none'"""
+    """'verifier' (the task's exact checks, needs gold answers), a PRM directory or server URL, a step verifier that
+    needs no labels ('rollout[:k=8:estimate=hard:early_stop=true]': the policy's rollouts from each step;
+    'judge[:model=DIR:yes=..:no=..]': a model asked per step), or 'none'"""
     strategies: tuple[str, ...] = ("greedy", "majority", "best_of_n", "beam", "dvts")
     """strategies to sweep (see `ponder search --help` for the list)"""
     budgets: tuple[int, ...] = (1, 2, 4, 8, 16)

@@ -21,7 +21,7 @@ from ponder.tasks.base import Problem, Task
 def load_scorer(spec: str | None, task: Task, problems: list[Problem],
                 policy: Callable[[], Generator] | None = None, seed: int = 0) -> Scorer | None:
     """None for no scorer (`None`, "" or "none"); the task verifier for "verifier"; a step
-    verifier that needs no labels, "rollout[:k=8,...]" or "judge[:model=DIR,...]" (see
+    verifier that needs no labels, "rollout[:k=8:...]" or "judge[:model=DIR:...]" (see
     `STEP_VERIFIERS`; `policy` opens a fresh engine of the policy for them, `seed` seeds the
     rollouts); else the PRM in the folder (or Hub ID) `spec`: ponder's own format when the
     folder has its `reward_config.json`, else a published PRM (Math-Shepherd or
@@ -59,7 +59,7 @@ STEP_VERIFIERS = {
     "judge": {"model": str, "engine": str, "yes": str, "no": str},
 }
 """The label-free step verifiers (ponder.annotate.verifiers) and the options their spec takes,
-e.g. `rollout:k=4,estimate=soft` or `judge:model=runs/x/model,yes= yes,no= no`"""
+e.g. `rollout:k=4:estimate=soft` or `judge:model=runs/x/model:yes= yes:no= no`"""
 
 
 def parse_spec(spec: str) -> tuple[str, dict]:
@@ -67,11 +67,12 @@ def parse_spec(spec: str) -> tuple[str, dict]:
     naming the option and what it takes for anything else."""
     kind, _, rest = spec.partition(":")
     fields, options = STEP_VERIFIERS[kind], {}
-    for item in filter(None, rest.split(",")):
+    # ':' between options, not ',': commands that take a list of scorers split on commas
+    for item in filter(None, rest.split(":")):
         name, eq, value = item.partition("=")
         name = name.strip()
         if not eq or name not in fields:
-            raise ValueError(f"scorer {spec!r}: expected {kind}[:name=value,...] with names among "
+            raise ValueError(f"scorer {spec!r}: expected {kind}[:name=value:...] with names among "
                              f"{', '.join(fields)}, got {item!r}")
         want = fields[name]
         try:
