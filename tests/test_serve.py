@@ -432,7 +432,20 @@ def test_ponder_extension_searches(server, engine):
     assert all(0.0 <= s <= 1.0 for s in info["scores"]) and info["generate_calls"] >= 1
     assert out["usage"]["completion_tokens"] > 0 and isinstance(out["choices"][0]["text"], str)
 
+    # Beam search guided by the served model's own rollouts: their tokens are scorer tokens.
+    ext = {"strategy": "beam", "n": 4, "beam_width": 2, "scorer": "rollout:k=2", "answer": "11",
+           "max_step_tokens": 8, "max_steps": 3, "seed": 0}
+    out = ok(server, "/v1/completions", {"prompt": "3+4*2\n", "max_tokens": 24, "ponder": ext})
+    assert out["usage"]["scorer_tokens"] > 0 and out["usage"]["completion_tokens"] > 0
+    assert all(0.0 <= s <= 1.0 for s in out["ponder"]["scores"])
+
     for ext, param, words in [
+        ({"strategy": "beam", "scorer": "rollout:k=99", "answer": "1"}, "ponder.scorer", "--max-n"),
+        ({"strategy": "beam", "scorer": "rollout:depth=2", "answer": "1"}, "ponder.scorer", "names among k"),
+        ({"strategy": "beam", "scorer": "rollout"}, "ponder.answer", "gold answer"),
+        # the rollouts spend the request's token budget with the search
+        ({"strategy": "beam", "n": 16, "beam_width": 4, "scorer": "rollout:k=8", "answer": "11", "max_tokens": 24,
+          "seed": 0}, "ponder", "(--max-request-tokens 500)"),
         ({"strategy": "beam", "n": 4, "beam_width": 2}, "ponder", "needs a scorer"),
         ({"strategy": "beam", "scorer": "verifier"}, "ponder.answer", "gold answer"),
         ({"strategy": "nope"}, "ponder.strategy", "unknown search strategy"),
@@ -442,7 +455,7 @@ def test_ponder_extension_searches(server, engine):
         ({"strategy": "majority", "task": "/etc/passwd.jsonl"}, "ponder.task", "fixed when it starts"),
         ({"strategy": "majority", "task": "countdown"}, "ponder.task", "task 'arith'"),
         ({"strategy": "majority", "task_args": {"path": "/etc"}}, "ponder.task", "cannot change it"),
-        ({"strategy": "best_of_n", "scorer": "/tmp"}, "ponder.scorer", "'none', 'verifier' or 'prm'"),
+        ({"strategy": "best_of_n", "scorer": "/tmp"}, "ponder.scorer", "'none', 'verifier', 'prm'"),
         ({"strategy": "best_of_n", "scorer": "prm"}, "ponder.scorer", "has no PRM"),
         # the search budget
         ({"strategy": "majority", "n": 17}, "ponder.n", "(--max-search-n)"),

@@ -35,6 +35,10 @@ from ponder.tasks.answers import FINAL_MARKER
 from ponder.tasks.base import Problem, Task
 
 
+ROLLOUTS = 8
+"""rollouts per step prefix when none is given (the k of Math-Shepherd's and the demo's labels)"""
+
+
 def _spent(generator: Generator, before) -> int:
     used = generator.usage - before
     return used.prefill_tokens + used.generated_tokens
@@ -52,7 +56,7 @@ class RolloutVerifier(Scorer):
     rollouts; any other step, a partial solution's last one included (a node of a tree
     search), is rolled out."""
 
-    def __init__(self, generator: Generator, task: Task, problems: list[Problem], k: int = 8,
+    def __init__(self, generator: Generator, task: Task, problems: list[Problem], k: int = ROLLOUTS,
                  temperature: float = 1.0, max_tokens: int = 256, estimate: str = "hard", early_stop: bool = True,
                  seed: int = 0):
         if k < 1:

@@ -13,9 +13,10 @@ scorer tokens, measured from this request's own engine calls and scorer calls), 
 Fields of the extension: `strategy` (required), any `SearchParams` field (n, beam_width,
 temperature, max_tokens, aggregation, weighted, seed, ...; the request's own temperature,
 top_p, max_tokens (or OpenAI's newer max_completion_tokens, which LangChain and the `openai`
-client send) and seed fill those not given), `scorer` ("none" (default), "verifier", or
-"prm": the PRM the server was started with, `ponder serve --scorer DIR`, or the PRM server it
-names, `--scorer http://host:port/v1`, whose failures answer 502), `answer` (the gold
+client send) and seed fill those not given), `scorer` ("none" (default), "verifier",
+"rollout[:k=N]" (the served model's own rollouts from each step, checked by the task against
+`answer`: ponder.annotate.verifiers), or "prm": the PRM the server was started with, `ponder
+serve --scorer DIR`, or the PRM server it names, `--scorer http://host:port/v1`, whose failures answer 502), `answer` (the gold
 answer; the `verifier` scorer needs it) and `question` (the problem as the task's checker
 reads it, e.g. arith's bare expression; default: the request's text, stripped: the
 `verifier` scorer needs it whenever the request's text is more than the bare problem). The task
@@ -40,19 +41,22 @@ import secrets
 from dataclasses import dataclass, fields, replace
 from typing import Callable
 
+from ponder.annotate.verifiers import ROLLOUTS, RolloutVerifier
 from ponder.generation.base import EngineError, Generator, SamplingParams, Usage, check_params
 from ponder.models import encode_prompts
 from ponder.rewards.base import Scorer, ScorerUsage
 from ponder.rewards.remote import HTTPScorer
 from ponder.search import SearchContext, search
+from ponder.search.auto import AUTO, AutoPolicy, auto_search
 from ponder.search.base import SearchParams, get_strategy
-from ponder.search.scorers import load_scorer
+from ponder.search.scorers import load_scorer, parse_spec
+from ponder.serve import auto
 from ponder.serve.batcher import Batcher, request_seeds
 from ponder.serve.guard import Guard
 from ponder.serve.protocol import APIError, bad, messages_of
 from ponder.tasks.base import Problem, Task
 
-OWN_FIELDS = ("strategy", "scorer", "task", "task_args", "answer", "question")
+OWN_FIELDS = ("strategy", "scorer", "task", "task_args", "answer", "question", "budget")
 SCORERS = ("none", "verifier", "prm")
 # Request-level sampling fields that fill the SearchParams fields of the same name.
 FROM_BODY = ("temperature", "top_p", "max_tokens", "seed")
@@ -67,6 +71,8 @@ class Setup:
     prm: Scorer | None = None
     prm_name: str | None = None
     """the PRM's name in the scoring routes (scoring.py)"""
+    policy: AutoPolicy | None = None
+    """strategy 'auto''s choices, from a `ponder scale` run (ponder serve --auto-policy)"""
 
 
 @dataclass
@@ -79,6 +85,8 @@ class SearchRequest:
     question: str | None
     system: list[dict] = ()
     """a chat request's system messages, applied by the chat template to every prompt of the search"""
+    budget: float | None = None
+    """strategy 'auto': tokens per request (serve/auto.py)"""
 
 
 def parse(ext: dict, body: dict, room: int, setup: Setup, guard: Guard) -> SearchRequest:
@@ -100,6 +108,10 @@ def parse(ext: dict, body: dict, room: int, setup: Setup, guard: Guard) -> Searc
     strategy = ext.get("strategy")
     if not isinstance(strategy, str):
         raise bad("ponder.strategy", f"'ponder.strategy' must be a strategy name, got {strategy!r}")
+    if strategy == AUTO:
+        return _parse_auto(ext, body, room, setup, guard)
+    if "budget" in ext:
+        raise bad("ponder.budget", "'ponder.budget' goes with strategy 'auto'; other strategies take n")
     try:
         get_strategy(strategy)
     except ValueError as e:
@@ -137,15 +149,24 @@ def parse(ext: dict, body: dict, room: int, setup: Setup, guard: Guard) -> Searc
 
     scorer = ext.get("scorer", "none")
     answer = ext.get("answer")
-    if scorer not in SCORERS:
-        raise bad("ponder.scorer", f"'ponder.scorer' must be 'none', 'verifier' or 'prm' (the PRM this server was "
-                                   f"started with: ponder serve --scorer DIR), got {scorer!r}")
+    if isinstance(scorer, str) and scorer.split(":", 1)[0] == "rollout":
+        try:
+            k = parse_spec(scorer)[1].get("k", ROLLOUTS)
+        except ValueError as e:
+            raise bad("ponder.scorer", str(e)) from None
+        if k > guard.max_n:
+            raise bad("ponder.scorer", f"{scorer!r}: k={k} rollouts per step is more than this server's --max-n "
+                                       f"{guard.max_n}")
+    elif scorer not in SCORERS:
+        raise bad("ponder.scorer", f"'ponder.scorer' must be 'none', 'verifier', 'prm' (the PRM this server was "
+                                   f"started with: ponder serve --scorer DIR) or 'rollout[:k=N]' (the served "
+                                   f"model's rollouts from each step), got {scorer!r}")
     if scorer == "prm" and setup.prm is None:
         raise bad("ponder.scorer", "this server has no PRM: start it with --scorer DIR to search with 'prm'")
     if answer is not None and not isinstance(answer, (str, int, float)):
         raise bad("ponder.answer", f"'ponder.answer' must be a string or a number, got {answer!r}")
-    if scorer == "verifier" and answer is None:
-        raise bad("ponder.answer", "scorer 'verifier' checks solutions against a gold answer: give it as "
+    if (scorer == "verifier" or scorer.startswith("rollout")) and answer is None:
+        raise bad("ponder.answer", f"scorer {scorer!r} checks solutions against a gold answer: give it as "
                                    "ponder.answer, or use 'prm' or 'none'")
     question = ext.get("question")
     if question is not None and not isinstance(question, str):
@@ -155,6 +176,15 @@ def parse(ext: dict, body: dict, room: int, setup: Setup, guard: Guard) -> Searc
         system = [m for m in messages_of(body) if m["role"] == "system"]
     return SearchRequest(strategy, cfg, None if scorer == "none" else scorer,
                          None if answer is None else str(answer), question, system)
+
+
+def _parse_auto(ext: dict, body: dict, room: int, setup: Setup, guard: Guard) -> SearchRequest:
+    """A `"strategy": "auto"` request: the budget and the policy's settings (serve/auto.py); the
+    problem's fields (task, answer, question, system messages) checked as for a one-sample search."""
+    budget, cfg = auto.parse(ext, body, room, setup.policy)
+    problem = {k: ext[k] for k in ("task", "task_args", "answer", "question") if k in ext}
+    plain = parse({**problem, "strategy": "greedy", "n": 1, "max_tokens": 1}, body, room, setup, guard)
+    return replace(plain, strategy=AUTO, cfg=cfg, budget=budget, scorer="prm" if setup.policy.needs_prm else None)
 
 
 def _typed(param: str, value, kind: type):
@@ -207,12 +237,15 @@ class RequestGenerator(Generator):
         self.batcher, self.tokenizer, self.chat, self.alive, self.budget = batcher, tokenizer, chat, alive, budget
         self.system: list[dict] = []  # system messages the chat template puts before every user text (`run`)
         self.usage = Usage()
+        self.sharing: list[RequestGenerator] = []
+        """other generators of the same request (a rollout verifier's) whose tokens count against `budget` too"""
 
     def generate(self, prompts, params: SamplingParams, seeds=None):
         check_params(params)
         ids = self.encode(prompts)
-        if self.usage.generated_tokens >= self.budget:
-            raise bad("ponder", f"the search generated {self.usage.generated_tokens} tokens, this server's budget "
+        spent = self.usage.generated_tokens + sum(g.usage.generated_tokens for g in self.sharing)
+        if spent >= self.budget:
+            raise bad("ponder", f"the search generated {spent} tokens, this server's budget "
                                 f"for one request (--max-request-tokens {self.budget}); ask for a smaller search")
         if seeds is None:  # prompt i of a call seeded s, as the engine would sample it
             seeds = [(params.seed, i) for i in range(len(ids))] if params.seed is not None else \
@@ -275,7 +308,17 @@ def run(sr: SearchRequest, engine: RequestGenerator, text: str, setup: Setup):
         scorer = load_scorer("verifier", task, [problem])
     elif sr.scorer == "prm":
         scorer = RequestScorer(setup.prm, engine.batcher, engine.alive)
+    elif sr.scorer is not None and sr.scorer.startswith("rollout"):
+        # The rollouts go through the batcher like the search's own calls (batched with other
+        # requests), on a generator of their own so they count as scorer tokens, not generated ones.
+        # One token budget for the request: the search's and the rollouts' generated tokens together.
+        rollouts = RequestGenerator(engine.batcher, engine.tokenizer, engine.chat, engine.alive, engine.budget)
+        rollouts.system, rollouts.sharing, engine.sharing = list(sr.system), [engine], [rollouts]
+        options = {"max_tokens": sr.cfg.max_tokens, **parse_spec(sr.scorer)[1]}
+        scorer = RolloutVerifier(rollouts, task, [problem], seed=sr.cfg.seed, **options)
     try:
+        if sr.strategy == AUTO:
+            return auto_search(SearchContext(engine, task, scorer), problem, setup.policy, sr.budget, sr.cfg.seed)
         return search(sr.strategy, SearchContext(engine, task, scorer), problem, sr.cfg)
     except (ValueError, KeyError, NotImplementedError) as e:
         if sr.scorer == "verifier" and sr.question is None:
@@ -302,4 +345,6 @@ def response_fields(result, cached: int) -> dict:
             "answers": [cand.answer for cand in result.candidates],
             "scores": [cand.score for cand in result.candidates],
             "generate_calls": c.generate_calls, "scorer_calls": c.scorer_calls, "wall_s": round(c.wall_s, 4)}
+    if getattr(result, "auto", None) is not None:  # strategy 'auto': what it chose and why
+        info["auto"] = result.auto
     return {"usage": usage, "ponder": info}
