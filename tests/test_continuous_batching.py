@@ -109,3 +109,30 @@ def test_abandoned_prompts_leave_the_batch_and_the_rest_do_not_change(tiny):
     assert [s.num_tokens for s in out[1]] == [0, 0]  # never started
     assert all(s.num_tokens == 5 for i in (9, 12) for s in out[i])  # stopped after 5 steps
     assert engine.usage.generated_tokens == sum(s.num_tokens for p in out for s in p)
+
+
+def test_prompts_join_a_running_call_and_are_answered_as_they_finish(tiny):
+    """A server's loop: prompt 0 starts the call, `more` hands in two prompts whenever the
+    batch has room, and `on_done` hears of each prompt as its rows end - a prompt that
+    joined late may finish before one that started early. Each prompt's samples are those
+    it gets alone with its seed; the call itself keeps none of them."""
+    params = SamplingParams(n=2, temperature=1.0, max_tokens=24, stop=["="])
+    seeds = [(5, k) for k in range(len(PROMPTS))]
+    engine = TorchGenerator(*tiny, batch_size=8)
+    alone = [engine.generate([p], params, seeds=[s])[0] for p, s in zip(PROMPTS, seeds)]
+    waiting, asked, done = list(range(1, len(PROMPTS))), [], []
+
+    def more(rows):
+        asked.append(rows)
+        take, waiting[:] = waiting[:2], waiting[2:]
+        return [(PROMPTS[i], seeds[i]) for i in take]
+
+    out = engine.generate([PROMPTS[0]], params, seeds=[seeds[0]], more=more,
+                          on_done=lambda i, samples, cached: done.append((i, samples)))
+    assert out == [] and not waiting
+    assert sorted(i for i, _ in done) == list(range(len(PROMPTS)))  # call index i is PROMPTS[i]: joined in order
+    assert all([s.token_ids for s in samples] == [s.token_ids for s in alone[i]] for i, samples in done)
+    assert [i for i, _ in done] != sorted(i for i, _ in done)  # answered as they finish, not in order
+    assert all(2 <= rows <= 8 for rows in asked)  # asked only while a prompt's two rows fit
+    with pytest.raises(ValueError, match="seeds"):
+        engine.generate([PROMPTS[0]], params, more=more, on_done=print)

@@ -26,6 +26,9 @@ How a call runs:
    A caller may pass `abandoned` (a server whose clients hang up): prompts it names leave
    the batch at the next step, their samples cut short with finish_reason "abort". A caller
    may pass `on_token` (a server that streams): it is told each row's token as it is sampled.
+   A server keeps one call running for all its requests with `more` (asked between steps
+   while the batch has room: requests that arrived since join the call) and `on_done` (told
+   each prompt's samples as soon as its rows end, so its request is answered at once).
 5. Prefix cache across calls (prefix_cache.py, on by default): a finished row's keys and
    values are kept under its token ids, and a later prompt that extends one (the next depth
    of a step-level search, a rollout from a solution's prefix) prefills only its new
@@ -199,7 +202,8 @@ class TorchGenerator(Generator):
     # ----- generation -----
 
     def generate(self, prompts: list[Prompt], params: SamplingParams,
-                 seeds: list[PromptSeed] | None = None, abandoned=None, on_token=None) -> list[list[Sample]]:
+                 seeds: list[PromptSeed] | None = None, abandoned=None, on_token=None, more=None,
+                 on_done=None) -> list[list[Sample]]:
         """For each prompt, `params.n` samples (see the module docstring). `seeds`: one seed
         per prompt instead of `params.seed`, prompt i then sampled as if it were alone in a
         call seeded with seeds[i] (a server batching independent requests), or as prompt k of
@@ -210,53 +214,95 @@ class TorchGenerator(Generator):
         callable `(prompt, sample, token_id, logprob, done)` called on this thread for every
         token as soon as it is sampled (logprob None unless `params.logprobs`; `done` the row's
         finished Sample when that token ended it, else None), so a server can stream tokens
-        while the batch decodes; it must be quick (hand the token to another thread)."""
+        while the batch decodes; it must be quick (hand the token to another thread).
+        `more`: a callable `more(rows) -> [(prompt, seed), ...]` asked between decoding steps
+        while the batch has room for `rows` more rows (n per prompt): the prompts it returns
+        join this call as prompts len(prompts), len(prompts) + 1, ..., each seeded as `seeds`
+        are; every prompt's samples then go to `on_done` only, and the call returns [] (a call
+        that keeps taking prompts must not keep all their samples). `on_done`: a callable
+        `(prompt, samples, cached_tokens)` called as soon as a prompt's n samples are finished,
+        with the prompt tokens of it served from cache (its share, by prompt tokens, when it
+        was prefilled with others), so a server answers each request as its own rows end."""
         check_params(params)
-        prompt_ids = self.encode(prompts)
+        prompt_ids = dict(enumerate(self.encode(prompts)))  # prompt index -> token ids
         if seeds is not None and len(seeds) != len(prompt_ids):
             raise ValueError(f"got {len(seeds)} seeds for {len(prompt_ids)} prompts; give one seed per prompt")
+        if more is not None and (seeds is None or on_done is None):
+            raise ValueError("more: prompts that join a call bring their own seeds and are answered through "
+                             "on_done; pass `seeds` and `on_done` too")
         seed = params.seed if params.seed is not None else int(torch.randint(0, 2**62, ()).item())
         if seeds is not None:
-            keys = [seed_key(s) for s in seeds]
+            keys = {i: seed_key(s) for i, s in enumerate(seeds)}
             row_seed = lambda i, j: sample_seed(*keys[i], j)  # noqa: E731
         else:
             row_seed = lambda i, j: sample_seed(seed, i, j)  # noqa: E731
-        order = sorted(range(len(prompt_ids)), key=lambda i: -len(prompt_ids[i]))
+        order = sorted(prompt_ids, key=lambda i: -len(prompt_ids[i]))
         results: list[list[Sample]] = [[] for _ in prompt_ids]
-        with self._ready():
-            for i, samples in self._decode(prompt_ids, order, params, row_seed, abandoned, on_token):
-                results[i] = samples
-        self.usage.calls += 1
-        return results
+        joined = len(prompt_ids)  # the index of the next prompt that joins
 
-    def _decode(self, prompt_ids, queue: list[int], params: SamplingParams, row_seed, abandoned=None, on_token=None):
-        """Continuous batching: yields (prompt index, its n samples) as prompts finish. The
-        prompts of `queue` join the batch in that order, a prompt's n rows at once, whenever
-        at least `REFILL` of the batch's rows are free (or the batch is empty); rows leave it
-        as they finish. A prompt's rows see only their own cache positions (the mask hides
-        the left padding of the merged cache), at their own position ids."""
+        def joining(rows: int) -> list[int]:
+            """The indices of the prompts `more` adds to the call, longest first."""
+            nonlocal joined
+            new = more(rows)
+            added = range(joined, joined + len(new))
+            joined += len(new)
+            for i, ids, (_, s) in zip(added, self.encode([p for p, _ in new]) if new else [], new):
+                prompt_ids[i], keys[i] = ids, seed_key(s)
+            return sorted(added, key=lambda i: -len(prompt_ids[i]))
+
+        with self._ready():
+            for i, samples, cached in self._decode(prompt_ids, order, params, row_seed, abandoned, on_token,
+                                                   joining if more is not None else None):
+                if more is None:
+                    results[i] = samples
+                else:  # a call that keeps taking prompts holds nothing of those it has answered
+                    del prompt_ids[i], keys[i]
+                if on_done is not None:
+                    on_done(i, samples, cached)
+        self.usage.calls += 1
+        return results if more is None else []
+
+    def _decode(self, prompt_ids, queue: list[int], params: SamplingParams, row_seed, abandoned=None, on_token=None,
+                joining=None):
+        """Continuous batching: yields (prompt index, its n samples, its cached prompt tokens)
+        as prompts finish. The prompts of `queue` join the batch in that order, a prompt's n
+        rows at once, whenever at least `REFILL` of the batch's rows are free (or the batch is
+        empty); rows leave it as they finish. `joining(rows)`, asked before each step while
+        the batch has room beyond the queue's rows, returns prompts to queue too. A prompt's
+        rows see only their own cache positions (the mask hides the left padding of the
+        merged cache), at their own position ids."""
         n, sampling = params.n, params.temperature > 0 and params.top_k != 1
         per_prompt = max(1, self.batch_size // n)  # prompts whose n rows fit the batch (1 if n > batch_size)
         queue = list(queue)
         rows: dict[int, _Row] = {}  # row id -> row; row id = prompt index * n + sample index
         active: list[int] = []  # batch position -> row id
         left = {i: n for i in queue}  # rows of each prompt still running
+        cached: dict[int, int] = {}  # prompt -> its prompt tokens served from cache, once prefilled
         cache = logits = mask = next_pos = None
         bar = None
         if self.progress and len(queue) > per_prompt:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(queue), desc="generate", unit="prompt")
-        while queue or active:
+        while True:
+            room = per_prompt * n - len(active) - len(queue) * n
+            if joining is not None and room >= n:
+                for i in joining(room):
+                    queue.append(i)
+                    left[i] = n
+            if not queue and not active:
+                break
             gone = abandoned() if abandoned is not None else None
             if gone:
                 for i in [i for i in queue if i in gone]:  # never started: nothing generated
-                    yield i, [Sample("", [], [] if params.logprobs else None, "abort", 0) for _ in range(n)]
+                    del left[i]
+                    yield i, [Sample("", [], [] if params.logprobs else None, "abort", 0) for _ in range(n)], 0
                 queue = [i for i in queue if i not in gone]
                 leaving = [j for j, r in enumerate(active) if rows[r].prompt in gone]
                 for i in {rows[active[j]].prompt for j in leaving}:
-                    yield i, [self._abort(rows.pop(i * n + k), params, prompt_ids[i]) for k in range(n)]
-                    left[i] = 0
+                    aborted = [self._abort(rows.pop(i * n + k), params, prompt_ids[i]) for k in range(n)]
+                    yield i, aborted, cached.pop(i, 0)
+                    del left[i]
                 if len(leaving) == len(active):
                     active = []
                 elif leaving:
@@ -266,7 +312,8 @@ class TorchGenerator(Generator):
             free = (per_prompt * n) - len(active)
             if queue and (not active or (self._joins and free >= max(n, REFILL * per_prompt * n))):
                 take, queue = queue[: max(1, free // n)], queue[max(1, free // n) :]
-                new = self._admit(prompt_ids, take, params, rows, sampling, row_seed)
+                *new, saved = self._admit(prompt_ids, take, params, rows, sampling, row_seed)
+                cached.update(zip(take, saved))
                 if not active:
                     cache, logits, mask, next_pos = new
                 else:
@@ -290,9 +337,11 @@ class TorchGenerator(Generator):
                     self.usage.generated_tokens += len(row.token_ids)
                     left[row.prompt] -= 1
                     if not left[row.prompt]:
+                        del left[row.prompt]
                         if bar is not None:
                             bar.update()
-                        yield row.prompt, [rows.pop(row.prompt * n + k).sample for k in range(n)]
+                        samples = [rows.pop(row.prompt * n + k).sample for k in range(n)]
+                        yield row.prompt, samples, cached.pop(row.prompt, 0)
             if finished and self.prefix_cache is not None and self._growing:
                 self._remember(cache, mask, finished)
             if len(done) == len(active):
@@ -331,7 +380,8 @@ class TorchGenerator(Generator):
 
     def _admit(self, prompt_ids, take: list[int], params: SamplingParams, rows: dict, sampling: bool, row_seed):
         """Prefill prompts `take` (prefill.py) and make their rows: (cache, logits, mask,
-        next_pos) of n rows per prompt, in `take` order."""
+        next_pos) of n rows per prompt, in `take` order, and each prompt's cached tokens (the
+        prefill's savings shared by prompt tokens, the remainder to the first)."""
         n = params.n
         ids = [prompt_ids[i] for i in take]
         spare = min(params.max_tokens, GROW_BY)
@@ -341,6 +391,8 @@ class TorchGenerator(Generator):
         total = sum(len(p) for p in ids)
         self.usage.prefill_tokens += total  # once per prompt, not per sample
         self.usage.cached_tokens += total - computed  # a shared prefix once, cache hits not at all
+        saved = [(total - computed) * len(p) // total for p in ids]
+        saved[0] += total - computed - sum(saved)
         for i in take:
             for j in range(n):
                 row = rows[i * n + j] = _Row(prompt=i, index=j)
@@ -348,7 +400,7 @@ class TorchGenerator(Generator):
                     row.detok = IncrementalDetokenizer(self.tokenizer, prompt_ids[i])
                 if sampling:
                     row.generator = make_generator(self.device, row_seed(i, j))
-        return cache, logits, mask, next_pos
+        return cache, logits, mask, next_pos, saved
 
     def _remember(self, cache, mask: torch.Tensor, finished: list[tuple[int, list[int]]]) -> None:
         """Store finished rows' keys/values (every token fed: prompt and all generated but
