@@ -35,6 +35,10 @@ class Config(DeviceField):
     scorer: str | None = None
     """PRM (a directory, Hub ID, or a scoring server's URL) that the search extension uses as scorer 'prm'; a local
     PRM is also served on /pooling and /v1/score_steps (default: none)"""
+    auto_policy: str | None = None
+    """a `ponder scale` run (its directory or scale.json) whose compute-optimal choices answer requests with
+    "ponder": {"strategy": "auto", "budget": TOKENS}: strategy and N per request from its predicted difficulty
+    (default: strategy 'auto' off)"""
     max_body_mb: float = 4.0
     """request body size, at most (413 beyond)"""
     max_prompt_tokens: int = 0
@@ -96,6 +100,9 @@ def run(cfg: Config) -> None:
     resolve_model_path(path)  # a bad name fails here, before torch is imported
     resolve_task(cfg, cfg.model)
     setup = search_setup(cfg)
+    if setup.policy is not None:
+        for line in policy_lines(setup.policy, cfg.scorer):
+            print(line, file=sys.stderr, flush=True)
     model, tokenizer = load_model(path, device=cfg.device)
 
     from ponder.serve import PonderServer
@@ -137,4 +144,29 @@ def search_setup(cfg: Config):
             prm = load_scorer(cfg.scorer, task, [])
         except (OSError, ValueError, EngineError) as e:
             raise ConfigError(f"--scorer: {e}") from None
-    return Setup(task, cfg.task, prm, served_name(Config(model=cfg.scorer)) if cfg.scorer else None)
+    policy = None
+    if cfg.auto_policy:
+        from ponder.search.auto import load_policy
+
+        try:
+            policy = load_policy(cfg.auto_policy, prm=prm is not None, max_n=cfg.max_search_n,
+                                 max_generated=cfg.max_request_tokens)
+        except ValueError as e:
+            raise ConfigError(f"--auto-policy {e}") from None
+        if (policy.task, policy.task_args) != (cfg.task, cfg.task_args):
+            raise ConfigError(f"--auto-policy {policy.source}: the run searched task {policy.task!r} "
+                              f"{policy.task_args or ''}, this server's task is {cfg.task!r} {cfg.task_args or ''} "
+                              "(--task, --task-arg): its accuracies say nothing about these problems")
+    return Setup(task, cfg.task, prm, served_name(Config(model=cfg.scorer)) if cfg.scorer else None, policy)
+
+
+def policy_lines(policy, scorer: str | None) -> list[str]:
+    """What the server says at start about strategy 'auto''s policy (`scorer`: the server's PRM)."""
+    lines = [f"strategy 'auto': {policy.source}, {len(policy.labels)} difficulty bins predicted from the "
+             f"{policy.predictor} of {policy.probe_n} probe samples (~{policy.probe_tokens:.0f} {policy.compute} "
+             f"tokens), budgets from {policy.min_budget():.0f} {policy.compute} tokens"]
+    if policy.needs_prm and policy.scorer != scorer:
+        lines.append(f"strategy 'auto': warning: the run scored with the PRM {policy.scorer}, this server with "
+                     f"{scorer}; its choices hold for the run's PRM")
+    lines += [f"strategy 'auto' leaves out {d}" for d in policy.dropped]
+    return lines
