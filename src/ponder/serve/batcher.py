@@ -1,14 +1,19 @@
 """Concurrent requests batched into engine calls, on one engine thread.
 
 HTTP handler threads never touch the engine. They put a job on a queue and wait for its
-result; one worker thread owns the engine and drains the queue:
+result; one worker thread owns the engine and drains the queue in arrival order:
 
-1. it blocks until a job arrives, then keeps collecting for up to `max_wait_s` after that
-   job's arrival (or until `max_rows` sample rows are waiting: a full engine batch gains
-   nothing from waiting longer);
-2. it runs the collected jobs in arrival order; consecutive generation jobs whose sampling
-   params are equal apart from the seed form a group, and each group is ONE
-   `engine.generate(prompts, params, seeds=[...])` call;
+1. a generation job starts an engine call once `max_wait_s` have passed since it arrived
+   (or `max_rows` sample rows wait: a full engine batch gains nothing from waiting longer);
+   the waiting jobs whose sampling params equal its own apart from the seed ride along, as
+   ONE `engine.generate(prompts, params, seeds=[...])` call;
+2. the call keeps running while requests come and go (continuous batching across requests,
+   as vLLM's engine loop does): between two decoding steps, while the batch has room, the
+   torch engine asks `more` and the jobs of the same params waiting at the head of the
+   line join the batch; each job is answered as soon as its own rows finish (`on_done`),
+   and the call ends when its batch runs dry. A job of other params, or a `call` job, at
+   the head of the line stops the joining, so it goes next as soon as the running rows end
+   (nothing waits behind a call that never ends);
 3. other work that must not overlap a generation (teacher-forced scoring, a search's PRM
    call, a weight update) is a `call(fn)` job, run on the same thread in its turn.
 
@@ -34,9 +39,10 @@ same samples whether it was batched with others or sent alone. An unseeded reque
 fresh random seed. (The engine's caveat holds: a matmul over a different number of rows may
 round differently in the last bit, which can flip a draw sitting on a near-exact tie.)
 
-If a group's call fails, its jobs are retried one by one, so a request that breaks the
-engine fails alone instead of taking the requests it was batched with down with it (a
-streamed job that already sent tokens fails instead: its client cannot take them back).
+If a call fails, its jobs not answered yet are retried one by one (nothing joins a retry),
+so a request that breaks the engine fails alone instead of taking the requests it was
+batched with down with it (a streamed job that already sent tokens fails instead: its
+client cannot take them back).
 """
 from __future__ import annotations
 
@@ -70,14 +76,14 @@ def request_seeds(seed: int | None, prompts: int) -> list[int]:
 @dataclass
 class Generated:
     """A generation job's result: `params.n` samples per prompt, and the prompt tokens the
-    engine served from its prefix cache, apportioned to this request by its prompt tokens
-    when the call carried several requests."""
+    engine served from its prefix cache, apportioned by prompt tokens among the prompts
+    prefilled together."""
 
     samples: list[list[Sample]]
     cached_tokens: int
 
 
-@dataclass
+@dataclass(eq=False)
 class _Job:
     prompts: list[list[int]] | None = None
     params: SamplingParams | None = None
@@ -92,6 +98,14 @@ class _Job:
     """a streamed job's hook: (prompt, sample, token_id, logprob, done) per sampled token"""
     streamed: bool = False
     """its hook has been called: the job cannot be run again"""
+    parts: list = field(default_factory=list)
+    """in an engine call: its prompts' samples as they finish (None: not yet)"""
+    left: int = 0
+    """in an engine call: its prompts not finished yet"""
+    cached: int = 0
+    """in an engine call: its prompt tokens served from the engine's cache so far"""
+    span: range = range(0)
+    """in an engine call: its prompts' indices there"""
 
     @property
     def rows(self) -> int:
@@ -108,11 +122,14 @@ class Batcher:
         self._queue: queue.Queue = queue.Queue()
         self._closed = False
         self._lock = threading.Lock()
-        self._stats = {"generate_calls": 0, "generate_requests": 0, "max_requests_per_call": 0, "other_calls": 0,
-                       "cancelled_jobs": 0}
+        self._stats = {"generate_calls": 0, "generate_requests": 0, "max_requests_per_call": 0, "joined_requests": 0,
+                       "other_calls": 0, "cancelled_jobs": 0}
         self._waiting = 0
-        self._abandons = "abandoned" in inspect.signature(engine.generate).parameters
-        self._streams = "on_token" in inspect.signature(engine.generate).parameters
+        self._pending: list[_Job] = []  # taken off the queue, not started; the engine thread's own
+        self._stopping = False
+        hooks = inspect.signature(engine.generate).parameters
+        self._abandons, self._streams = "abandoned" in hooks, "on_token" in hooks
+        self._joins = "more" in hooks and "on_done" in hooks
         self._thread = threading.Thread(target=self._run, name="ponder-engine", daemon=True)
         self._thread.start()
 
@@ -120,9 +137,9 @@ class Batcher:
 
     def generate(self, prompts: list[list[int]], params: SamplingParams, seeds: list[PromptSeed],
                  alive: Callable[[], bool] | None = None) -> Generated:
-        """Samples for token-id `prompts`, one seed per prompt; blocks until the engine call
-        that carried them ends. `alive`: whether the caller still wants the answer (see the
-        module docstring); ClientGone once it does not."""
+        """Samples for token-id `prompts`, one seed per prompt; blocks until they are
+        finished. `alive`: whether the caller still wants the answer (see the module
+        docstring); ClientGone once it does not."""
         if len(seeds) != len(prompts):
             raise ValueError(f"got {len(seeds)} seeds for {len(prompts)} prompts; give one seed per prompt")
         return self._submit(_Job(prompts=prompts, params=params, seeds=list(seeds)), alive)
@@ -145,8 +162,9 @@ class Batcher:
         return self._submit(_Job(fn=fn), alive)
 
     def stats(self) -> dict:
-        """Engine calls so far and the requests they carried; jobs waiting now; jobs dropped
-        because their client hung up."""
+        """Engine calls so far (those that answered a request), the requests they answered,
+        the most one call answered and how many joined a call already decoding; `call` jobs;
+        jobs waiting now; jobs dropped because their client hung up."""
         with self._lock:
             return {**self._stats, "waiting_jobs": self._waiting}
 
@@ -194,23 +212,26 @@ class Batcher:
     # ----- the engine thread -----
 
     def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            first = self._queue.get()
-            if first is _STOP:
-                break
-            jobs, rows = [first], first.rows
-            while rows < self.max_rows:
-                try:
-                    job = self._queue.get(timeout=max(0.0, first.arrived + self.max_wait_s - time.monotonic()))
-                except queue.Empty:
+        """Jobs in arrival order: a `call` job alone; a generation job starts an engine call
+        (`_run_group`) once `max_wait_s` have passed since it arrived or `max_rows` rows wait,
+        with the waiting jobs of equal params queued before the next `call` job."""
+        while True:
+            if not self._pending:
+                if self._stopping:
                     break
-                if job is _STOP:
-                    stopping = True
+                self._pull(None)
+                continue
+            job = self._pending.pop(0)
+            if job.cancelled:  # its client left while it waited
+                continue
+            if job.fn is not None:
+                self._run_call(job)
+                continue
+            while not self._stopping and job.rows + sum(j.rows for j in self._pending) < self.max_rows:
+                wait = job.arrived + self.max_wait_s - time.monotonic()
+                if wait <= 0 or not self._pull(wait):
                     break
-                jobs.append(job)
-                rows += job.rows
-            self._run_jobs(jobs)
+            self._run_group([job] + self._take(job.params))
         while True:  # fail whatever arrived after the stop
             try:
                 job = self._queue.get_nowait()
@@ -219,30 +240,45 @@ class Batcher:
             if job is not _STOP:
                 job.future.set_exception(EngineError("the server is shutting down"))
 
-    def _run_jobs(self, jobs: list[_Job]) -> None:
-        """Jobs in arrival order; between two `call` jobs, generation jobs with equal params
-        are grouped (a call job may change what later generations see, e.g. the weights)."""
-        segment: list[_Job] = []
-        for job in [j for j in jobs if not j.cancelled] + [None]:
-            if job is not None and job.fn is None:
-                segment.append(job)
-                continue
-            groups: list[list[_Job]] = []
-            for g in segment:
-                same = next((grp for grp in groups if grp[0].params == g.params), None)
-                if same is None:
-                    groups.append([g])
+    def _pull(self, timeout: float | None = 0.0) -> bool:
+        """Move the queued jobs to `_pending`, waiting up to `timeout` s for the first (None:
+        until one comes); whether any came."""
+        got = False
+        try:
+            item = self._queue.get(timeout=timeout)
+            while True:
+                if item is _STOP:
+                    self._stopping = True
                 else:
-                    same.append(g)
-            for grp in groups:
-                self._run_group(grp)
-            segment = []
-            if job is not None:
-                self._run_call(job)
+                    self._pending.append(item)
+                    got = True
+                item = self._queue.get_nowait()
+        except queue.Empty:
+            pass
+        return got
+
+    def _take(self, params: SamplingParams, room: int | None = None) -> list[_Job]:
+        """Waiting generation jobs with `params`, taken out of `_pending`. For a call's start
+        (`room` None): all of them queued before the next `call` job (a call job may change
+        what later generations see, e.g. the weights). To join a running call: those at the
+        head of the line while `room` rows are left; a `call` job or a job of other params at
+        the head stops the joining, so it goes next, as soon as the running call drains."""
+        taken, keep = [], []
+        for i, job in enumerate(self._pending):
+            if job.cancelled:
+                continue
+            if job.fn is not None or (room is not None and (job.params != params or room <= 0)):
+                keep += self._pending[i:]
+                break
+            if job.params == params:
+                taken.append(job)
+                room = None if room is None else room - job.rows
+            else:
+                keep.append(job)
+        self._pending = keep
+        return taken
 
     def _run_call(self, job: _Job) -> None:
-        if job.cancelled:  # its client left while the jobs before it ran
-            return
         with self._lock:
             self._stats["other_calls"] += 1
         try:
@@ -250,20 +286,40 @@ class Batcher:
         except BaseException as e:  # the waiting handler reports it
             job.future.set_exception(e)
 
-    def _run_group(self, group: list[_Job]) -> None:
+    def _run_group(self, group: list[_Job], joins: bool = True) -> None:
+        """One engine call for `group` (jobs with equal params). With an engine that takes
+        `more` and `on_done` (the torch engine), jobs of these params that arrive while it
+        decodes join it between two decoding steps (unless `joins` is off), and each job is
+        answered as soon as its own prompts are finished; the call ends when its batch runs
+        dry. Other engines answer the group when the call returns."""
         group = [job for job in group if not job.cancelled]
         if not group:
             return
-        prompts, seeds, spans = [], [], []
-        for job in group:
-            spans.append((job, range(len(prompts), len(prompts) + len(job.prompts))))
-            prompts += job.prompts
-            seeds += job.seeds
+        params = group[0].params
+        owners: dict[int, tuple[_Job, int]] = {}  # call prompt -> (job, its prompt), until it finishes
+        members: list[_Job] = []  # every job the call carried
+        live: dict[int, _Job] = {}  # id -> job, for those not answered yet
+
+        def add(jobs: list[_Job]) -> list[tuple[list[int], PromptSeed]]:
+            for job in jobs:
+                start = members[-1].span.stop if members else 0
+                job.parts, job.left, job.cached = [None] * len(job.prompts), len(job.prompts), 0
+                job.span = range(start, start + len(job.prompts))
+                owners.update((i, (job, k)) for k, i in enumerate(job.span))
+                members.append(job)
+                live[id(job)] = job
+            return [(p, seed) for job in jobs for p, seed in zip(job.prompts, job.seeds)]
+
+        def more(rows: int) -> list[tuple[list[int], PromptSeed]]:
+            self._pull()
+            jobs = self._take(params, rows)
+            if jobs:
+                with self._lock:
+                    self._stats["joined_requests"] += len(jobs)
+            return add(jobs)
 
         def abandoned() -> set[int]:
-            return {i for job, span in spans if job.cancelled for i in span}
-
-        owners = [(job, k) for job, span in spans for k in range(len(span))]  # call prompt -> (job, its prompt)
+            return {i for job in live.values() if job.cancelled for i in job.span}
 
         def on_token(i: int, j: int, token: int, logprob, done) -> None:
             job, k = owners[i]
@@ -271,35 +327,49 @@ class Batcher:
                 job.streamed = True
                 job.on_token(k, j, token, logprob, done)
 
-        cached0 = self.engine.usage.cached_tokens
+        def on_done(i: int, samples: list[Sample], cached: int) -> None:
+            job, k = owners.pop(i)
+            job.parts[k], job.left, job.cached = samples, job.left - 1, job.cached + cached
+            if job.left:
+                return
+            del live[id(job)]
+            with self._lock:  # counted before the answer goes out, so a client that reads the stats sees it
+                if len(members) == len(live) + 1:  # the call's first answer
+                    self._stats["generate_calls"] += 1
+                self._stats["generate_requests"] += 1
+                self._stats["max_requests_per_call"] = max(self._stats["max_requests_per_call"],
+                                                           len(members) - len(live))
+            job.future.set_result(Generated(job.parts, job.cached))
+
+        first = add(group)
+        extra = {"abandoned": abandoned} if self._abandons else {}
+        if self._streams and any(job.on_token is not None for job in group):
+            extra["on_token"] = on_token
         try:
-            extra = {"abandoned": abandoned} if self._abandons else {}
-            if self._streams and any(job.on_token is not None for job in group):
-                extra["on_token"] = on_token
-            samples = self.engine.generate(prompts, group[0].params, seeds=seeds, **extra)
-        except Exception as e:
-            if len(group) > 1:
-                for job in group:
-                    if job.streamed:  # its client has tokens of the failed call already
-                        job.future.set_exception(e)
-                    else:
-                        self._run_group([job])
+            if self._joins:
+                if joins:
+                    extra["more"] = more
+                    if self._streams:  # a streamed job may join later
+                        extra["on_token"] = on_token
+                self.engine.generate([p for p, _ in first], params, seeds=[seed for _, seed in first],
+                                     on_done=on_done, **extra)
             else:
-                group[0].future.set_exception(e)
-            return
-        with self._lock:
-            self._stats["generate_calls"] += 1
-            self._stats["generate_requests"] += len(group)
-            self._stats["max_requests_per_call"] = max(self._stats["max_requests_per_call"], len(group))
-        cached = self.engine.usage.cached_tokens - cached0
-        total = sum(len(p) for p in prompts)
-        # Cached tokens apportioned by prompt tokens; the first job takes the rounding remainder.
-        shares = [cached * sum(len(p) for p in job.prompts) // total for job in group]
-        shares[0] += cached - sum(shares)
-        start = 0
-        for job, mine in zip(group, shares):
-            job.future.set_result(Generated(samples[start : start + len(job.prompts)], mine))
-            start += len(job.prompts)
+                cached0 = self.engine.usage.cached_tokens
+                samples = self.engine.generate([p for p, _ in first], params, seeds=[seed for _, seed in first],
+                                               **extra)
+                # Cached tokens apportioned by prompt tokens; the first prompt takes the rounding remainder.
+                cached, total = self.engine.usage.cached_tokens - cached0, sum(len(p) for p, _ in first)
+                shares = [cached * len(p) // total for p, _ in first]
+                shares[0] += cached - sum(shares)
+                for i, (out, share) in enumerate(zip(samples, shares)):
+                    on_done(i, out, share)
+        except Exception as e:
+            unanswered = [job for job in members if not job.future.done()]
+            for job in unanswered:
+                if len(members) == 1 or job.streamed:  # alone, or its client has tokens of the failed call already
+                    job.future.set_exception(e)
+                else:  # a request that breaks the engine fails alone
+                    self._run_group([job], joins=False)
 
 
 @dataclass
