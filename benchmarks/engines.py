@@ -12,9 +12,13 @@ Needs vLLM for the vllm rows: run it with the engines venv (`make setup-engines`
 
     .venv-vllm/bin/python benchmarks/engines.py
     .venv/bin/python benchmarks/engines.py --engines torch,ponder-serve   # without vLLM
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/engines.py --engines torch,ponder-serve \
+        --concurrency 16,64 --sampled-prompts 0 --skip search   # serve's throughput, 16 and 64 in flight
 
 Servers are started here as subprocesses on free loopback ports and stopped after their
-rows, so no two engines compete for the cores; vLLM runs fp32 on all cores
+rows, so no two engines compete for the cores; a server is spoken to with `--concurrency`
+requests in flight (each count its own row: 64 prompts with 64 in flight are all at the
+server at once, as in the in-process call); vLLM runs fp32 on all cores
 (VLLM_CPU_OMP_THREADS_BIND, VLLM_CPU_NUM_OF_RESERVED_CPU=0, a 1 GiB KV cache). Offline vLLM
 runs in this process, whose OpenMP threads must be pinned from the start
 (GOMP_CPU_AFFINITY): without it the script restarts itself with it set.
@@ -100,9 +104,12 @@ def generation_rows(label: str, engine, prompts, max_tokens: int, sampled: int) 
     for mode, params, some in (("greedy n=1", SamplingParams(temperature=0.0, max_tokens=max_tokens), prompts),
                                ("n=8 T=0.8", SamplingParams(n=8, temperature=0.8, max_tokens=max_tokens, seed=0),
                                 prompts[:sampled])):
+        if not some:
+            continue
         tokens, seconds = timed_generate(engine, some, params)
         rows.append((label, mode, tokens, seconds))
-        print(f"  {label:<22} {mode:<11} {tokens:>6} tokens {seconds:>7.1f} s {tokens / seconds:>7.1f} tokens/s", flush=True)
+        print(f"  {label:<30} {mode:<11} {tokens:>6} tokens {seconds:>7.1f} s {tokens / seconds:>7.1f} tokens/s "
+              f"(load {os.getloadavg()[0]:.2f})", flush=True)
     return rows
 
 
@@ -131,6 +138,8 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--sampled-prompts", type=int, default=16, help="prompts of the n=8 workload")
     parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--concurrency", default="16",
+                        help="comma-separated: requests in flight to a server, a row each (default 16)")
     parser.add_argument("--search-problems", type=int, default=8)
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: generation, search")
     parser.add_argument("--output", type=Path, help="write the rows as JSON here")
@@ -146,7 +155,8 @@ def main() -> None:
     from ponder.models.convert import hf_folder
     from ponder.tasks import get_task
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; engines: {', '.join(engines)}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; engines: {', '.join(engines)}; "
+          f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     results = {"generation": [], "search": []}
     if "generation" not in args.skip:
         prompts = questions(args.prompts)
@@ -158,14 +168,16 @@ def main() -> None:
                 with make_engine(name, smollm2, seed=0) as engine:
                     results["generation"] += generation_rows(name, engine, prompts, args.max_tokens, args.sampled_prompts)
             else:
-                with server(name.split("-")[0], smollm2, "smollm2") as url, make_engine(url, "smollm2") as engine:
-                    results["generation"] += generation_rows(f"{name} (HTTP)", engine, prompts, args.max_tokens,
-                                                                   args.sampled_prompts)
+                with server(name.split("-")[0], smollm2, "smollm2") as url:
+                    for flight in [int(c) for c in args.concurrency.split(",")]:
+                        with make_engine(url, "smollm2", max_concurrency=flight) as engine:
+                            results["generation"] += generation_rows(f"{name} (HTTP, {flight} in flight)", engine,
+                                                                     prompts, args.max_tokens, args.sampled_prompts)
         base = {mode: tokens / seconds for label, mode, tokens, seconds in results["generation"] if label == "torch"}
-        print(f"\n{'engine':<22} {'mode':<11} {'tokens':>7} {'seconds':>8} {'tokens/s':>9} {'vs torch':>9}")
+        print(f"\n{'engine':<30} {'mode':<11} {'tokens':>7} {'seconds':>8} {'tokens/s':>9} {'vs torch':>9}")
         for label, mode, tokens, seconds in results["generation"]:
             ratio = f"{tokens / seconds / base[mode]:.2f}x" if mode in base else "-"
-            print(f"{label:<22} {mode:<11} {tokens:>7} {seconds:>8.1f} {tokens / seconds:>9.1f} {ratio:>9}")
+            print(f"{label:<30} {mode:<11} {tokens:>7} {seconds:>8.1f} {tokens / seconds:>9.1f} {ratio:>9}")
 
     if "search" not in args.skip:
         task = get_task("arith", instruction=False)

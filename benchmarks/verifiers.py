@@ -146,16 +146,26 @@ def run_seed(run_dir: Path, f1_problems: int, samples: int, search_problems: int
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--runs", required=True, help="comma-separated demo run directories, one per seed")
+    ap.add_argument("--runs", help="comma-separated demo run directories, one per seed")
     ap.add_argument("--f1-problems", type=int, default=60)
     ap.add_argument("--samples", type=int, default=8)
     ap.add_argument("--search-problems", type=int, default=100)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--summary", action="store_true", help="print the table of the rows in --out (latest per seed) and exit")
     args = ap.parse_args()
+    if args.summary:
+        latest = {}
+        for line in Path(args.out).read_text().splitlines():
+            row = json.loads(line)
+            latest[row["seed"]] = row
+        table([latest[s] for s in sorted(latest)])
+        return
     import torch
 
     torch.set_num_threads(args.threads)
+    if not args.runs:
+        ap.error("--runs is required (or --summary)")
     rows = []
     for run in args.runs.split(","):
         t0 = time.perf_counter()
@@ -165,6 +175,10 @@ def main() -> None:
         with open(args.out, "a") as f:
             f.write(json.dumps(row) + "\n")
         rows.append(row)
+    table(rows)
+
+
+def table(rows: list[dict]) -> None:
     print(f"\n{len(rows)} seeds ({', '.join(str(r['seed']) for r in rows)}); mean ± standard error over seeds\n")
     print("| verifier | ProcessBench F1 | acc. erroneous | acc. correct | scorer tokens / solution |")
     print("|---|---|---|---|---|")
