@@ -23,6 +23,11 @@ reads it, e.g. arith's bare expression; default: the request's text, stripped: t
 (step splitting, answer extraction) is the server's, fixed when it starts (`--task`); a
 request may name it in `task` but not change it, so no request makes the server read a file.
 
+`"strategy": "auto"` with `"budget": TOKENS` (serve/auto.py, ponder.search.auto) lets the
+server pick the strategy and N from `--auto-policy`'s scale run: a probe predicts the
+problem's difficulty, and `ponder.auto` reports the choice, why, and the probe's and
+search's tokens (both in `usage`).
+
 Budget: `n` and `beam_width` at most `--max-search-n`, `n x max_tokens` at most
 `--max-request-tokens`, and a search that has generated that many tokens gets no more.
 
