@@ -50,7 +50,7 @@ def comparisons(cfg: DemoConfig, sft_eval: Evaluated, rl_eval: Evaluated, scaled
         ids = sorted(set(s) & set(m))
         if not ids:
             continue
-        tokens = {r["strategy"]: r["generated_tokens"] for r in scaled.rows[name] if r["budget"] == cfg.compare_budget}
+        tokens = {r["strategy"]: r.get("generated_tokens") for r in scaled.rows[name] if r["budget"] == cfg.compare_budget}
         out["search_vs_majority"][name] = {
             "strategy": cfg.compare_strategy, "budget": cfg.compare_budget,
             "accuracy": sum(s[i] for i in ids) / len(ids), "majority_accuracy": sum(m[i] for i in ids) / len(ids),

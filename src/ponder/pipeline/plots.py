@@ -6,7 +6,7 @@ from __future__ import annotations
 
 COLORS = {"greedy": "black", "majority": "tab:blue", "best_of_n": "tab:orange", "beam": "tab:green",
           "dvts": "tab:purple", "lookahead": "tab:brown", "mcts": "tab:pink", "compute-optimal": "tab:red",
-          "pass@N oracle": "grey"}
+          "pass@N oracle": "grey", "best_of_n, rollout verifier": "tab:olive"}
 
 
 def plot_scaling(rows: list[dict] | dict[str, list[dict]], path, title: str = "", compute: str = "generated") -> None:

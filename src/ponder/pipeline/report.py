@@ -32,11 +32,17 @@ def sections(summary: dict) -> list[tuple[str, list[str], list[list]]]:
     scale_rows = []
     for name in ("sft", "rl"):
         for r in sorted(summary["scale"][name], key=lambda r: (r["strategy"], r["budget"])):
-            scale_rows.append([name.upper(), r["strategy"], r["budget"], r["accuracy"], r["generated_tokens"],
-                               r.get("scorer_tokens")])
-    out.append(("Test-time scaling (held-out subset; best_of_n and beam use the PRM, weighted by answer)",
-                ["policy", "strategy", "N", "accuracy", "generated tokens / problem", "PRM tokens / problem"],
-                scale_rows))
+            scale_rows.append([name.upper(), r["strategy"], r["budget"], r["accuracy"], r.get("generated_tokens"),
+                               r.get("scorer_tokens"), r.get("total_tokens")])
+    out.append(("Test-time scaling (held-out subset; best_of_n and beam use the PRM, weighted by answer; strategies "
+                "compared at equal total tokens: generated + prefill + PRM)",
+                ["policy", "strategy", "N", "accuracy", "generated tokens / problem", "PRM tokens / problem",
+                 "total tokens / problem"], scale_rows))
+    for name, rows in summary.get("equal_compute", {}).items():
+        out.append((f"{name.upper()} policy: best_of_n guided by the rollout verifier, against majority@"
+                    f"{summary['config']['compare_budget']}'s total tokens",
+                    ["N", "accuracy", "total tokens / problem", "verifier tokens / problem"],
+                    [[r["budget"], r["accuracy"], r["total_tokens"], r["scorer_tokens"]] for r in rows]))
     ann = summary["annotation"]
     out.append((f"Process labels of {ann['samples']} SFT samples (accuracy {ann['sample_accuracy']:.3f}) against the "
                 "exact step checker",
@@ -172,9 +178,12 @@ def make_plots(run_dir: Path, summary: dict, results: dict) -> list[tuple[str, P
     from ponder.pipeline.plots import plot_scaling
 
     path = run_dir / "scaling.png"
-    plot_scaling({"SFT": summary["scale"]["sft"], "RL": summary["scale"]["rl"]}, path,
-                 title="test-time scaling (solid: SFT policy, dashed: RL policy)")
-    out.append(("accuracy against generated tokens", path))
+    equal = summary.get("equal_compute", {})
+    series = {label: summary["scale"][name] + [{"strategy": "best_of_n, rollout verifier", **r}
+                                               for r in equal.get(name, [])]
+              for label, name in (("SFT", "sft"), ("RL", "rl"))}
+    plot_scaling(series, path, compute="total", title="test-time scaling (solid: SFT policy, dashed: RL policy)")
+    out.append(("accuracy against total tokens (generated + prefill + scorer)", path))
 
     sft = [json.loads(l) for l in Path(results["sft"].metrics).read_text().splitlines() if l.strip()]
     rl = [json.loads(l) for l in Path(results["rl"].metrics).read_text().splitlines() if l.strip()]
