@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+from collections import Counter
 from pathlib import Path
 
 STRATEGIES = ("greedy", "majority")
@@ -80,7 +81,7 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=1, help="(A, B) pairs, each with its own policy; results pooled")
     ap.add_argument("--probe", type=int, default=4, help="difficulty probe samples (ponder scale --difficulty-samples)")
     ap.add_argument("--temperature", type=float, default=0.7)
-    ap.add_argument("--out", help="write the markdown table here too")
+    ap.add_argument("--out", help="append the markdown table to this file too")
     args = ap.parse_args()
 
     import json
@@ -119,10 +120,9 @@ def main() -> None:
             labels.update({f"probe + majority@{n}": policy.probe_tokens + t for n, t in majority.items() if n <= 4})
             for label, budget in labels.items():
                 row = rows.setdefault(label, {"budget": [], "fixed": [], "auto": [], "free": [], "fixed_t": [],
-                                              "auto_t": [], "free_t": [], "choices": set(), "refused": 0})
+                                              "auto_t": [], "free_t": [], "fixed_c": Counter(), "auto_c": Counter()})
                 row["budget"].append(budget)
                 fixed = best_fixed(rec_a, budget)
-                row["choices"].add(f"fixed {fixed.strategy}@{fixed.n}" if fixed else "fixed: none fits")
                 for p in held:
                     probe = rec_b[(p.id, "difficulty", policy.probe_n)]
                     label_b = policy.bin_of(probe["mean_score"] or 0.0)
@@ -131,7 +131,7 @@ def main() -> None:
                         continue
                     f = rec_b[(p.id, fixed.strategy, fixed.n)]
                     fr = rec_b[(p.id, free.strategy, free.n)]
-                    row["choices"].add(f"uncharged bin{label_b}: {free.strategy}@{free.n}")
+                    row["fixed_c"][f"{fixed.strategy}@{fixed.n}"] += 1
                     row["fixed"].append(f["correct"])
                     row["fixed_t"].append(f["generated_tokens"])
                     row["free"].append(fr["correct"])
@@ -144,7 +144,7 @@ def main() -> None:
                     # The real run draws B's sweep's samples: same answer, same tokens.
                     assert res.auto["search"]["generated_tokens"] == chosen["generated_tokens"], (p.id, label)
                     assert res.auto["probe"]["generated_tokens"] == probe["generated_tokens"], (p.id, label)
-                    row["choices"].add(f"auto bin{res.auto['bin']}: {res.auto['strategy']}@{res.auto['n']}")
+                    row["auto_c"][f"{res.auto['strategy']}@{res.auto['n']}"] += 1
                     correct = res.text is not None and task.is_correct(p, res.text)
                     assert correct == chosen["correct"], (p.id, label)
                     row["auto"].append(correct)
@@ -155,8 +155,8 @@ def main() -> None:
              f"at N in {BUDGETS}, temperature {args.temperature}, 80 tokens; probe {args.probe} samples, predictor: "
              "agreement; tokens are generated tokens per problem (means on B).", "",
              "| budget (tokens) | fixed acc | fixed tok | auto acc | auto tok | auto - fixed | "
-             "auto, probe uncharged acc | tok | uncharged - fixed | problems | choices |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "auto, probe uncharged acc | tok | uncharged - fixed | problems | fixed's choice | auto's choices |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def mean(xs):
         return sum(xs) / len(xs) if xs else float("nan")
@@ -164,23 +164,35 @@ def main() -> None:
     for label, r in rows.items():
         n = len(r["fixed"])
         if not n:
-            lines.append(f"| {label} = {mean(r['budget']):.0f} | no fixed setting fits | | | | | | | | 0 | |")
+            lines.append(f"| {label} = {mean(r['budget']):.0f} | no fixed setting fits | | | | | | | | 0 | | |")
             continue
         d_free = paired([a - b for a, b in zip(r["free"], r["fixed"])])
-        if any(a is None for a in r["auto"]):
-            auto_cells = ["refused (below probe + cheapest)", "", ""]
+        # Refused (400: the budget is below the probe + the cheapest setting) where a pair's budget is.
+        answered = [(a, b) for a, b in zip(r["auto"], r["fixed"]) if a is not None]
+        if not answered:
+            auto_cells = ["refused", "", ""]
         else:
-            d_auto = paired([a - b for a, b in zip(r["auto"], r["fixed"])])
-            auto_cells = [f"{mean(r['auto']):.3f}", f"{mean(r['auto_t']):.0f}", f"{d_auto[0]:+.3f} ± {d_auto[1]:.3f}"]
+            d_auto = paired([a - b for a, b in answered])
+            auto_cells = [f"{mean([a for a, _ in answered]):.3f}", f"{mean(r['auto_t']):.0f}",
+                          f"{d_auto[0]:+.3f} ± {d_auto[1]:.3f}" + (f" (on {len(answered)}; refused on the other "
+                                                                  f"{n - len(answered)})" if len(answered) < n else "")]
         lines.append(f"| {label} = {mean(r['budget']):.0f} | {mean(r['fixed']):.3f} | {mean(r['fixed_t']):.0f} | "
                      + " | ".join(auto_cells)
                      + f" | {mean(r['free']):.3f} | {mean(r['free_t']):.0f} | {d_free[0]:+.3f} ± {d_free[1]:.3f} | {n} | "
-                     + "; ".join(sorted(r["choices"])) + " |")
-    table = "\n".join(lines + [""] + [f"- {n}" for n in notes])
+                     + f"{_counts(r['fixed_c'])} | {_counts(r['auto_c'])} |")
+    command = (f"benchmarks/auto_strategy.py {'--policy ' + args.policy if args.policy else '--steps ' + str(args.steps)} "
+               f"--problems {args.problems} --pairs {args.pairs} --probe {args.probe} --temperature {args.temperature}")
+    table = "\n".join([f"### `{command}`", ""] + lines + [""] + [f"- {n}" for n in notes])
     print(table)
-    if args.out:
+    if args.out:  # appended: one section per configuration
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(table + "\n")
+        with open(args.out, "a") as f:
+            f.write(table + "\n\n")
+
+
+def _counts(c: Counter) -> str:
+    """'greedy@1 x120, majority@4 x30': how often each setting ran."""
+    return ", ".join(f"{k} x{v}" for k, v in c.most_common())
 
 
 if __name__ == "__main__":
