@@ -174,3 +174,30 @@ def test_served_auto_reports_its_choice_and_compute(tmp_path, tiny_dir):
         status, out, _ = served.call(srv["base"], "/v1/completions", {
             "model": srv["name"], "prompt": "3+4*2\n", "ponder": {"strategy": "auto", "budget": 10}})
         assert status == 400 and out["error"]["param"] == "ponder.budget", out
+
+
+def test_a_prm_policy_probes_with_best_of_n_and_charges_the_scorer(tiny_dir):
+    """The PRM branch in process: the probe is best_of_n scored by the context's scorer (here
+    the task's verifier, a real scorer, standing where the server's PRM goes), whose tokens
+    the 'total' budget counts (the verifier reads none: its checks are exact)."""
+    from ponder.generation import make_engine
+    from ponder.rewards.base import VerifierScorer
+    from ponder.search import SearchContext
+    from ponder.search.auto import auto_search
+    from ponder.tasks import get_task
+
+    records = scale_records() + [rec("best_of_n", 2, p, True, 16) for p in EASY + HARD]
+    policy = build_policy({"records": records, "compute": "total"},
+                          {**CONFIG, "scorer": "runs/prm", "difficulty": "score"}, "run", prm=True)
+    task = get_task("arith")
+    problem = task.problems("test", n=1, seed=0)[0]
+    with make_engine("torch", str(tiny_dir)) as engine:
+        result = auto_search(SearchContext(engine, task, VerifierScorer(task, [problem])), problem, policy, 200, seed=3)
+    auto = result.auto
+    assert auto["predictor"] == "prm" and auto["probe"]["strategy"] == "best_of_n" and auto["probe"]["n"] == 2
+    assert result.compute.scorer_calls >= 1 and auto["probe"]["tokens"] == (
+        auto["probe"]["generated_tokens"] + auto["probe"]["prefill_tokens"] + auto["probe"]["scorer_tokens"])
+    assert auto["predicted_difficulty"] == 0.0 and auto["bin"] == 1  # a random model answers nothing right
+    chosen = policy.choose(1, 200 - auto["probe"]["tokens"])
+    assert (auto["strategy"], auto["n"]) == (chosen.strategy, chosen.n)
+    assert result.compute.scorer_tokens == auto["probe"]["scorer_tokens"] + auto["search"]["scorer_tokens"]
