@@ -18,7 +18,10 @@ Needs vLLM for the vllm rows: run it with the engines venv (`make setup-engines`
 Servers are started here as subprocesses on free loopback ports and stopped after their
 rows, so no two engines compete for the cores; a server is spoken to with `--concurrency`
 requests in flight (each count its own row: 64 prompts with 64 in flight are all at the
-server at once, as in the in-process call); vLLM runs fp32 on all cores
+server at once, as in the in-process call). Besides wall-clock tokens/s, each generation
+row counts the CPU seconds of the process that ran the engine (this one, or the server's,
+its HTTP threads included: Linux /proc), so a ratio can be read apart from what else the
+machine ran meanwhile. vLLM runs fp32 on all cores
 (VLLM_CPU_OMP_THREADS_BIND, VLLM_CPU_NUM_OF_RESERVED_CPU=0, a 1 GiB KV cache). Offline vLLM
 runs in this process, whose OpenMP threads must be pinned from the start
 (GOMP_CPU_AFFINITY): without it the script restarts itself with it set.
@@ -54,7 +57,7 @@ def free_port() -> int:
 
 @contextmanager
 def server(kind: str, model_dir: str, name: str, prefix_cache: bool = True, eager: bool = False):
-    """A `ponder serve` or vLLM OpenAI server on a free loopback port; yields its URL."""
+    """A `ponder serve` or vLLM OpenAI server on a free loopback port; yields its process, `.url` its API base."""
     port = free_port()
     if kind == "ponder":
         cmd = [sys.executable, "-m", "ponder", "serve", "--model", model_dir, "--port", str(port),
@@ -80,7 +83,8 @@ def server(kind: str, model_dir: str, name: str, prefix_cache: bool = True, eage
             except OSError:
                 time.sleep(1)
         print(f"  {kind} server up in {time.time() - t0:.0f} s", flush=True)
-        yield url
+        proc.url = url
+        yield proc
     finally:
         proc.terminate()
         try:
@@ -89,14 +93,23 @@ def server(kind: str, model_dir: str, name: str, prefix_cache: bool = True, eage
             proc.kill()
 
 
-def timed_generate(engine, prompts, params) -> tuple[int, float]:
-    before = engine.usage.copy()
+def cpu_seconds(pid: int | None = None) -> float:
+    """CPU time (user + system) of this process, or of process `pid` (Linux)."""
+    if pid is None:
+        return time.process_time()
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def timed_generate(engine, prompts, params, pid: int | None = None) -> tuple[int, float, float]:
+    before, cpu0 = engine.usage.copy(), cpu_seconds(pid)
     t0 = time.perf_counter()
     engine.generate(prompts, params)
-    return (engine.usage - before).generated_tokens, time.perf_counter() - t0
+    return (engine.usage - before).generated_tokens, time.perf_counter() - t0, cpu_seconds(pid) - cpu0
 
 
-def generation_rows(label: str, engine, prompts, max_tokens: int, sampled: int) -> list[tuple]:
+def generation_rows(label: str, engine, prompts, max_tokens: int, sampled: int, pid: int | None = None) -> list[tuple]:
+    """(label, mode, tokens, seconds, CPU seconds of the engine's process) per workload."""
     from ponder.generation import SamplingParams
 
     engine.generate(prompts[:2], SamplingParams(temperature=0.0, max_tokens=8))  # warm-up (compilation, caches)
@@ -106,10 +119,10 @@ def generation_rows(label: str, engine, prompts, max_tokens: int, sampled: int) 
                                 prompts[:sampled])):
         if not some:
             continue
-        tokens, seconds = timed_generate(engine, some, params)
-        rows.append((label, mode, tokens, seconds))
-        print(f"  {label:<30} {mode:<11} {tokens:>6} tokens {seconds:>7.1f} s {tokens / seconds:>7.1f} tokens/s "
-              f"(load {os.getloadavg()[0]:.2f})", flush=True)
+        tokens, seconds, cpu = timed_generate(engine, some, params, pid)
+        rows.append((label, mode, tokens, seconds, cpu))
+        print(f"  {label:<34} {mode:<11} {tokens:>6} tokens {seconds:>7.1f} s {tokens / seconds:>7.1f} tokens/s "
+              f"{tokens / cpu:>7.1f} per CPU s (load {os.getloadavg()[0]:.2f})", flush=True)
     return rows
 
 
@@ -168,16 +181,22 @@ def main() -> None:
                 with make_engine(name, smollm2, seed=0) as engine:
                     results["generation"] += generation_rows(name, engine, prompts, args.max_tokens, args.sampled_prompts)
             else:
-                with server(name.split("-")[0], smollm2, "smollm2") as url:
+                with server(name.split("-")[0], smollm2, "smollm2") as proc:
                     for flight in [int(c) for c in args.concurrency.split(",")]:
-                        with make_engine(url, "smollm2", max_concurrency=flight) as engine:
+                        with make_engine(proc.url, "smollm2", max_concurrency=flight) as engine:
                             results["generation"] += generation_rows(f"{name} (HTTP, {flight} in flight)", engine,
-                                                                     prompts, args.max_tokens, args.sampled_prompts)
-        base = {mode: tokens / seconds for label, mode, tokens, seconds in results["generation"] if label == "torch"}
-        print(f"\n{'engine':<30} {'mode':<11} {'tokens':>7} {'seconds':>8} {'tokens/s':>9} {'vs torch':>9}")
-        for label, mode, tokens, seconds in results["generation"]:
-            ratio = f"{tokens / seconds / base[mode]:.2f}x" if mode in base else "-"
-            print(f"{label:<30} {mode:<11} {tokens:>7} {seconds:>8.1f} {tokens / seconds:>9.1f} {ratio:>9}")
+                                                                     prompts, args.max_tokens, args.sampled_prompts,
+                                                                     proc.pid)
+        rows = results["generation"]
+        base = {mode: (tokens / seconds, tokens / cpu) for label, mode, tokens, seconds, cpu in rows
+                if label == "torch"}
+        print(f"\n{'engine':<34} {'mode':<11} {'tokens':>7} {'seconds':>8} {'tokens/s':>9} {'vs torch':>9} "
+              f"{'per CPU s':>10} {'vs torch':>9}")
+        for label, mode, tokens, seconds, cpu in rows:
+            wall, per_cpu = (f"{tokens / seconds / base[mode][0]:.2f}x", f"{tokens / cpu / base[mode][1]:.2f}x") \
+                if mode in base else ("-", "-")
+            print(f"{label:<34} {mode:<11} {tokens:>7} {seconds:>8.1f} {tokens / seconds:>9.1f} {wall:>9} "
+                  f"{tokens / cpu:>10.1f} {per_cpu:>9}")
 
     if "search" not in args.skip:
         task = get_task("arith", instruction=False)
@@ -198,14 +217,14 @@ def main() -> None:
                 with make_engine(name, policy, seed=0) as engine:
                     results["search"].append(search_row(name, engine, problems, task))
             elif name == "ponder-serve":
-                with server("ponder", policy, "policy") as url, make_engine(url, "policy") as engine:
+                with server("ponder", policy, "policy") as proc, make_engine(proc.url, "policy") as engine:
                     results["search"].append(search_row("ponder serve (HTTP)", engine, problems, task))
             else:
                 for cache in (True, False):
                     label = f"vllm serve (HTTP), prefix cache {'on' if cache else 'off'}"
                     # eager: the prefill counts are what this row measures, and it starts 1.5 min sooner
-                    with server("vllm", policy, "policy", cache, eager=True) as url, \
-                            make_engine(url, "policy") as engine:
+                    with server("vllm", policy, "policy", cache, eager=True) as proc, \
+                            make_engine(proc.url, "policy") as engine:
                         results["search"].append(search_row(label, engine, problems, task))
         print(f"\n{'engine':<40} {'accuracy':>8} {'generated':>9} {'prefill':>8} {'cached':>8} {'computed':>8} {'wall s':>7}")
         for r in results["search"]:
