@@ -297,16 +297,16 @@ class Batcher:
             return
         params = group[0].params
         owners: dict[int, tuple[_Job, int]] = {}  # call prompt -> (job, its prompt), until it finishes
-        members: list[_Job] = []  # every job the call carried
-        live: dict[int, _Job] = {}  # id -> job, for those not answered yet
+        live: dict[int, _Job] = {}  # id -> job, for those not answered yet (a running call keeps no others)
+        carried = prompts = 0  # jobs and prompts the call took so far
 
         def add(jobs: list[_Job]) -> list[tuple[list[int], PromptSeed]]:
+            nonlocal carried, prompts
             for job in jobs:
-                start = members[-1].span.stop if members else 0
                 job.parts, job.left, job.cached = [None] * len(job.prompts), len(job.prompts), 0
-                job.span = range(start, start + len(job.prompts))
+                job.span = range(prompts, prompts + len(job.prompts))
                 owners.update((i, (job, k)) for k, i in enumerate(job.span))
-                members.append(job)
+                carried, prompts = carried + 1, job.span.stop
                 live[id(job)] = job
             return [(p, seed) for job in jobs for p, seed in zip(job.prompts, job.seeds)]
 
@@ -334,11 +334,10 @@ class Batcher:
                 return
             del live[id(job)]
             with self._lock:  # counted before the answer goes out, so a client that reads the stats sees it
-                if len(members) == len(live) + 1:  # the call's first answer
+                if carried - len(live) == 1:  # the call's first answer
                     self._stats["generate_calls"] += 1
                 self._stats["generate_requests"] += 1
-                self._stats["max_requests_per_call"] = max(self._stats["max_requests_per_call"],
-                                                           len(members) - len(live))
+                self._stats["max_requests_per_call"] = max(self._stats["max_requests_per_call"], carried - len(live))
             job.future.set_result(Generated(job.parts, job.cached))
 
         first = add(group)
@@ -364,9 +363,8 @@ class Batcher:
                 for i, (out, share) in enumerate(zip(samples, shares)):
                     on_done(i, out, share)
         except Exception as e:
-            unanswered = [job for job in members if not job.future.done()]
-            for job in unanswered:
-                if len(members) == 1 or job.streamed:  # alone, or its client has tokens of the failed call already
+            for job in list(live.values()):
+                if carried == 1 or job.streamed:  # alone, or its client has tokens of the failed call already
                     job.future.set_exception(e)
                 else:  # a request that breaks the engine fails alone
                     self._run_group([job], joins=False)
