@@ -100,7 +100,9 @@ def has_operator(step: str) -> bool:
     return any(ch in "+-*/" for ch in step[1:])
 
 
-TEMPLATE = "{question}|{previous}>{step}?"
+TEMPLATE = "{step}?"
+"""The test judge reads the step alone: a malformed step shows in itself, and short questions
+keep its fine-tuning cheap (the default template's layout is checked on its own below)."""
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +126,7 @@ def judge_dir(arith_policy, tmp_path_factory):
     torch.manual_seed(0)
     model, tok = load_model(arith_policy)
     run = tmp_path_factory.mktemp("judge")
-    cfg = SFTConfig(lr=3e-3, steps=300, warmup_steps=10, seed=0, save_every=300, batch_size=32)
+    cfg = SFTConfig(lr=3e-3, steps=150, warmup_steps=10, seed=0, save_every=150, batch_size=32)
     SFTTrainer(model, tok, rows, cfg, run, progress=False).train()
     return str(run / "model")
 
@@ -149,6 +151,15 @@ def test_step_judge_flags_the_first_wrong_step_from_its_yes_no_probabilities(jud
     # Every (solution, step) question is asked once: the shared first steps are not asked twice.
     questions = {(p, tuple(st[:i + 1])) for p, st in zip(prompts, solutions) for i in range(len(st))}
     assert len(judge._scores) == len(questions)
+
+
+def test_the_default_judge_question_shows_the_problem_and_the_steps_before():
+    judge = StepJudge(None)
+    text = judge.prompt("numbers [3, 5], target 8\n", ["3+5=8", "Answer: 3+5"])
+    assert text == ("Problem: numbers [3, 5], target 8\nStep 1: 3+5=8\nNext step: Answer: 3+5\n"
+                    "Is the next step correct? Answer yes or no.\n")
+    with pytest.raises(ValueError, match="must contain"):
+        StepJudge(None, template="{question} ok?")
 
 
 def test_step_verifiers_by_spec_in_a_search_with_their_compute_counted(arith_policy, solved):

@@ -158,9 +158,9 @@ class StepJudge(Scorer):
     model the reply starts the assistant turn, so no leading space; for a base model, " yes")."""
 
     def __init__(self, generator: Generator, template: str = JUDGE_STEP_TEMPLATE, yes: str = "yes", no: str = "no"):
-        for name in ("question", "previous", "step"):
-            if "{" + name + "}" not in template:
-                raise ValueError(f"step judge template must contain {{{name}}}, got {template!r}")
+        if "{step}" not in template:
+            raise ValueError(f"step judge template must contain {{step}} (and may use {{question}} and {{previous}}), "
+                             f"got {template!r}")
         if not yes or not no or yes == no:
             raise ValueError(f"step judge: yes and no must be two different non-empty answers, got {yes!r}, {no!r}")
         self.generator, self.template, self.yes, self.no = generator, template, yes, no
