@@ -60,3 +60,20 @@ def call(base, path, body=None, method="POST", key=None, raw=None, headers=None,
     except urllib.error.HTTPError as e:
         text = e.read()
         return e.code, json.loads(text) if text else None, dict(e.headers)
+
+
+def settled_after_hang_up(stats_of, base: dict) -> dict:
+    """Once the server has noticed a client hang up (its cancelled jobs counter moved past
+    `base`'s), check that nothing decodes for it any more and nothing is left pending; the
+    stats (from `stats_of()`) at that point."""
+    deadline = time.monotonic() + 30
+    while stats_of()["cancelled_jobs"] == base["cancelled_jobs"]:
+        assert time.monotonic() < deadline, "the hang-up was never noticed"
+        time.sleep(0.05)
+    time.sleep(0.3)
+    first = stats_of()
+    time.sleep(1.0)
+    second = stats_of()
+    assert second["generated_tokens"] == first["generated_tokens"], "rows of the gone client are still decoding"
+    assert second["pending_requests"] == 0 and second["waiting_jobs"] == 0
+    return first
