@@ -83,7 +83,7 @@ def test_arith_reward_is_one_for_a_right_solution_and_zero_for_a_wrong_one(tmp_p
 def test_gsm8k_file_reward_rebuilds_the_task_from_its_absolute_path(tmp_path, monkeypatch):
     out = tmp_path / "out"
     result = run(Config(task=str(GSM8K_TEST), out=str(out), num_train=0, num_test=4, seed=1))
-    assert result["task"] == str(GSM8K_TEST) and result["data_source"] == "gsm8k"
+    assert Path(result["task"]).resolve() == GSM8K_TEST.resolve() and result["data_source"] == "gsm8k"
     rows = _rows(out / "test.parquet")
     first = json.loads(GSM8K_TEST.read_text().splitlines()[0])
     assert rows[0]["prompt"][0]["content"].startswith(rows[0]["extra_info"]["question"])
