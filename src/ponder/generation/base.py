@@ -129,6 +129,28 @@ def mark_weights_changed(model) -> None:
     model.__dict__[WEIGHTS_VERSION] = model.__dict__.get(WEIGHTS_VERSION, 0) + 1
 
 
+def load_named_tensors(model, named_tensors) -> None:
+    """Copy tensors into the model's parameters and buffers by name (Hugging Face names); a
+    tensor that already is the model's own costs nothing. A tied `lm_head.weight` is loaded
+    through the input embedding. Then `mark_weights_changed`: shared tensors may have changed
+    without a version bump (a fused optimiser step), so a sync always rebuilds what an engine
+    derived from the weights."""
+    import torch  # here, not at the top: the engine contract itself loads without torch
+
+    own = dict(model.named_parameters())
+    own.update(model.named_buffers())
+    with torch.no_grad():
+        for name, tensor in named_tensors:
+            if name not in own:
+                if name == "lm_head.weight" and getattr(model.config, "tie_word_embeddings", False):
+                    continue
+                raise EngineError(f"engine torch: the model has no parameter {name!r}")
+            target = own[name]
+            if target.data_ptr() != tensor.data_ptr():
+                target.copy_(tensor)
+    mark_weights_changed(model)
+
+
 def weights_version(model) -> int:
     """How many times `mark_weights_changed(model)` was called."""
     return model.__dict__.get(WEIGHTS_VERSION, 0)

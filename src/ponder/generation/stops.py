@@ -75,3 +75,16 @@ def find_stop(text: str, delta_len: int, stops: list[str]) -> tuple[str, int] | 
         return None
     end, _, stop = best
     return stop, end - len(stop)
+
+
+def eos_ids(model, tokenizer) -> set[int]:
+    """Token ids that end a sample: the model's generation config EOS (an int or a list)
+    plus the tokenizer's EOS."""
+    ids: set[int] = set()
+    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for value in (gen_eos, tokenizer.eos_token_id):
+        if isinstance(value, int):
+            ids.add(value)
+        elif value is not None:
+            ids.update(int(v) for v in value)
+    return ids

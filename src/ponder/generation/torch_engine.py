@@ -75,23 +75,21 @@ from ponder.generation.base import (
     SamplingParams,
     Usage,
     check_params,
-    mark_weights_changed,
+    load_named_tensors,
     sample_seed,
     seed_key,
     weights_version,
 )
 from ponder.generation.kv_cache import GROW_BY, fill_holes, growing_cache, join_batches
-from ponder.generation.prefill import left_pad, positions_of, prefill
+from ponder.generation.prefill import prefill
 from ponder.generation.prefix_cache import PrefixCache
+from ponder.generation.scoring import teacher_forced_logprobs
 from ponder.generation.sampling import select_tokens, token_logprobs
-from ponder.generation.stops import IncrementalDetokenizer, decode_completion, find_stop
+from ponder.generation.stops import IncrementalDetokenizer, decode_completion, eos_ids, find_stop
 from ponder.generation.weight_layout import ColumnMajorWeights, PackedBF16Linears
 from ponder.models import encode_prompts
 from ponder.models.device import make_generator, no_grad
 
-# Teacher-forced scoring materialises (rows, positions, vocab) logits; one micro-batch holds
-# at most this many floats (256 MB).
-LOGITS_BUDGET = 64 * 2**20
 # `column_major=None` turns the weight copies on for CPU models whose Linear weights take
 # less than this, so the extra copy never surprises a machine with a large model.
 COLUMN_MAJOR_MAX_BYTES = 2 * 2**30
@@ -155,7 +153,7 @@ class TorchGenerator(Generator):
         self.chat = bool(getattr(tokenizer, "chat_template", None)) if chat is None else chat
         self.progress = progress
         self.usage = Usage()
-        self.eos_ids = _eos_ids(model, tokenizer)
+        self.eos_ids = eos_ids(model, tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.eos_ids, default=0)
         # transformers 5 renamed `past_key_values` to `cache`; accept models of either kind.
         params = inspect.signature(model.forward).parameters
@@ -443,69 +441,22 @@ class TorchGenerator(Generator):
 
     # ----- teacher-forced scoring -----
 
-    def logprobs(
-        self,
-        prompts: list[Prompt],
-        completions: list[str] | list[list[int]],
-        temperature: float = 1.0,
-    ) -> list[list[float]]:
+    def logprobs(self, prompts: list[Prompt], completions: list[str] | list[list[int]],
+                 temperature: float = 1.0) -> list[list[float]]:
         """Per-token log-probabilities of each completion given its prompt, teacher-forced in
         batches, with `generate`'s convention: log_softmax(logits / temperature) (0: raw
         logits). A completion is a string (tokenized without special tokens) or token ids;
         pass a `Sample.token_ids` to score exactly what was generated. No gradients (RL
         trainers recompute these with autograd); the tokens forwarded are added to
         `usage.prefill_tokens`."""
-        if len(prompts) != len(completions):
-            raise ValueError(f"got {len(prompts)} prompts but {len(completions)} completions; pass one completion per prompt")
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0 (0 = raw logits), got {temperature}")
-        prompt_ids = self.encode(prompts)
-        comp_ids = [
-            self.tokenizer(c, add_special_tokens=False)["input_ids"] if isinstance(c, str) else list(c)
-            for c in completions
-        ]
-        vocab = self.model.get_output_embeddings().weight.shape[0]
-        # Longest completion first, so a batch's first row sets how many positions it keeps;
-        # empty completions have nothing to score.
-        order = sorted((i for i in range(len(prompts)) if comp_ids[i]), key=lambda i: -len(comp_ids[i]))
-        results: list[list[float]] = [[] for _ in prompts]
-        start = 0
-        with self._ready():
-            while start < len(order):
-                keep = 1 + len(comp_ids[order[start]])
-                batch = order[start : start + max(1, min(self.batch_size, LOGITS_BUDGET // (keep * vocab)))]
-                start += len(batch)
-                ids, mask = left_pad([prompt_ids[i] + comp_ids[i] for i in batch], self.pad_id, self.device)
-                logits = self._forward(ids, mask, positions_of(mask), cache=None, keep=keep)  # (rows, keep, vocab)
-                self.usage.prefill_tokens += int(mask.sum())
-                for b, i in enumerate(batch):
-                    c = len(comp_ids[i])
-                    # Left padding puts the completion last: its c tokens are predicted by
-                    # the logits at the c positions just before each of them.
-                    target = torch.tensor(comp_ids[i], dtype=torch.long, device=self.device)
-                    results[i] = token_logprobs(logits[b, keep - 1 - c : keep - 1], target, temperature).tolist()
-        self.usage.calls += 1
-        return results
+        return teacher_forced_logprobs(self, prompts, completions, temperature)
 
     # ----- weights -----
 
-    @torch.no_grad()
     def update_weights(self, named_tensors) -> None:
-        """Copy tensors into the model's parameters and buffers by name. A tensor that already
-        is the model's own (an RL trainer sharing this model) costs nothing."""
-        own = dict(self.model.named_parameters())
-        own.update(self.model.named_buffers())
-        for name, tensor in named_tensors:
-            if name not in own:
-                if name == "lm_head.weight" and getattr(self.model.config, "tie_word_embeddings", False):
-                    continue  # tied to the input embedding, loaded through it
-                raise EngineError(f"engine torch: the model has no parameter {name!r}")
-            target = own[name]
-            if target.data_ptr() != tensor.data_ptr():
-                target.copy_(tensor)
-        # Shared tensors may have changed without a version bump (a fused optimiser step):
-        # a sync always rebuilds what the engine derived from the weights.
-        mark_weights_changed(self.model)
+        """Copy tensors into the model by name (`load_named_tensors`); free for a tensor that
+        already is the model's own (an RL trainer sharing this model)."""
+        load_named_tensors(self.model, named_tensors)
 
     # ----- model plumbing -----
 
@@ -545,16 +496,3 @@ class TorchGenerator(Generator):
         run = self._weights if self._weights is not None else self.model
         logits = run(input_ids=ids, **kwargs).logits[:, -keep:].float()
         return logits[:, -1] if keep == 1 else logits
-
-
-def _eos_ids(model, tokenizer) -> set[int]:
-    """Token ids that end a sample: the model's generation config EOS (an int or a list)
-    plus the tokenizer's EOS."""
-    ids: set[int] = set()
-    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    for value in (gen_eos, tokenizer.eos_token_id):
-        if isinstance(value, int):
-            ids.add(value)
-        elif value is not None:
-            ids.update(int(v) for v in value)
-    return ids
