@@ -156,7 +156,25 @@ def test_chunks_keep_prompt_order_and_samples(tiny):
     for params in [SamplingParams(n=2, **GREEDY), SamplingParams(n=2, temperature=1.0, max_tokens=16, seed=7)]:
         small = make_engine("torch", model, tokenizer=tokenizer, batch_size=3).generate(PROMPTS, params)
         large = make_engine("torch", model, tokenizer=tokenizer, batch_size=64).generate(PROMPTS, params)
+        auto = make_engine("torch", model, tokenizer=tokenizer).generate(PROMPTS, params)
         assert [[s.token_ids for s in p] for p in small] == [[s.token_ids for s in p] for p in large]
+        assert [[s.token_ids for s in p] for p in auto] == [[s.token_ids for s in p] for p in large]
+
+
+def test_automatic_batch_rows_follow_the_kv_cache(tiny):
+    """batch_size=None: rows whose keys and values of every layer at the call's longest
+    sequence fit AUTO_KV_BYTES, within AUTO_ROWS; a set batch_size is kept as given."""
+    from ponder.generation.torch_engine import AUTO_KV_BYTES, AUTO_ROWS
+
+    model, tokenizer = tiny
+    c = model.config
+    per_token = c.num_hidden_layers * 2 * c.num_key_value_heads * (c.hidden_size // c.num_attention_heads) * 4
+    engine = make_engine("torch", model, tokenizer=tokenizer)
+    assert engine.rows_for(100) == min(AUTO_ROWS[1], max(AUTO_ROWS[0], AUTO_KV_BYTES // (per_token * 100)))
+    assert engine.rows_for(10**9) == AUTO_ROWS[0]  # a long sequence: never fewer rows than before
+    longest = AUTO_KV_BYTES // (per_token * 100)  # a sequence for which about 100 rows fit: exactly those
+    assert AUTO_ROWS[0] < engine.rows_for(longest) == AUTO_KV_BYTES // (per_token * longest) < AUTO_ROWS[1]
+    assert make_engine("torch", model, tokenizer=tokenizer, batch_size=3).rows_for(100) == 3
 
 
 def test_empty_prompt_list(tiny):

@@ -82,8 +82,9 @@ class AnnotateConfig(DeviceField):
     """preference pairs per problem, at most"""
     chunk: int = 16
     """problems per resumable chunk"""
-    batch_size: int = 64
-    """rows decoded together"""
+    batch_size: int | None = None
+    """rows decoded together (default: as many as the KV cache of the longest sequence fits in 1 GiB, 64 to
+    512)"""
     seed: int = 0
     """seed for problem choice and sampling"""
 

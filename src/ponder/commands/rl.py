@@ -43,8 +43,9 @@ class Config(RLConfig, RunOptions):
     """how PRM step scores become one reward when the PRM is used as a reward: last, min, prod, mean"""
     orm: str | None = None
     """outcome reward model dir, added as a reward named 'orm'"""
-    gen_batch_size: int = 64
-    """rows decoded together by the generation engine"""
+    gen_batch_size: int | None = None
+    """rows decoded together by the torch engine (default: as many as the KV cache of the longest sequence fits
+    in 1 GiB, 64 to 512)"""
     engine: str = "torch"
     """rollout engine: torch (in this process, sharing the policy; torch-bf16: its Linear layers in
     bf16), vllm (weights pushed after every

@@ -31,7 +31,7 @@ def make_engine(
     model=None,
     *,
     tokenizer=None,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     progress: bool = False,
     seed: int = 0,
     api_key: str | None = None,
@@ -42,7 +42,8 @@ def make_engine(
 ) -> Generator:
     """An engine for `model` (see the module docstring).
 
-    `batch_size`, `progress`: rows decoded together and a progress bar (torch). `device`: where
+    `batch_size`, `progress`: rows decoded together (None: by the KV cache a call needs,
+    see TorchGenerator.rows_for) and a progress bar (torch). `device`: where
     the torch engine's model runs (auto, cpu, cuda, cuda:N; None: where it is, a loaded model,
     or the CPU). `seed`: seeds
     the engine's own generator, used by calls without a seed (offline vLLM). `api_key` (default:

@@ -35,10 +35,11 @@ def teacher_forced_logprobs(engine, prompts, completions, temperature: float = 1
     order = sorted((i for i in range(len(prompts)) if comp_ids[i]), key=lambda i: -len(comp_ids[i]))
     results: list[list[float]] = [[] for _ in prompts]
     start = 0
+    rows = engine.rows_for(max((len(prompt_ids[i]) + len(comp_ids[i]) for i in order), default=1))
     with engine._ready():
         while start < len(order):
             keep = 1 + len(comp_ids[order[start]])
-            batch = order[start : start + max(1, min(engine.batch_size, LOGITS_BUDGET // (keep * vocab)))]
+            batch = order[start : start + max(1, min(rows, LOGITS_BUDGET // (keep * vocab)))]
             start += len(batch)
             ids, mask = left_pad([prompt_ids[i] + comp_ids[i] for i in batch], engine.pad_id, engine.device)
             logits = engine._forward(ids, mask, positions_of(mask), cache=None, keep=keep)  # (rows, keep, vocab)

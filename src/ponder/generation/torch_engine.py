@@ -1,6 +1,6 @@
 """The in-process PyTorch engine: batched sampling from any Hugging Face causal LM.
 
-    gen = TorchGenerator(model, tokenizer, batch_size=64)
+    gen = TorchGenerator(model, tokenizer)
     samples = gen.generate(["What is 2+3?"], SamplingParams(n=4, temperature=0.8, seed=0))
     gen.usage  # Usage(prefill_tokens=..., generated_tokens=..., calls=1)
 
@@ -8,7 +8,9 @@ How a call runs:
 
 1. Prompts are tokenized (through the chat template when `chat` is on), sorted by length
    (longest first) and queued; the batch holds at most `batch_size` rows (n per prompt; one
-   prompt's n rows when n > batch_size).
+   prompt's n rows when n > batch_size). By default (`batch_size=None`) a call takes as many
+   rows as the KV cache of its longest sequence fits in `AUTO_KV_BYTES`, between 64 and 512
+   (`rows_for`): a 1M-parameter model decodes 512 rows a step, a 135M one at 600 tokens 64.
 2. Prefill (prefill.py): the prompts that fit are computed once each, their shared prefix
    once for all, and each prompt's cache row is repeated for its n samples. Only the last
    position's logits are computed (`logits_to_keep=1`).
@@ -99,6 +101,13 @@ COLUMN_MAJOR_MAX_BYTES = 2 * 2**30
 REFILL = 0.25
 # Default memory of the cross-call prefix cache (prefix_cache.py).
 PREFIX_CACHE_MB = 256
+# `batch_size=None`: rows per call such that their KV cache at the call's longest sequence takes
+# at most AUTO_KV_BYTES, within AUTO_ROWS. A decoding step of a small model costs little more
+# for 512 rows than for 64 (its time is per-layer overhead, not arithmetic), so an RL step's
+# 16 prompts x 8 samples in one batch instead of two, or an evaluation's 300 x 8 in five
+# instead of 38, take less time (benchmarks/batch_rows.py); a large model keeps its 64 rows.
+AUTO_KV_BYTES = 2**30
+AUTO_ROWS = (64, 512)
 
 
 @dataclass
@@ -123,7 +132,7 @@ class TorchGenerator(Generator):
         self,
         model,
         tokenizer,
-        batch_size: int = 64,
+        batch_size: int | None = None,
         chat: bool | None = None,
         progress: bool = False,
         column_major: bool | None = None,
@@ -131,7 +140,8 @@ class TorchGenerator(Generator):
         matmul_dtype: str | None = None,
         prefix_cache_mb: float = PREFIX_CACHE_MB,
     ):
-        """`batch_size`: rows (prompts x n) decoded together. `chat`: wrap prompts in the
+        """`batch_size`: rows (prompts x n) decoded together (None: per call, by the KV cache
+        its longest sequence needs; see `rows_for`). `chat`: wrap prompts in the
         tokenizer's chat template (None: iff it has one). `progress`: a tqdm bar over prompts.
         `column_major`: run with column-major copies of the Linear weights, 2x faster for
         small batches on CPU, at the cost of a second copy of them in memory (see
@@ -143,7 +153,7 @@ class TorchGenerator(Generator):
         None: the model's dtype throughout. `prefix_cache_mb`: memory for keys/values of
         finished samples, reused by later prompts that extend them (prefix_cache.py; 0: no
         cache)."""
-        if batch_size < 1:
+        if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if matmul_dtype not in (None, "bfloat16"):
             raise ValueError(f"matmul_dtype must be None or 'bfloat16', got {matmul_dtype!r}")
@@ -169,7 +179,7 @@ class TorchGenerator(Generator):
             if self.device.type != "cpu" or not PackedBF16Linears.supported():
                 raise EngineError("engine torch: matmul_dtype='bfloat16' needs a CPU model and oneDNN bf16 kernels "
                                   "(AVX512-BF16 or AMX); this machine has none - leave matmul_dtype unset")
-            self._weights = PackedBF16Linears(model, batch_size)
+            self._weights = PackedBF16Linears(model, batch_size or AUTO_ROWS[0])
         # Prompts join a running batch only in ponder's own cache (kv_cache.py); models with
         # other layer kinds decode in chunks: a chunk's prompts join only an empty batch.
         self.continuous = continuous
@@ -183,6 +193,21 @@ class TorchGenerator(Generator):
     def device(self) -> torch.device:
         """Where the model is now: a trainer may move it after the engine was built."""
         return next(self.model.parameters()).device
+
+    def rows_for(self, longest: int) -> int:
+        """Rows decoded together in a call whose longest sequence (prompt + max_tokens) has
+        `longest` tokens: `batch_size` if set, else as many as AUTO_KV_BYTES of KV cache hold
+        (keys and values of every layer, in the model's dtype), within AUTO_ROWS."""
+        if self.batch_size is not None:
+            return self.batch_size
+        c = self.model.config
+        layers, heads = getattr(c, "num_hidden_layers", None), getattr(c, "num_attention_heads", None)
+        if not layers or not heads:
+            return AUTO_ROWS[0]
+        head_dim = getattr(c, "head_dim", None) or c.hidden_size // heads
+        per_token = layers * 2 * (getattr(c, "num_key_value_heads", None) or heads) * head_dim \
+            * next(self.model.parameters()).element_size()
+        return max(AUTO_ROWS[0], min(AUTO_ROWS[1], AUTO_KV_BYTES // (per_token * max(longest, 1))))
 
     # ----- prompts -----
 
@@ -270,7 +295,8 @@ class TorchGenerator(Generator):
         rows see only their own cache positions (the mask hides the left padding of the
         merged cache), at their own position ids."""
         n, sampling = params.n, params.temperature > 0 and params.top_k != 1
-        per_prompt = max(1, self.batch_size // n)  # prompts whose n rows fit the batch (1 if n > batch_size)
+        longest = max((len(prompt_ids[i]) for i in queue), default=0) + params.max_tokens
+        per_prompt = max(1, self.rows_for(longest) // n)  # prompts whose n rows fit the batch (1 if n > rows)
         queue = list(queue)
         rows: dict[int, _Row] = {}  # row id -> row; row id = prompt index * n + sample index
         active: list[int] = []  # batch position -> row id

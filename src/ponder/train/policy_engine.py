@@ -23,7 +23,7 @@ from pathlib import Path
 from ponder.generation import Generator, is_url, make_engine
 
 
-def policy_engine(spec: str, model, tokenizer, run_dir: str | Path, batch_size: int = 64, seed: int = 0,
+def policy_engine(spec: str, model, tokenizer, run_dir: str | Path, batch_size: int | None = None, seed: int = 0,
                   served_model: str | None = None) -> Generator:
     """An engine for `model` (being trained in this process): `spec` is torch, torch-bf16, vllm, or a
     server URL whose served model (`served_model`; None: its only one) starts from the same

@@ -84,7 +84,7 @@ class RLTrainer:
 
     def __init__(self, model, tokenizer, task, train_problems, eval_problems, rewards: list[RewardFunction],
                  cfg: RLConfig, run_dir: str | Path, process_scorer=None, progress: bool = True,
-                 batch_size: int = 64, engine: str = "torch", prompt_seeds: bool | None = None):
+                 batch_size: int | None = None, engine: str = "torch", prompt_seeds: bool | None = None):
         """`engine`: torch (in this process, sharing the policy's weights), vllm, or a server
         URL (see policy_engine.py); weights are pushed to it before the first rollout too, so
         a resumed run is in sync. `prompt_seeds`: sample each prompt of a rollout with its own
