@@ -127,10 +127,14 @@ class RewardModelConfig(TrainConfig, LoraOptions):
     """tokens per example, at most"""
     hard: bool = False
     """train on hard labels (label > 0) instead of soft MC fractions"""
+    lm_coef: float = 0.0
+    """weight of the body's own next-token loss on the solution tokens, added to the step BCE so
+    that it keeps what it knows as a language model (read through the LM head tied to its input
+    embeddings; the saved reward model is unchanged); 0 = step BCE alone"""
 
     def __post_init__(self):
         super().__post_init__()
-        check(self, positive=("batch_size", "max_len"))
+        check(self, positive=("batch_size", "max_len"), non_negative=("lm_coef",))
         if self.lora_r and not self.lora_merge:
             raise ConfigError("--no-lora-merge: a reward model is saved with its adapters merged (its head is not a "
                               "PEFT module); drop the flag")

@@ -8,6 +8,15 @@ Loss: binary cross-entropy between sigmoid(head) at each scored <sep> position a
 label — hard labels (0/1) or Math-Shepherd/OmegaPRM soft labels (MC fractions) used as
 targets directly (Wang et al. 2023, eq. 6 uses hard labels; soft targets are the natural
 generalisation of the same loss). The loop, checkpoints and resume are the shared TrainLoop.
+
+With `cfg.lm_coef` > 0 the body also keeps its language-model loss: loss = BCE + lm_coef x
+the mean next-token cross-entropy on the solution tokens, read through the policy's LM head.
+A PRM's body is the policy's without that head; a body whose head is tied to its input
+embeddings (every tiny model, SmolLM2) still holds it, so the head trains with the body and
+nothing is added to the saved reward model. This is GRM's SFT regulariser (Yang et al. 2024,
+"Regularizing Hidden States Enables Learning Generalizable Reward Model for LLMs", Sec. 3.2:
+keep the base model's LM head and its text-generation loss beside the reward head), written as
+BCE + lm_coef x CE rather than GRM's (1 - alpha) / alpha mix, so that lm_coef 0 is the plain PRM.
 """
 from __future__ import annotations
 
@@ -28,6 +37,8 @@ class RMExample:
     input_ids: list[int]
     positions: list[int]
     targets: list[float]
+    solution_start: int = 1
+    """index of the first token after the prompt: the LM loss (lm_coef) predicts tokens from here"""
 
 
 def _label(value, where: str, field: str) -> float:
@@ -81,13 +92,14 @@ def rm_examples(rm, rows: list[dict], kind: str, hard: bool, max_len: int) -> li
             steps = rm.split(row["completion"])
             labels = [row["label"]]
         ids, pos = rm.encode(row["prompt"], steps)
+        start = len(rm.encode(row["prompt"], [])[0])
         if kind == "orm":
             pos = pos[-1:]
         keep = [(p, l) for p, l in zip(pos, labels) if p < max_len]
         if not keep:
             continue
         targets = [float(l > 0) if hard else float(l) for _, l in keep]
-        out.append(RMExample(ids[:max_len], [p for p, _ in keep], targets))
+        out.append(RMExample(ids[:max_len], [p for p, _ in keep], targets, max(start, 1)))
     return out
 
 
@@ -102,6 +114,34 @@ def collate_rm(examples: list[RMExample], pad_id: int) -> dict[str, torch.Tensor
         mask[i, :len(e.input_ids)] = 1
         targets[i, e.positions] = torch.tensor(e.targets)
     return {"input_ids": ids, "attention_mask": mask, "targets": targets}
+
+
+def collate_rm_lm(examples: list[RMExample], pad_id: int) -> dict[str, torch.Tensor]:
+    """collate_rm's batch plus lm_labels (B, T): at position t the solution token t + 1 to
+    predict, -100 at the prompt, the last token and padding."""
+    batch = collate_rm(examples, pad_id)
+    labels = torch.full(batch["input_ids"].shape, -100, dtype=torch.long)
+    for i, e in enumerate(examples):
+        n = len(e.input_ids)
+        labels[i, e.solution_start - 1:n - 1] = torch.tensor(e.input_ids[e.solution_start:n], dtype=torch.long)
+    batch["lm_labels"] = labels
+    return batch
+
+
+def lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy. logits (B, T, V); labels (B, T), -100 ignored."""
+    return torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
+
+
+def tied_lm_head(rm) -> torch.nn.Module:
+    """The policy's LM head inside a reward model's body: its input embeddings, when the
+    policy's config ties them to the head; a ValueError otherwise (an untied head is not
+    part of the body, and a reward model does not carry one)."""
+    if not getattr(rm.backbone.config, "tie_word_embeddings", False):
+        raise ValueError("lm_coef > 0 reads next-token logits through the policy's LM head tied to the body's input "
+                         f"embeddings, but this body ({type(rm.backbone).__name__}) has tie_word_embeddings=False, so "
+                         "its LM head is not part of the reward model; use lm_coef 0")
+    return rm.backbone.get_input_embeddings()
 
 
 def bce_loss(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, dict]:
@@ -127,10 +167,22 @@ class RewardModelTrainer:
         if not examples:
             raise ValueError("no reward-model examples left after tokenisation (empty data or max_len too small)")
         batch_at = make_batch_at(examples, cfg.batch_size, cfg.grad_accum, rm.tokenizer.pad_token_id or 0, cfg.seed,
-                                 collate_rm)
+                                 collate_rm_lm if cfg.lm_coef > 0 else collate_rm)
 
-        def loss_fn(model, batch):
-            return bce_loss(model(batch["input_ids"], batch["attention_mask"]), batch["targets"])
+        if cfg.lm_coef > 0:
+            tied_lm_head(rm)  # refuses an untied body here, before any step
+
+            def loss_fn(model, batch):
+                # RewardModel.forward, keeping the hidden states for the LM head as well
+                hidden = model.backbone(input_ids=batch["input_ids"],
+                                        attention_mask=batch["attention_mask"]).last_hidden_state
+                bce, stats = bce_loss(model.head(hidden).squeeze(-1), batch["targets"])
+                lm = lm_loss(torch.nn.functional.linear(hidden, tied_lm_head(model).weight), batch["lm_labels"])
+                loss = bce + cfg.lm_coef * lm
+                return loss, {**stats, "loss": loss.item(), "bce": bce.item(), "lm_loss": lm.item()}
+        else:
+            def loss_fn(model, batch):
+                return bce_loss(model(batch["input_ids"], batch["attention_mask"]), batch["targets"])
 
         save = lambda m, out: m.save(out)  # noqa: E731
         lora = cfg.lora()
