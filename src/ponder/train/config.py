@@ -127,10 +127,11 @@ class RewardModelConfig(TrainConfig, LoraOptions):
     """tokens per example, at most"""
     hard: bool = False
     """train on hard labels (label > 0) instead of soft MC fractions"""
-    lm_coef: float = 0.0
+    lm_coef: float | None = None
     """weight of the body's own next-token loss on the solution tokens, added to the step BCE so
     that it keeps what it knows as a language model (read through the LM head tied to its input
-    embeddings; the saved reward model is unchanged); 0 = step BCE alone"""
+    embeddings; the saved reward model is unchanged); None or 0 = step BCE alone (None, so that
+    runs started before the option existed still resume)"""
 
     def __post_init__(self):
         super().__post_init__()

@@ -167,9 +167,9 @@ class RewardModelTrainer:
         if not examples:
             raise ValueError("no reward-model examples left after tokenisation (empty data or max_len too small)")
         batch_at = make_batch_at(examples, cfg.batch_size, cfg.grad_accum, rm.tokenizer.pad_token_id or 0, cfg.seed,
-                                 collate_rm_lm if cfg.lm_coef > 0 else collate_rm)
+                                 collate_rm_lm if cfg.lm_coef else collate_rm)
 
-        if cfg.lm_coef > 0:
+        if cfg.lm_coef:
             tied_lm_head(rm)  # refuses an untied body here, before any step
 
             def loss_fn(model, batch):
