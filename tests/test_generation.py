@@ -164,7 +164,7 @@ def test_chunks_keep_prompt_order_and_samples(tiny):
 def test_automatic_batch_rows_follow_the_kv_cache(tiny):
     """batch_size=None: rows whose keys and values of every layer at the call's longest
     sequence fit AUTO_KV_BYTES, within AUTO_ROWS; a set batch_size is kept as given."""
-    from ponder.generation.torch_engine import AUTO_KV_BYTES, AUTO_ROWS
+    from ponder.generation.batch_rows import AUTO_KV_BYTES, AUTO_ROWS
 
     model, tokenizer = tiny
     c = model.config

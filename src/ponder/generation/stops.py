@@ -1,4 +1,4 @@
-"""Incremental detokenization and stop-string matching, one generated sequence at a time.
+"""Incremental detokenization, stop strings and where a sequence ends, one sequence at a time.
 
 A stop string is matched on decoded *text*, not tokens: with a subword tokenizer the string
 "\\n\\n" may arrive inside one token, across two, or at the end of a token that also carries
@@ -88,3 +88,22 @@ def eos_ids(model, tokenizer) -> set[int]:
         elif value is not None:
             ids.update(int(v) for v in value)
     return ids
+
+
+def sequence_end(tok: int, count: int, eos: set[int], detok: IncrementalDetokenizer | None,
+                 params) -> tuple[str, str | None, str | None] | None:
+    """Whether `tok`, a sequence's `count`-th generated token, ends it - EOS, a stop string of
+    `params.stop` (matched on `detok`'s text, which `tok` is pushed into) or `params.max_tokens`,
+    checked in that order: (finish reason, the stop string, the text cut at it) with None for
+    what does not apply, or None while the sequence goes on."""
+    if tok in eos:
+        return "stop", None, None
+    if detok is not None:
+        delta = detok.push(tok)
+        match = find_stop(detok.text, len(delta), params.stop) if delta else None
+        if match is not None:
+            stop, start = match
+            return "stop", stop, detok.text[: start + len(stop) if params.include_stop_str_in_output else start]
+    if count >= params.max_tokens:
+        return "length", None, None
+    return None

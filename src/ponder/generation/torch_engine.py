@@ -8,9 +8,8 @@ How a call runs:
 
 1. Prompts are tokenized (through the chat template when `chat` is on), sorted by length
    (longest first) and queued; the batch holds at most `batch_size` rows (n per prompt; one
-   prompt's n rows when n > batch_size). By default (`batch_size=None`) a call takes as many
-   rows as the KV cache of its longest sequence fits in `AUTO_KV_BYTES`, between 64 and 512
-   (`rows_for`): a 1M-parameter model decodes 512 rows a step, a 135M one at 600 tokens 64.
+   prompt's n rows when n > batch_size; by default, as many as the KV cache of the call's
+   longest sequence fits in 1 GiB, 64 to 512: batch_rows.py).
 2. Prefill (prefill.py): the prompts that fit are computed once each, their shared prefix
    once for all, and each prompt's cache row is repeated for its n samples. Only the last
    position's logits are computed (`logits_to_keep=1`).
@@ -82,12 +81,13 @@ from ponder.generation.base import (
     seed_key,
     weights_version,
 )
+from ponder.generation.batch_rows import AUTO_ROWS, auto_rows
 from ponder.generation.kv_cache import GROW_BY, fill_holes, growing_cache, join_batches
 from ponder.generation.prefill import prefill
 from ponder.generation.prefix_cache import PrefixCache
 from ponder.generation.scoring import teacher_forced_logprobs
 from ponder.generation.sampling import select_tokens, token_logprobs
-from ponder.generation.stops import IncrementalDetokenizer, decode_completion, eos_ids, find_stop
+from ponder.generation.stops import IncrementalDetokenizer, decode_completion, eos_ids, sequence_end
 from ponder.generation.weight_layout import ColumnMajorWeights, PackedBF16Linears
 from ponder.models import encode_prompts
 from ponder.models.device import make_generator, no_grad
@@ -101,13 +101,6 @@ COLUMN_MAJOR_MAX_BYTES = 2 * 2**30
 REFILL = 0.25
 # Default memory of the cross-call prefix cache (prefix_cache.py).
 PREFIX_CACHE_MB = 256
-# `batch_size=None`: rows per call such that their KV cache at the call's longest sequence takes
-# at most AUTO_KV_BYTES, within AUTO_ROWS. A decoding step of a small model costs little more
-# for 512 rows than for 64 (its time is per-layer overhead, not arithmetic), so an RL step's
-# 16 prompts x 8 samples in one batch instead of two, or an evaluation's 300 x 8 in five
-# instead of 38, take less time (benchmarks/batch_rows.py); a large model keeps its 64 rows.
-AUTO_KV_BYTES = 2**30
-AUTO_ROWS = (64, 512)
 
 
 @dataclass
@@ -196,18 +189,8 @@ class TorchGenerator(Generator):
 
     def rows_for(self, longest: int) -> int:
         """Rows decoded together in a call whose longest sequence (prompt + max_tokens) has
-        `longest` tokens: `batch_size` if set, else as many as AUTO_KV_BYTES of KV cache hold
-        (keys and values of every layer, in the model's dtype), within AUTO_ROWS."""
-        if self.batch_size is not None:
-            return self.batch_size
-        c = self.model.config
-        layers, heads = getattr(c, "num_hidden_layers", None), getattr(c, "num_attention_heads", None)
-        if not layers or not heads:
-            return AUTO_ROWS[0]
-        head_dim = getattr(c, "head_dim", None) or c.hidden_size // heads
-        per_token = layers * 2 * (getattr(c, "num_key_value_heads", None) or heads) * head_dim \
-            * next(self.model.parameters()).element_size()
-        return max(AUTO_ROWS[0], min(AUTO_ROWS[1], AUTO_KV_BYTES // (per_token * max(longest, 1))))
+        `longest` tokens: `batch_size` if set, else by the KV cache they need (batch_rows.py)."""
+        return self.batch_size if self.batch_size is not None else auto_rows(self.model, longest)
 
     # ----- prompts -----
 
@@ -439,20 +422,10 @@ class TorchGenerator(Generator):
     def _finish(self, row: _Row, tok: int, params: SamplingParams, prompt_ids: list[int]) -> bool:
         """Whether `tok` ends the row - EOS, a stop string or max_tokens, checked in that
         order - recording `row.sample` if so."""
-        reason, stop, text = None, None, None
-        if tok in self.eos_ids:
-            reason = "stop"
-        elif row.detok is not None:
-            delta = row.detok.push(tok)
-            match = find_stop(row.detok.text, len(delta), params.stop) if delta else None
-            if match is not None:
-                stop, start = match
-                reason = "stop"
-                text = row.detok.text[: start + len(stop) if params.include_stop_str_in_output else start]
-        if reason is None and len(row.token_ids) >= params.max_tokens:
-            reason = "length"
-        if reason is None:
+        end = sequence_end(tok, len(row.token_ids), self.eos_ids, row.detok, params)
+        if end is None:
             return False
+        reason, stop, text = end
         if text is None:
             text = row.detok.text if row.detok is not None else decode_completion(self.tokenizer, prompt_ids, row.token_ids)
         row.sample = Sample(
